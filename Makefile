@@ -1,0 +1,51 @@
+# One entry point for set-up, tests, benchmarks and code generation.
+# Everything installs into .venv (project) and .peers/ (independent peers), so a fresh clone needs only python3.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+SCHEMAS ?= ../shared/schemas
+
+.PHONY: all install run test lint typecheck bench grammars grammars-check peers clean
+
+all: test
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# The daemon's main job on the simulated board (for now: the codec demo).
+run: $(STAMP)
+	$(VENV)/bin/secc exi demo
+
+# Independent peers for the interop/differential tests (Josev's EXIficient codec in its own venv).
+peers: $(STAMP)
+	$(PY) -m tests.peers.setup
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy exi secc hal slac
+
+test: $(STAMP) peers lint typecheck
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+bench: $(STAMP) peers
+	$(PY) -m tests.bench
+
+# Regenerate the EXI grammar tables and message classes from the ISO XSDs (never committed).
+grammars: $(STAMP)
+	$(PY) -m exi.compiler --schemas $(SCHEMAS) --out exi/generated
+
+# Fails when the committed generated code differs from what the XSDs give.
+grammars-check: $(STAMP)
+	$(PY) -m exi.compiler --schemas $(SCHEMAS) --out exi/generated --check
+
+clean:
+	rm -rf $(VENV) .peers build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
