@@ -37,7 +37,7 @@ test: $(STAMP) peers lint typecheck
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 bench: $(STAMP) peers
-	$(PY) -m tests.bench
+	$(PY) -m tests.bench $(SECTIONS)
 
 # Regenerate the EXI grammar tables and message classes from the ISO XSDs (never committed).
 grammars: $(STAMP)

@@ -1,0 +1,22 @@
+"""`make peers`: install the independent peers the tests compare against, each in its own place under .peers/.
+
+Sections register themselves in PEERS; each is idempotent and prints one line saying what it did or why it
+could not (a missing peer makes the matching tests skip locally and fail in CI).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+PEERS: dict[str, Callable[[], str]] = {}
+
+
+def main() -> int:
+    for name, install in PEERS.items():
+        print(f"peers: {name}: {install()}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
