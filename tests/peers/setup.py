@@ -9,7 +9,10 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
+from tests.peers import josev
+
 PEERS: dict[str, Callable[[], str]] = {}
+PEERS["josev"] = josev.install
 
 
 def main() -> int:
