@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 SCHEMAS ?= ../shared/schemas
 
-.PHONY: all install run test lint typecheck bench grammars grammars-check peers clean
+.PHONY: all install run test lint typecheck bench grammars grammars-check peers certs clean
 
 all: test
 
@@ -23,6 +23,11 @@ install: $(STAMP)
 run: $(STAMP)
 	$(VENV)/bin/secc exi demo
 
+# The ISO 15118-20 test PKI (secp521r1 chains, keys 0600); see certs/README.md.
+CERTS_OUT ?= build/pki
+certs: $(STAMP)
+	$(PY) -m certs --out $(CERTS_OUT)
+
 # Independent peers for the interop/differential tests (Josev's EXIficient codec in its own venv).
 peers: $(STAMP)
 	$(PY) -m tests.peers.setup
@@ -31,7 +36,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy exi secc hal slac
+	$(VENV)/bin/mypy exi secc hal slac certs
 
 test: $(STAMP) peers lint typecheck
 	$(PY) -m pytest -q $(PYTEST_ARGS)
