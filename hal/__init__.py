@@ -1,0 +1,1 @@
+"""Hardware abstraction for the SECC board (filled in below as modules land)."""

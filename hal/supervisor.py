@@ -1,0 +1,256 @@
+"""The charging port's safety supervisor: the only code path that switches DC power and contactors.
+
+It samples the CP, runs hal.cp.ControlPilotMachine, applies its output to the CP driver, watches the
+contactor mirrors (hal.contactors.ContactorMonitor) and the isolation monitor, and enforces on every tick:
+
+    power may flow  <=>  CP permits (C, PWM, no CP fault, session allowed)
+                         and no welded contactor, no contactor fault, no isolation fault
+
+When that turns false the power stage is switched off at once, and the contactors are opened as soon as
+the current is below `open_current_a`, or at the CP deadline (100 ms after C->B) even under load. A welded
+contactor additionally puts CP in F (EVSE not available) until acknowledged. An isolation fault latches
+until the EV is unplugged.
+
+Time is explicit: call `tick(now)` at least every `sample_period_s` (and at `next_deadline()`); the
+session's requests (`close_contactors`, `power_on`, ...) also take `now`, and are refused (False) when the
+rules say no. The sim tests drive it with the simulated board's clock; the daemon with time.monotonic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from hal.board import Board
+from hal.contactors import ContactorConfig, ContactorEvent, ContactorFault, ContactorMonitor
+from hal.cp import ControlPilotMachine, CpConfig, CpEvent, EvUnplugged, PowerOffRequired
+from hal.types import ContactorFaultKind
+
+
+@dataclass(frozen=True, slots=True)
+class SafetyEvent:
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class PowerCut(SafetyEvent):
+    """The supervisor switched the power stage off (not at the session's request)."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ContactorsOpened(SafetyEvent):
+    current_a: float  # output current when the open command went out
+    forced: bool  # True: opened under load because the deadline was reached
+
+
+@dataclass(frozen=True, slots=True)
+class IsolationFault(SafetyEvent):
+    resistance_ohm: float | None
+    device_error: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CpReadFailed(SafetyEvent):
+    error: str
+
+
+Event = CpEvent | ContactorEvent | SafetyEvent
+
+
+class ChargePortSupervisor:
+    def __init__(
+        self,
+        board: Board,
+        cp_config: CpConfig | None = None,
+        contactor_config: ContactorConfig | None = None,
+        isolation_fault_ohm: float = 100_000.0,  # IEC 61851-23:2023 (EVerest CABLECHECK_... constant)
+        open_current_a: float = 2.0,
+        sample_period_s: float = 0.010,
+        imd_poll_interval_s: float = 1.0,
+        now: float = 0.0,
+    ) -> None:
+        self.board = board
+        self.cp = ControlPilotMachine(cp_config, now)
+        self.contactor_monitor = ContactorMonitor(len(board.contactors.feedback_closed()), contactor_config)
+        self.isolation_fault_ohm = isolation_fault_ohm
+        self.open_current_a = open_current_a
+        self.sample_period_s = sample_period_s
+        self.imd_poll_interval_s = imd_poll_interval_s
+        self._events: list[Event] = []
+        self._off_deadline: float | None = None
+        self._isolation_fault = False
+        self._next_imd_poll = now
+        self._last_tick = now
+        board.control_pilot.set_output(self.cp.output)
+        self._applied_output = self.cp.output
+
+    # ------------------------------------------------------------------ state
+    @property
+    def isolation_fault(self) -> bool:
+        return self._isolation_fault
+
+    def power_allowed(self) -> bool:
+        return (
+            self.cp.power_permitted
+            and not self._isolation_fault
+            and not self.contactor_monitor.faults
+        )
+
+    def events(self) -> list[Event]:
+        out = self._events
+        self._events = []
+        return out
+
+    def next_deadline(self) -> float:
+        deadlines = [self._last_tick + self.sample_period_s]
+        for d in (self.cp.next_deadline(), self.contactor_monitor.next_deadline(), self._off_deadline):
+            if d is not None:
+                deadlines.append(d)
+        return min(deadlines)
+
+    # ------------------------------------------------------------------ session requests
+    def close_contactors(self, now: float) -> bool:
+        if not self.power_allowed():
+            return False
+        self.board.contactors.close_contactors()
+        self.contactor_monitor.command(now, True)
+        return True
+
+    def open_contactors(self, now: float) -> None:
+        self._open(now, forced=False)
+
+    def power_on(self, now: float, voltage_v: float, current_a: float) -> bool:
+        """Switch the stage on with a target; refused unless power is allowed and contactors are closed."""
+        if not self.power_allowed() or not self.board.contactors.commanded_closed:
+            return False
+        self.board.power_stage.set_target(voltage_v, current_a)
+        self.board.power_stage.switch_on()
+        return True
+
+    def set_target(self, now: float, voltage_v: float, current_a: float) -> bool:
+        if not self.power_allowed():
+            return False
+        self.board.power_stage.set_target(voltage_v, current_a)
+        return True
+
+    def power_off(self, now: float) -> None:
+        self.board.power_stage.switch_off()
+
+    # ------------------------------------------------------------------ the loop body
+    def tick(self, now: float) -> list[Event]:
+        self._last_tick = now
+        board = self.board
+        try:
+            measurement = board.control_pilot.measure()
+        except OSError as exc:
+            self._events.append(CpReadFailed(now, str(exc)))  # the CP watchdog cuts power if this persists
+        else:
+            self.cp.feed(now, measurement)
+        deadline = self.cp.next_deadline()
+        if deadline is not None and now >= deadline:
+            self.cp.handle_timer(now)
+        self._apply_cp_output()
+        try:
+            feedback = board.contactors.feedback_closed()
+        except OSError:
+            feedback = None
+        if feedback is not None:
+            self.contactor_monitor.feed(now, feedback)
+        self.contactor_monitor.handle_timer(now)
+        self._watch_isolation(now)
+        cp_events = self.cp.events()
+        for ev in cp_events:
+            if isinstance(ev, PowerOffRequired):
+                self._off_deadline = ev.deadline if self._off_deadline is None else min(
+                    self._off_deadline, ev.deadline
+                )
+            if isinstance(ev, EvUnplugged):
+                self._isolation_fault = False
+        self._events.extend(cp_events)
+        contactor_events = self.contactor_monitor.events()
+        self._events.extend(contactor_events)
+        welded = ContactorFaultKind.WELDED
+        if any(isinstance(e, ContactorFault) and e.kind is welded for e in contactor_events):
+            self.cp.set_unavailable(now)  # never offer charging on a welded contactor
+            self._apply_cp_output()
+            self._events.extend(self.cp.events())
+        self._enforce(now)
+        return self.events()
+
+    def _apply_cp_output(self) -> None:
+        output = self.cp.output
+        if output != self._applied_output:
+            self.board.control_pilot.set_output(output)
+            self._applied_output = output
+
+    def _watch_isolation(self, now: float) -> None:
+        if now < self._next_imd_poll:
+            return
+        self._next_imd_poll = now + self.imd_poll_interval_s
+        energized = self.board.power_stage.present().enabled or self.board.contactors.commanded_closed
+        if not energized:
+            return
+        try:
+            reading = self.board.isolation_monitor.read()
+        except OSError:
+            return  # a lost IMD is judged by the session's CableCheck; the IMD's own relay trips HV
+        if reading.self_test_running:
+            return
+        low = reading.resistance_ohm is not None and reading.resistance_ohm < self.isolation_fault_ohm
+        if (low or reading.device_error) and not self._isolation_fault:
+            self._isolation_fault = True
+            self._events.append(IsolationFault(now, reading.resistance_ohm, reading.device_error))
+
+    def _enforce(self, now: float) -> None:
+        board = self.board
+        if self.power_allowed():
+            self._off_deadline = None
+            return
+        stage = board.power_stage
+        if stage.present().enabled:
+            stage.switch_off()
+            self._events.append(PowerCut(now, self._cut_reason()))
+        if board.contactors.commanded_closed:
+            current = abs(stage.present().current_a)
+            if current <= self.open_current_a:
+                self._open(now, forced=False)
+            elif self._off_deadline is None or now >= self._off_deadline - self.sample_period_s:
+                # Opening under load wears the contacts, but the deadline is a safety rule; open now
+                # rather than one tick late.
+                self._open(now, forced=True)
+
+    def _cut_reason(self) -> str:
+        if self._isolation_fault:
+            return "isolation-fault"
+        if self.contactor_monitor.faults:
+            return "contactor-fault"
+        return "cp"
+
+    def _open(self, now: float, forced: bool) -> None:
+        if not self.board.contactors.commanded_closed:
+            return
+        current = self.board.power_stage.present().current_a
+        self.board.contactors.open_contactors()
+        self.contactor_monitor.command(now, False)
+        self._events.append(ContactorsOpened(now, current, forced))
+
+
+async def run_supervisor(
+    supervisor: ChargePortSupervisor,
+    clock: Callable[[], float],
+    on_events: Callable[[list[Event]], None],
+    stop: asyncio.Event,
+) -> None:
+    """Thin asyncio adapter: tick at every deadline until `stop` is set. Hardware I/O runs inline; the
+    CP/GPIO reads are short (I2C ADC conversion, GPIO ioctl)."""
+    while not stop.is_set():
+        events = supervisor.tick(clock())
+        if events:
+            on_events(events)
+        delay = max(0.0, supervisor.next_deadline() - clock())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=delay)
