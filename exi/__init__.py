@@ -1,0 +1,48 @@
+"""Schema-informed EXI codec for ISO 15118-20 (+ Amendment 1 AC-DER, SupportedAppProtocol, xmldsig).
+
+    msg = exi.decode(data, "dc")          # bytes -> message object (exi.generated.dc.DC_ChargeLoopReq, ...)
+    data = exi.encode(msg, "dc")          # message object -> bytes (header 0x80 included)
+    text = exi.to_xml(msg)                # namespace-qualified XML document
+    msg = exi.from_xml(text, "dc")
+    exi.encode_fragment(obj, "cm") / exi.decode_fragment(data, "xmldsig")   # signature inputs
+
+Schema names: app, cm, dc, ac, wpt, acdp, ac-der-iec, ac-der-sae, xmldsig, or the full namespace.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .codec import decode, decode_fragment, encode, encode_fragment, grammar, resolve, schema_names
+from .errors import ExiDecodeError, ExiEncodeError, ExiError, ExiSchemaError, ExiValidationError
+from .types import Choice
+from .xml import from_xml, to_json, to_xml
+
+backend = "python"
+
+
+def from_xml_fragment(xml: str, schema: str) -> Any:
+    """Parse one element of the schema set (global or local) as a fragment root."""
+    return from_xml(xml, schema, fragment=True)
+
+
+__all__ = [
+    "Choice",
+    "ExiDecodeError",
+    "ExiEncodeError",
+    "ExiError",
+    "ExiSchemaError",
+    "ExiValidationError",
+    "backend",
+    "decode",
+    "decode_fragment",
+    "encode",
+    "encode_fragment",
+    "from_xml",
+    "from_xml_fragment",
+    "grammar",
+    "resolve",
+    "schema_names",
+    "to_json",
+    "to_xml",
+]
