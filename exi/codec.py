@@ -84,11 +84,12 @@ class BitReader:
 
 
 class BitWriter:
-    __slots__ = ("acc", "n")
+    __slots__ = ("acc", "n", "validate")
 
-    def __init__(self) -> None:
+    def __init__(self, validate: bool = True) -> None:
         self.acc = 0
         self.n = 0
+        self.validate = validate  # False: skip facets the encoding does not carry (to reproduce bad peers)
 
     def write(self, value: int, nbits: int) -> None:
         self.acc = (self.acc << nbits) | value
@@ -275,21 +276,25 @@ def _enc_boolean(dt: Datatype, w: BitWriter, v: Any) -> None:
 def _enc_nbit(dt: Datatype, w: BitWriter, v: Any) -> None:
     if type(v) is not int:
         raise _type_error(dt, "int", v)
-    dt.check_range(v, ExiValidationError)
-    w.write(v - dt.lo, dt.nbits)  # type: ignore[operator]
+    offset = v - dt.lo  # type: ignore[operator]
+    if w.validate or not 0 <= offset < (1 << dt.nbits):
+        dt.check_range(v, ExiValidationError)
+    w.write(offset, dt.nbits)
 
 
 def _enc_unsigned(dt: Datatype, w: BitWriter, v: Any) -> None:
     if type(v) is not int:
         raise _type_error(dt, "int", v)
-    dt.check_range(v, ExiValidationError)
+    if w.validate or v < 0:
+        dt.check_range(v, ExiValidationError)
     w.uint(v)
 
 
 def _enc_integer(dt: Datatype, w: BitWriter, v: Any) -> None:
     if type(v) is not int:
         raise _type_error(dt, "int", v)
-    dt.check_range(v, ExiValidationError)
+    if w.validate:
+        dt.check_range(v, ExiValidationError)
     if v < 0:
         w.write(1, 1)
         w.uint(-v - 1)
@@ -308,7 +313,8 @@ def _enc_enum(dt: Datatype, w: BitWriter, v: Any) -> None:
 def _enc_string(dt: Datatype, w: BitWriter, v: Any) -> None:
     if type(v) is not str:
         raise _type_error(dt, "str", v)
-    dt.check_length(len(v), "string", ExiValidationError)
+    if w.validate:
+        dt.check_length(len(v), "string", ExiValidationError)
     w.uint(len(v) + 2)
     if v.isascii():
         w.octets(v.encode("ascii"))
@@ -320,7 +326,8 @@ def _enc_string(dt: Datatype, w: BitWriter, v: Any) -> None:
 def _enc_binary(dt: Datatype, w: BitWriter, v: Any) -> None:
     if not isinstance(v, (bytes, bytearray)):
         raise _type_error(dt, "bytes", v)
-    dt.check_length(len(v), "binary", ExiValidationError)
+    if w.validate:
+        dt.check_length(len(v), "binary", ExiValidationError)
     w.uint(len(v))
     w.octets(bytes(v))
 
@@ -627,7 +634,7 @@ def _decode_complex(r: BitReader, t: TypeInfo, cls: Any) -> Any:
                 vals[fname] = v
         elif ev == EE:
             break
-        elif ev == AT_QNAME or ev == CH:
+        elif ev in (AT_QNAME, CH):
             fname, dt = arg
             vals[fname] = dt.dec(dt, r)
         else:
@@ -769,14 +776,18 @@ def _by_isinstance(by_class: dict[Any, ElementInfo], item: Any) -> ElementInfo |
     return None
 
 
-def encode(message: Any, schema: str) -> bytes:
-    """Encode a message object as an EXI document of the schema set (header 0x80 included)."""
+def encode(message: Any, schema: str, validate: bool = True) -> bytes:
+    """Encode a message object as an EXI document of the schema set (header 0x80 included).
+
+    validate=False skips the facets the encoding does not carry (lengths, ranges): only for reproducing what a
+    non-conforming peer sends, never for messages the charger sends.
+    """
     g = grammar(schema)
     root = g.root_by_class.get(type(message))
     if root is None:
         raise ExiSchemaError(f"{type(message).__name__} is not a message (global element) of schema set {g.name}")
     code, el = root
-    w = BitWriter()
+    w = BitWriter(validate)
     w.write(HEADER, 8)
     w.write(code, g.document_width)
     try:
@@ -787,7 +798,7 @@ def encode(message: Any, schema: str) -> bytes:
     return w.getvalue()
 
 
-def encode_fragment(message: Any, schema: str, element: str | None = None) -> bytes:
+def encode_fragment(message: Any, schema: str, element: str | None = None, validate: bool = True) -> bytes:
     """Encode one element as an EXI fragment (signature inputs); `element` names it when the class is shared."""
     g = grammar(schema)
     if g.fragment is None:
@@ -800,7 +811,7 @@ def encode_fragment(message: Any, schema: str, element: str | None = None) -> by
         raise ExiSchemaError(f"cannot tell which element of {g.name} a {type(message).__name__} is "
                              f"(candidates: {names}); pass element=")
     code, el = choices[0]
-    w = BitWriter()
+    w = BitWriter(validate)
     w.write(HEADER, 8)
     w.write(code, g.fragment_width)
     try:

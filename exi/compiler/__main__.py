@@ -85,7 +85,7 @@ def format_generated(folder: str) -> None:
     """Sort imports so the generated code reads like the rest (ruff, when present)."""
     ruff = shutil.which("ruff") or os.path.join(os.path.dirname(sys.executable), "ruff")
     if os.path.exists(ruff):
-        subprocess.run([ruff, "format", "-q", "--line-length", "110", folder], check=False)
+        subprocess.run([ruff, "format", "-q", "--line-length", "120", folder], check=False)
 
 
 if __name__ == "__main__":
