@@ -67,6 +67,17 @@ def josev_json_quirks(doc: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
+def josev_cannot_encode(doc: dict[str, Any]) -> str | None:
+    """Why Josev's encoder cannot produce this document's bytes at all (measured), or None.
+
+    Its JAXB binding always writes supportedAppProtocolRes/SchemaID (primitive default 0): the JSON without it
+    encodes to 80480000, never to the 804880 of the three vectors without SchemaID."""
+    res = doc.get("supportedAppProtocolRes")
+    if isinstance(res, dict) and "SchemaID" not in res:
+        return "Josev always encodes supportedAppProtocolRes/SchemaID"
+    return None
+
+
 def ours_json(exi: Any, message: Any) -> dict[str, Any]:
     """Our to_json, forced through JSON text: it is what we hand to Josev, and it must be JSON."""
     data: dict[str, Any] = json.loads(json.dumps(exi.to_json(message)))
@@ -90,6 +101,15 @@ def record(kind: str, schema: str, **facts: Any) -> None:
 def check_message(josev: Any, exi: Any, message: Any, schema: str) -> None:
     ours = exi.encode(message, schema)
     as_json = ours_json(exi, message)
+    if josev_cannot_encode(as_json) is None:
+        same_bytes_as_josev(josev, ours, as_json, schema)
+    back = josev_json_quirks(josev.decode(ours, schema))
+    if back != as_json:
+        record("josev-decodes-differently", schema, ours_hex=ours.hex(), json=as_json, josev_json=back)
+    assert back == as_json, f"{schema}: Josev decodes our {ours.hex()} to\n {back}\nwe meant\n {as_json}"
+
+
+def same_bytes_as_josev(josev: Any, ours: bytes, as_json: dict[str, Any], schema: str) -> None:
     try:
         theirs = josev.encode(as_json, schema)
     except josev_peer.JosevError as exc:
@@ -101,10 +121,6 @@ def check_message(josev: Any, exi: Any, message: Any, schema: str) -> None:
         raise AssertionError(
             f"{schema}: bytes differ from bit {bit}\n ours  {ours.hex()}\n josev {theirs.hex()}\n {as_json}"
         )
-    back = josev_json_quirks(josev.decode(ours, schema))
-    if back != as_json:
-        record("josev-decodes-differently", schema, ours_hex=ours.hex(), json=as_json, josev_json=back)
-    assert back == as_json, f"{schema}: Josev decodes our {ours.hex()} to\n {back}\nwe meant\n {as_json}"
 
 
 def random_run(josev: Any, data: st.DataObject, schema: str) -> None:
@@ -158,11 +174,17 @@ def test_vectors_to_json_matches_josev(josev: Any) -> None:
         data = bytes.fromhex(vector["exi_hex"])
         schema = NAMESPACE_TO_SCHEMA[vector["schema"]]
         try:
-            message = exi.decode(data, schema)
+            try:
+                message = exi.decode(data, schema)
+            except exi.ExiValidationError:
+                # Facet-invalid vectors (e.g. a 2-octet DHPublicKey) still test the JSON mapping.
+                message = exi.decode(data, schema, validate=False)
             mine = ours_json(exi, message)
             theirs = josev_json_quirks(josev.decode(data, schema))
             if mine != theirs:
                 failures.append(f"{vector['name']}: to_json {mine}\n   Josev  {theirs}")
+                continue
+            if josev_cannot_encode(mine):
                 continue
             again = josev.encode(mine, schema)
             if again != data:
