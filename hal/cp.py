@@ -23,7 +23,7 @@ Safety rules this machine enforces (through `power_permitted` and PowerOffRequir
     * No power before B->C: permitted only while the debounced state is C (D only with ventilation),
       the PWM is on (or was stopped < 6 s ago, see below), no CP fault and the session allows it.
     * Power off within 100 ms after C->B: once the level has left C for `debounce_s` (two samples), the
-      permission drops and PowerOffRequired carries deadline = first non-C sample + 100 ms. A sample
+      permission drops and PowerOffRequired carries deadline = last C sample + 100 ms. A sample
       watchdog (`measurement_timeout_s`, while power is permitted) guarantees the debounce cannot hang:
       debounce_s + measurement_timeout_s <= 100 ms is checked at construction.
     * PWM stopped while the EV stays in C: power stays permitted for 6 s (EV shall open S2), then is
@@ -254,6 +254,7 @@ class ControlPilotMachine:
         self._candidate_samples = 0
         self._non_c_since: float | None = None
         self._non_c_samples = 0
+        self._last_c_sample: float | None = None
         self._invalid_since: float | None = None
         self._last_sample: float | None = None
         self._faults: set[CpFaultKind] = set()
@@ -390,6 +391,8 @@ class ControlPilotMachine:
         else:
             self._non_c_since = None
             self._non_c_samples = 0
+            if raw in _CHARGING_STATES:
+                self._last_c_sample = now
         if raw is CpState.UNKNOWN:
             if self._invalid_since is None:
                 self._invalid_since = now
@@ -559,7 +562,9 @@ class ControlPilotMachine:
             self._non_c_samples >= cfg.min_samples and now - self._non_c_since >= cfg.debounce_s
         ):
             reason = "left-c"
-            deadline = self._non_c_since + cfg.power_off_after_c_to_b_s
+            # The EV left C somewhere after the last C sample: count the 100 ms from there.
+            since = self._non_c_since if self._last_c_sample is None else self._last_c_sample
+            deadline = since + cfg.power_off_after_c_to_b_s
             self._power_requested = False
         elif self._state not in _CHARGING_STATES:
             reason = f"state-{self._state.value}"
@@ -581,5 +586,5 @@ class ControlPilotMachine:
         elif not permitted and self._power_permitted:
             self._power_permitted = False
             self._pwm_off_deadline = None
-            # For "left-c" the deadline counts from the first non-C sample, not from this call.
+            # For "left-c" the deadline counts from the last C sample, not from this call.
             self._events.append(PowerOffRequired(now, reason, deadline))

@@ -248,8 +248,9 @@ class SimIsolationMonitor:
             self._self_test_until = None
             failed = faults.imd_self_test_fails or faults.imd_device_error
             self._self_test = SelfTestResult.FAILED if failed else SelfTestResult.PASSED
-        if self.running and now >= self._next_update:
-            self._next_update = now + self.measurement_period_s
+        if self.running and now >= self._next_update - 1e-9:
+            while self._next_update <= now + 1e-9:  # on a fixed 1/s schedule, no drift
+                self._next_update += self.measurement_period_s
             self._last_value = faults.isolation_resistance_ohm
 
     def read(self) -> IsolationReading:
@@ -456,10 +457,13 @@ class SimBoard:
     def advance(self, dt: float) -> None:
         if dt < 0:
             raise ValueError("time only moves forward")
-        end = self.now + dt
-        while self.now < end - 1e-12:
-            step = min(self.step_s, end - self.now)
-            self.now += step
+        start = self.now
+        end = start + dt
+        steps = max(1, math.ceil(dt / self.step_s - 1e-9)) if dt > 0 else 0
+        for k in range(1, steps + 1):
+            t = end if k == steps else start + k * self.step_s  # no accumulated rounding
+            step = t - self.now
+            self.now = t
             self._step(step)
         self.now = end
 
