@@ -98,11 +98,31 @@ def record(kind: str, schema: str, **facts: Any) -> None:
         out.write(json.dumps({"kind": kind, "schema": schema, **facts}) + "\n")
 
 
+# Signature inputs: the jar encodes these two roots as EXI fragments of the CommonMessages set
+# (AbstractEXICodec.signatureElements_20), which is what Josev digests for PnC. message root -> (element, field).
+SIGNED_FRAGMENTS = {
+    "AuthorizationReq": ("PnC_AReqAuthorizationMode", "pn_c_a_req_authorization_mode"),
+    "CertificateInstallationReq": ("OEMProvisioningCertificateChain", "oem_provisioning_certificate_chain"),
+}
+
+
+def check_signed_fragment(josev: Any, exi: Any, message: Any, as_json: dict[str, Any]) -> int:
+    """Our fragment bytes of the signed element == Josev's; returns how many fragments were compared."""
+    (root, body), = as_json.items()
+    if root not in SIGNED_FRAGMENTS or SIGNED_FRAGMENTS[root][0] not in body:
+        return 0
+    element, field = SIGNED_FRAGMENTS[root]
+    ours = exi.encode_fragment(getattr(message, field), "cm", element=element)
+    same_bytes_as_josev(josev, ours, {element: body[element]}, "cm")
+    return 1
+
+
 def check_message(josev: Any, exi: Any, message: Any, schema: str) -> None:
     ours = exi.encode(message, schema)
     as_json = ours_json(exi, message)
     if josev_cannot_encode(as_json) is None:
         same_bytes_as_josev(josev, ours, as_json, schema)
+    check_signed_fragment(josev, exi, message, as_json)
     back = josev_json_quirks(josev.decode(ours, schema))
     if back != as_json:
         record("josev-decodes-differently", schema, ours_hex=ours.hex(), json=as_json, josev_json=back)
@@ -170,6 +190,7 @@ def test_vectors_to_json_matches_josev(josev: Any) -> None:
     vectors = load_vectors()
     assert len(vectors) > 250, f"only {len(vectors)} Josev-capable vectors in {VECTORS}"
     failures = []
+    fragments = 0
     for vector in vectors:
         data = bytes.fromhex(vector["exi_hex"])
         schema = NAMESPACE_TO_SCHEMA[vector["schema"]]
@@ -186,12 +207,14 @@ def test_vectors_to_json_matches_josev(josev: Any) -> None:
                 continue
             if josev_cannot_encode(mine):
                 continue
+            fragments += check_signed_fragment(josev, exi, message, mine)
             again = josev.encode(mine, schema)
             if again != data:
                 failures.append(f"{vector['name']}: Josev encodes our JSON to {again.hex()} != {data.hex()}")
         except Exception as exc:  # collect all, report all: one bad vector must not hide the others
             failures.append(f"{vector['name']}: {type(exc).__name__}: {exc}")
     assert not failures, f"{len(failures)}/{len(vectors)} vectors disagree:\n" + "\n".join(failures[:20])
+    assert fragments >= 3, f"only {fragments} signed fragments compared (PnC AuthorizationReq, CertInstallReq)"
 
 
 def test_josev_runner_reproduces_josev_bytes(josev: Any) -> None:
