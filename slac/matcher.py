@@ -56,7 +56,7 @@ class SlacConfig:
 
     @property
     def sounding_timeout(self) -> float:
-        return self.sounding_time_out * 0.1
+        return self.sounding_time_out / 10
 
 
 # --------------------------------------------------------------------------------------------- events
