@@ -55,6 +55,7 @@ from dataclasses import dataclass
 from hal.types import CP_E, CP_F, CP_X1, CpMeasurement, CpMode, CpOutput, CpState
 
 PWM_5_PERCENT = 0.05
+_EPS = 1e-9  # float time sums (0.01 + 0.01 != 0.02) must not cost a sample period
 
 # Nominal plateau voltages of the positive half-wave (Siemens/TI/Phoenix tables, hardware-and-safety §1).
 _NOMINAL_HIGH_V: tuple[tuple[CpState, float], ...] = (
@@ -396,7 +397,7 @@ class ControlPilotMachine:
         if raw is CpState.UNKNOWN:
             if self._invalid_since is None:
                 self._invalid_since = now
-            elif now - self._invalid_since >= cfg.invalid_level_fault_s:
+            elif now - self._invalid_since >= cfg.invalid_level_fault_s - _EPS:
                 self._raise_fault(now, CpFaultKind.INVALID_LEVEL)
         else:
             self._invalid_since = None
@@ -410,7 +411,7 @@ class ControlPilotMachine:
             raw is not CpState.UNKNOWN
             and raw is not self._state
             and self._candidate_samples >= cfg.min_samples
-            and now - self._candidate_since >= cfg.debounce_s
+            and now - self._candidate_since >= cfg.debounce_s - _EPS
         ):
             self._enter_state(now, raw)
         self._update(now)
@@ -559,7 +560,7 @@ class ControlPilotMachine:
         elif self._sequence in (_Sequence.EF_PULSE, _Sequence.EF_X1):
             reason = "ef-pulse"
         elif self._non_c_since is not None and (
-            self._non_c_samples >= cfg.min_samples and now - self._non_c_since >= cfg.debounce_s
+            self._non_c_samples >= cfg.min_samples and now - self._non_c_since >= cfg.debounce_s - _EPS
         ):
             reason = "left-c"
             # The EV left C somewhere after the last C sample: count the 100 ms from there.

@@ -69,6 +69,7 @@ class ChargePortSupervisor:
         contactor_config: ContactorConfig | None = None,
         isolation_fault_ohm: float = 100_000.0,  # IEC 61851-23:2023 (EVerest CABLECHECK_... constant)
         open_current_a: float = 2.0,
+        max_open_delay_s: float = 0.100,
         sample_period_s: float = 0.010,
         imd_poll_interval_s: float = 1.0,
         now: float = 0.0,
@@ -78,6 +79,8 @@ class ChargePortSupervisor:
         self.contactor_monitor = ContactorMonitor(len(board.contactors.feedback_closed()), contactor_config)
         self.isolation_fault_ohm = isolation_fault_ohm
         self.open_current_a = open_current_a
+        self.max_open_delay_s = max_open_delay_s
+        self._open_by: float | None = None  # contactors must be open by then (trip or session request)
         self.sample_period_s = sample_period_s
         self.imd_poll_interval_s = imd_poll_interval_s
         self._events: list[Event] = []
@@ -121,7 +124,11 @@ class ChargePortSupervisor:
         return True
 
     def open_contactors(self, now: float) -> None:
-        self._open(now, forced=False)
+        """Switch power off and open as soon as the current is low (at the latest `max_open_delay_s`)."""
+        self.board.power_stage.switch_off()
+        if self._open_by is None:
+            self._open_by = now + self.max_open_delay_s
+        self._open_when_safe(now)
 
     def power_on(self, now: float, voltage_v: float, current_a: float) -> bool:
         """Switch the stage on with a target; refused unless power is allowed and contactors are closed."""
@@ -207,21 +214,33 @@ class ChargePortSupervisor:
 
     def _enforce(self, now: float) -> None:
         board = self.board
-        if self.power_allowed():
+        if not self.power_allowed():
+            stage = board.power_stage
+            if stage.present().enabled:
+                stage.switch_off()
+                self._events.append(PowerCut(now, self._cut_reason()))
+            if board.contactors.commanded_closed:
+                open_by = now + self.max_open_delay_s
+                if self._off_deadline is not None:
+                    open_by = min(open_by, self._off_deadline)
+                self._open_by = open_by if self._open_by is None else min(self._open_by, open_by)
+        else:
             self._off_deadline = None
+        self._open_when_safe(now)
+
+    def _open_when_safe(self, now: float) -> None:
+        """Open once the current has ramped down, or at the deadline under load (one tick early, so the
+        deadline is met rather than missed by a tick): wearing contacts is better than breaking a rule."""
+        if self._open_by is None:
             return
-        stage = board.power_stage
-        if stage.present().enabled:
-            stage.switch_off()
-            self._events.append(PowerCut(now, self._cut_reason()))
-        if board.contactors.commanded_closed:
-            current = abs(stage.present().current_a)
-            if current <= self.open_current_a:
-                self._open(now, forced=False)
-            elif self._off_deadline is None or now >= self._off_deadline - self.sample_period_s:
-                # Opening under load wears the contacts, but the deadline is a safety rule; open now
-                # rather than one tick late.
-                self._open(now, forced=True)
+        if not self.board.contactors.commanded_closed:
+            self._open_by = None
+            return
+        current = abs(self.board.power_stage.present().current_a)
+        if current <= self.open_current_a:
+            self._open(now, forced=False)
+        elif now >= self._open_by - self.sample_period_s - 1e-9:
+            self._open(now, forced=True)
 
     def _cut_reason(self) -> str:
         if self._isolation_fault:
@@ -231,6 +250,7 @@ class ChargePortSupervisor:
         return "cp"
 
     def _open(self, now: float, forced: bool) -> None:
+        self._open_by = None
         if not self.board.contactors.commanded_closed:
             return
         current = self.board.power_stage.present().current_a

@@ -1,0 +1,127 @@
+"""Named fault injection and EV actions for the simulated board: one API for tests and the CLI.
+
+    inject(sim, "contactor-welded", "0")       weld DC+ (index 0)
+    inject(sim, "isolation-resistance", "40k") 40 kOhm insulation fault
+    inject(sim, "cp-level", "7.5")             hold the CP high level at 7.5 V (between bands)
+    inject(sim, "cp-level", "off")             release it
+    clear_faults(sim)                          everything healthy again
+    ev_action(sim, "plug" | "unplug" | "charge" | "charge-ventilated" | "stop" | "battery-off" | "battery-on")
+
+Values: booleans accept 1/0/on/off/true/false (empty = on); resistances accept k/M suffixes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from hal.sim.board import SimBoard, SimFaultState
+
+
+class FaultError(ValueError):
+    """An unknown fault/action name or a value that does not parse."""
+
+
+def _bool(value: str) -> bool:
+    v = value.strip().lower()
+    if v in ("", "1", "on", "true", "yes"):
+        return True
+    if v in ("0", "off", "false", "no"):
+        return False
+    raise FaultError(f"not a boolean: {value!r}")
+
+
+def _number(value: str) -> float:
+    v = value.strip()
+    scale = 1.0
+    if v[-1:] in ("k", "K"):
+        scale, v = 1e3, v[:-1]
+    elif v[-1:] == "M":
+        scale, v = 1e6, v[:-1]
+    try:
+        return float(v) * scale
+    except ValueError as exc:
+        raise FaultError(f"not a number: {value!r}") from exc
+
+
+def _optional_number(value: str) -> float | None:
+    return None if value.strip().lower() in ("off", "none", "") else _number(value)
+
+
+def _index(value: str) -> int:
+    try:
+        index = int(value or "0")
+    except ValueError as exc:
+        raise FaultError(f"not a contactor index: {value!r}") from exc
+    if index not in (0, 1):
+        raise FaultError("contactor index must be 0 (DC+) or 1 (DC-)")
+    return index
+
+
+@dataclass(frozen=True)
+class Fault:
+    description: str
+    apply: Callable[[SimFaultState, str], None]
+
+
+def _set(attr: str, parse: Callable[[str], object]) -> Callable[[SimFaultState, str], None]:
+    def apply(faults: SimFaultState, value: str) -> None:
+        setattr(faults, attr, parse(value))
+
+    return apply
+
+
+def _set_indexed(attr: str) -> Callable[[SimFaultState, str], None]:
+    def apply(faults: SimFaultState, value: str) -> None:
+        getattr(faults, attr)[_index(value)] = True
+
+    return apply
+
+
+FAULTS: dict[str, Fault] = {
+    "cp-diode-short": Fault("the EV's CP diode is shorted (bool)", _set("cp_diode_shorted", _bool)),
+    "cp-short-to-pe": Fault("CP shorted to PE: 0 V, state E (bool)", _set("cp_short_to_pe", _bool)),
+    "cp-offset": Fault("add volts to every CP measurement", _set("cp_offset_v", _number)),
+    "cp-level": Fault("hold the CP high level at volts ('off' releases)", _set("cp_level_override_v",
+                                                                              _optional_number)),
+    "cp-adc-dead": Fault("CP measurement raises OSError (bool)", _set("cp_adc_dead", _bool)),
+    "contactor-welded": Fault("contactor INDEX stays closed when released", _set_indexed("contactor_welded")),
+    "contactor-stuck-open": Fault("contactor INDEX never closes", _set_indexed("contactor_stuck_open")),
+    "isolation-resistance": Fault("insulation resistance in ohm (k/M)", _set("isolation_resistance_ohm",
+                                                                             _number)),
+    "imd-self-test-fails": Fault("the IMD self-test fails (bool)", _set("imd_self_test_fails", _bool)),
+    "imd-device-error": Fault("the IMD reports a device error (bool)", _set("imd_device_error", _bool)),
+    "output-short": Fault("resistive short across the DC output, ohm ('off' removes)",
+                          _set("output_short_ohm", _optional_number)),
+    "power-stage-trip": Fault("the power modules trip and stay off (bool)", _set("power_stage_fault", _bool)),
+    "plc-dead": Fault("the PLC modem stops answering (bool)", _set("plc_dead", _bool)),
+}
+
+
+def inject(sim: SimBoard, name: str, value: str = "") -> None:
+    fault = FAULTS.get(name)
+    if fault is None:
+        raise FaultError(f"unknown fault {name!r}; known: {', '.join(sorted(FAULTS))}")
+    fault.apply(sim.faults, value)
+
+
+def clear_faults(sim: SimBoard) -> None:
+    sim.faults = SimFaultState()
+
+
+EV_ACTIONS: dict[str, Callable[[SimBoard], None]] = {
+    "plug": lambda sim: sim.ev.plug(),
+    "unplug": lambda sim: sim.ev.unplug(),
+    "charge": lambda sim: sim.ev.request_charge(),
+    "charge-ventilated": lambda sim: sim.ev.request_charge(ventilation=True),
+    "stop": lambda sim: sim.ev.stop_charge(),
+    "battery-off": lambda sim: setattr(sim.ev, "battery_connected", False),
+    "battery-on": lambda sim: setattr(sim.ev, "battery_connected", True),
+}
+
+
+def ev_action(sim: SimBoard, name: str) -> None:
+    action = EV_ACTIONS.get(name)
+    if action is None:
+        raise FaultError(f"unknown EV action {name!r}; known: {', '.join(sorted(EV_ACTIONS))}")
+    action(sim)
