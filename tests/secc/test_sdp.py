@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import struct
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 
 from secc import sdp
 from secc.sdp import SdpConfig, SdpServerCore, Security, SecurityPolicy, Transport
+from secc.transport import link_local_address
 
 LL = ipaddress.IPv6Address("fe80::ff:fe00:e501")
 
@@ -26,9 +28,7 @@ def core(tcp: int | None = 50001, tls: int | None = 50002, policy: SecurityPolic
 def test_wire_bytes_of_a_valid_exchange() -> None:
     request = bytes.fromhex("01fe9000000000021000")  # no TLS, TCP (as sdp_client.py and Josev send it)
     response = core().handle_datagram(request)
-    assert response == bytes.fromhex(
-        "01fe900100000014" + "fe80000000000000000000fffe00e501" + "c351" + "10" + "00"
-    )
+    assert response == bytes.fromhex("01fe900100000014" + "fe80000000000000000000fffe00e501" + "c351" + "10" + "00")
     assert response is not None and len(response) == sdp.RESPONSE_LENGTH == 28
 
 
@@ -77,9 +77,7 @@ def test_udp_transport_gets_no_answer() -> None:
         bytes.fromhex("01fe9000000000021020"),  # unknown transport
     ],
 )
-def test_malformed_datagrams_are_dropped_with_a_debug_log(
-    datagram: bytes, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_malformed_datagrams_are_dropped_with_a_debug_log(datagram: bytes, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.DEBUG, logger="secc.sdp"):
         assert core().handle_datagram(datagram, source=("fe80::1", 4242)) is None
     assert any("dropped" in r.getMessage() and r.levelno == logging.DEBUG for r in caplog.records)
@@ -113,3 +111,17 @@ def test_response_round_trip_and_rejects() -> None:
     struct.pack_into("!H", bad, 2, 0x9000)
     with pytest.raises(sdp.SdpError):
         sdp.parse_response(bytes(bad))
+
+
+def test_link_local_address_skips_tentative_and_global(tmp_path: Path) -> None:
+    table = tmp_path / "if_inet6"
+    table.write_text(
+        "20010db8000000000000000000000001 03 40 00 80     plc0\n"  # global
+        "fe800000000000000000000000000001 03 40 20 c0     plc0\n"  # link-local, tentative (0x40)
+        "fe8000000000000000ff00fffe00e501 03 40 20 80     plc0\n"  # link-local, usable
+        "fe800000000000000000000000000002 04 40 20 80     eth1\n"
+    )
+    assert str(link_local_address("plc0", table)) == "fe80::ff:fe00:e501"
+    assert str(link_local_address("eth1", table)) == "fe80::2"
+    with pytest.raises(LookupError):
+        link_local_address("wlan0", table)
