@@ -118,7 +118,7 @@ def test_link_local_address_skips_tentative_and_global(tmp_path: Path) -> None:
     table.write_text(
         "20010db8000000000000000000000001 03 40 00 80     plc0\n"  # global
         "fe800000000000000000000000000001 03 40 20 c0     plc0\n"  # link-local, tentative (0x40)
-        "fe8000000000000000ff00fffe00e501 03 40 20 80     plc0\n"  # link-local, usable
+        "fe80000000000000000000fffe00e501 03 40 20 80     plc0\n"  # link-local, usable
         "fe800000000000000000000000000002 04 40 20 80     eth1\n"
     )
     assert str(link_local_address("plc0", table)) == "fe80::ff:fe00:e501"
