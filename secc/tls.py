@@ -77,6 +77,9 @@ class TlsServerConfig:
     client_roots: tuple[Path, ...] = ()  # PEM files of the roots an EV's client chain must verify against
     keylog_file: Path | None = None  # NSS key log (secrets!): test benches only
     key_password: str | None = None
+    # Leave at V2G20_GROUPS. Widening it (e.g. adding "prime256v1" for Josev's P-256-only TLS 1.3 client) is
+    # a deliberate, logged deviation from the -20 profile for interop benches.
+    groups: tuple[str, ...] = V2G20_GROUPS
 
 
 class _LibSsl:
@@ -199,5 +202,7 @@ def server_context(config: TlsServerConfig) -> ssl.SSLContext:
         os.close(os.open(config.keylog_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
         context.keylog_filename = str(config.keylog_file)
         log.warning("TLS key logging to %s: traffic of this SECC can be decrypted", config.keylog_file)
-    restrict_tls13(context)
+    if config.groups != V2G20_GROUPS:
+        log.warning("TLS key exchange groups %s deviate from the ISO 15118-20 profile %s", config.groups, V2G20_GROUPS)
+    restrict_tls13(context, groups=config.groups)
     return context

@@ -416,3 +416,63 @@ class SdpServer:
             self._transport.close()
             self._transport = None
             await asyncio.sleep(0)
+
+
+@dataclass(slots=True)
+class SeccListeners:
+    """Everything an EV finds on one PLC interface: SDP plus the TCP and/or TLS connection server."""
+
+    address: ipaddress.IPv6Address
+    sdp: SdpServer
+    tcp: V2GConnectionServer | None
+    tls: V2GConnectionServer | None
+
+    async def close(self) -> None:
+        await self.sdp.close()
+        for server in (self.tcp, self.tls):
+            if server is not None:
+                await server.close()
+
+
+async def start_secc_listeners(
+    interface: str,
+    handler_factory: HandlerFactory,
+    *,
+    tls_context: ssl.SSLContext | None = None,
+    offer_tcp: bool = True,
+    policy: sdp.SecurityPolicy = sdp.SecurityPolicy.ACCEPT_CLIENT_OFFER,
+    message_timeout: float | None = None,
+    max_payload: int = v2gtp.DEFAULT_MAX_PAYLOAD,
+    sdp_port: int = sdp.SDP_PORT,
+) -> SeccListeners:
+    """Start the connection server(s) on the interface's link-local address, then SDP announcing them.
+
+    The servers listen before SDP answers, so an EV never gets an address nobody listens on.
+    """
+    address = link_local_address(interface)
+    started: list[V2GConnectionServer] = []
+    try:
+        servers: dict[str, V2GConnectionServer | None] = {"tcp": None, "tls": None}
+        for kind, context in (("tcp", None), ("tls", tls_context)):
+            if (kind == "tcp" and not offer_tcp) or (kind == "tls" and tls_context is None):
+                continue
+            server = V2GConnectionServer(
+                handler_factory, tls_context=context, max_payload=max_payload, message_timeout=message_timeout
+            )
+            await server.start(str(address), interface=interface)
+            started.append(server)
+            servers[kind] = server
+        tcp, tls = servers["tcp"], servers["tls"]
+        config = sdp.SdpConfig(
+            address,
+            tcp_port=tcp.port if tcp else None,
+            tls_port=tls.port if tls else None,
+            policy=policy,
+        )
+        sdp_server = SdpServer(sdp.SdpServerCore(config), interface, port=sdp_port)
+        await sdp_server.start()
+    except BaseException:
+        for server in started:
+            await server.close()
+        raise
+    return SeccListeners(address, sdp_server, tcp, tls)

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from secc import sdp, tls
-from secc.transport import SdpServer, V2GConnectionServer, link_local_address
+from secc.transport import start_secc_listeners
 from tests.secc.echo import EchoHandler, EchoLog
 
 
@@ -27,24 +27,19 @@ async def main() -> int:
     parser.add_argument("--policy", default="accept_client_offer")
     args = parser.parse_args()
     logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
-    address = link_local_address(args.iface)
     log = EchoLog()
-    tcp = V2GConnectionServer(lambda c: EchoHandler(log, c))
-    tcp_port = await tcp.start(str(address), interface=args.iface)
     context = tls.server_context(tls.TlsServerConfig(args.pki / "certs" / "secc_chain.pem",
                                                      args.pki / "private" / "secc_leaf.key"))  # fmt: skip
-    tls_server = V2GConnectionServer(lambda c: EchoHandler(log, c), tls_context=context)
-    tls_port = await tls_server.start(str(address), interface=args.iface)
-    config = sdp.SdpConfig(address, tcp_port=tcp_port, tls_port=tls_port, policy=sdp.SecurityPolicy(args.policy))
-    sdp_server = SdpServer(sdp.SdpServerCore(config), args.iface)
-    await sdp_server.start()
-    print(json.dumps({"address": str(address), "tcp_port": tcp_port, "tls_port": tls_port}), flush=True)
+    listeners = await start_secc_listeners(
+        args.iface, lambda c: EchoHandler(log, c), tls_context=context, policy=sdp.SecurityPolicy(args.policy)
+    )
+    assert listeners.tcp is not None and listeners.tls is not None
+    info = {"address": str(listeners.address), "tcp_port": listeners.tcp.port, "tls_port": listeners.tls.port}
+    print(json.dumps(info), flush=True)
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, sys.stdin.read)  # until the test closes our stdin
-    await sdp_server.close()
-    await tcp.close()
-    await tls_server.close()
-    print(json.dumps({"answered": sdp_server.answered, "messages": len(log.messages)}), flush=True)
+    await listeners.close()
+    print(json.dumps({"answered": listeners.sdp.answered, "messages": len(log.messages)}), flush=True)
     return 0
 
 

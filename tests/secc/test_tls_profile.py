@@ -188,3 +188,14 @@ def test_keylog_file_gets_tls13_secrets(pki_dir: Path, tmp_path: Path) -> None:
     assert {"CLIENT_HANDSHAKE_TRAFFIC_SECRET", "SERVER_HANDSHAKE_TRAFFIC_SECRET",
             "CLIENT_TRAFFIC_SECRET_0", "SERVER_TRAFFIC_SECRET_0", "EXPORTER_SECRET"} <= labels  # fmt: skip
     assert keylog.stat().st_mode & 0o077 == 0
+
+
+def test_widened_groups_are_an_explicit_logged_deviation(pki_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # For interop benches with P-256-only EVs (Josev --tls13); the default profile refuses them (see above).
+    with caplog.at_level("WARNING", logger="secc.tls"):
+        ctx = tls.server_context(config(pki_dir, groups=("secp521r1", "X448", "prime256v1")))
+    assert any("deviate" in r.getMessage() for r in caplog.records)
+    out = run_s_client(ctx, pki_dir, "-groups", "P-256")
+    assert out.returncode == 0 and out.got_reply and "Server Temp Key: ECDH, prime256v1, 256 bits" in out.text
+    refused = run_s_client(ctx, pki_dir, "-groups", "X25519")
+    assert not refused.got_reply and "NO_SUITABLE_KEY_SHARE" in (refused.server.stats.last_tls_error or "")

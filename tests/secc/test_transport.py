@@ -291,3 +291,30 @@ def test_bind_picks_dynamic_ports_and_reports_busy_fixed_port() -> None:
         a.close()
     with pytest.raises(ValueError, match="interface"):
         bind_stream_socket("fe80::1", 0)
+
+
+def test_tls_handshake_timeout_frees_the_slot(pki_dir: Path) -> None:
+    context = tls.server_context(tls.TlsServerConfig(pki_dir / "certs" / "secc_chain.pem",
+                                                     pki_dir / "private" / "secc_leaf.key"))  # fmt: skip
+
+    async def scenario() -> None:
+        log = EchoLog()
+        server = await start(log, tls_context=context, handshake_timeout=0.3)
+        reader, writer = await asyncio.open_connection("::1", server.port)  # TCP only, never says hello
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        await until(lambda: server.stats.tls_handshakes_failed == 1)
+        assert log.connections == [] and server.active_connections == 0
+        writer.close()
+        await server.close()
+
+    run(scenario())
+
+
+def test_listeners_refuse_an_interface_without_link_local() -> None:
+    from secc.transport import start_secc_listeners
+
+    async def scenario() -> None:
+        with pytest.raises(LookupError):
+            await start_secc_listeners("lo", lambda c: EchoHandler(EchoLog(), c))
+
+    run(scenario())
