@@ -416,7 +416,7 @@ class State:
 
 
 class TypeInfo:
-    __slots__ = ("cls", "name", "abstract", "simple", "states", "start", "plan", "by_qname", "attrs")
+    __slots__ = ("cls", "name", "abstract", "simple", "states", "start", "plan", "by_qname", "attrs", "twins")
 
     def __init__(self, cls: type | None, abstract: bool) -> None:
         self.cls = cls
@@ -431,6 +431,7 @@ class TypeInfo:
                               Any]] = []
         self.by_qname: dict[tuple[str, str], tuple[str, int, ElementInfo]] = {}  # XML child -> field
         self.attrs: dict[tuple[str, str], tuple[str, Datatype]] = {}  # XML attribute -> field
+        self.twins: dict[ElementInfo, list[ElementInfo]] = {}  # other declarations of the same qname
 
 
 class Grammar:
@@ -492,7 +493,12 @@ class Grammar:
                         by_class.setdefault(key, el)
                     t.by_qname[(el.ns, el.local)] = (fname, 2 if k == F_ITEMS else int(is_list), el)
                 concrete = [el for el in cands if not el.abstract]
-                single = concrete[0] if (k == F_ELEMENT and len(concrete) == 1) else None
+                # one qname declared twice in one content model (choice branches) is still one element
+                single = concrete[0] if (k == F_ELEMENT and len({(e.ns, e.local) for e in concrete}) == 1) else None
+                for el in concrete:
+                    twins = [e for e in concrete if e is not el and (e.ns, e.local) == (el.ns, el.local)]
+                    if twins:
+                        t.twins[el] = twins
                 t.plan.append((fname, k, bool(is_list), single, by_class, None, None))
                 for i in arg:
                     slot[i] = (fname, 2 if k == F_ITEMS else int(is_list))
@@ -591,8 +597,7 @@ def _decode_element(r: BitReader, el: ElementInfo) -> Any:
     if t is None:
         # simple type: CH then EE, each a 1-bit code (0) because of the non-strict escape
         if r.read(1):
-            raise ExiDecodeError(f"deviation (second-level event) in <{el.local}> is not supported",
-                                 bit_offset=r.pos - 1)
+            return _decode_empty(r, el)
         v = el.dt.dec(el.dt, r)  # type: ignore[union-attr]
         if r.read(1):
             raise ExiDecodeError(f"deviation (second-level event) where </{el.local}> is expected",
@@ -601,6 +606,27 @@ def _decode_element(r: BitReader, el: ElementInfo) -> Any:
     if el.abstract or t.abstract:
         raise ExiDecodeError(f"<{el.local}> is abstract and cannot appear in a document", bit_offset=r.pos)
     return _decode_complex(r, t, el.cls)
+
+
+# Second-level codes of a simple type's first state (non-strict, no preserve options): EE, AT(xsi:type),
+# AT(xsi:nil), AT(*), AT(*) untyped, SE(*), CH untyped -> 3 bits, EE = 0. EXIficient writes an empty string or
+# binary as this EE (there is no character event to encode); libcbv2g writes CH with length 0. Both are valid.
+SIMPLE_SECOND_LEVEL_BITS = 3
+_EMPTY = {"string": "", "hex": b"", "base64": b""}
+
+
+def _decode_empty(r: BitReader, el: ElementInfo) -> Any:
+    start = r.pos - 1
+    code = r.read(SIMPLE_SECOND_LEVEL_BITS)
+    dt = el.dt
+    assert dt is not None
+    if code != 0 or dt.kind not in _EMPTY:
+        raise ExiDecodeError(f"deviation (second-level event {code}) in <{el.local}> is not supported",
+                             bit_offset=start)
+    if r.validate and dt.min_length:
+        raise ExiValidationError(f"<{el.local}> is empty but {dt.name} needs {dt.min_length} or more",
+                                 bit_offset=start)
+    return _EMPTY[dt.kind]
 
 
 def _decode_complex(r: BitReader, t: TypeInfo, cls: Any) -> Any:
@@ -700,8 +726,15 @@ def decode_fragment(data: bytes, schema: str, validate: bool = True) -> Any:
 def _encode_element(w: BitWriter, el: ElementInfo, value: Any) -> None:
     t = el.type
     if t is None:
+        dt = el.dt
+        assert dt is not None
+        if not value and dt.kind in _EMPTY and isinstance(value, (str, bytes, bytearray)):
+            if w.validate:
+                dt.check_length(0, dt.kind, ExiValidationError)
+            w.write(0b1000, 1 + SIMPLE_SECOND_LEVEL_BITS)  # escape, then second-level EE (as EXIficient)
+            return
         w.write(0, 1)
-        el.dt.enc(el.dt, w, value)  # type: ignore[union-attr]
+        dt.enc(dt, w, value)
         w.write(0, 1)
         return
     if not isinstance(value, el.cls):  # type: ignore[arg-type]
@@ -741,6 +774,12 @@ def _encode_complex(w: BitWriter, obj: Any, t: TypeInfo) -> None:
             elif kind == F_ANY:
                 raise ExiEncodeError(f"wildcard content in {t.name}.{fname} is not supported")
             entry = st.enc.get(key)
+            if entry is None and el in t.twins:
+                for twin in t.twins[el]:
+                    entry = st.enc.get(twin)
+                    if entry is not None:
+                        el = twin
+                        break
             if entry is None:
                 what = f"<{el.local}>" if el is not None else fname
                 raise ExiEncodeError(f"{what} is not allowed here in {t.name} (after the fields before it); "

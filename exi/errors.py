@@ -7,15 +7,18 @@ class ExiError(ValueError):
     """Base class of every codec error."""
 
     def __init__(self, message: str, path: str = "", bit_offset: int | None = None) -> None:
+        super().__init__(message)
         self.reason = message
-        self.path = path
+        self.path = path  # grows outwards as the error passes through the enclosing elements
         self.bit_offset = bit_offset
+
+    def __str__(self) -> str:
         where = []
-        if path:
-            where.append(f"at {path}")
-        if bit_offset is not None:
-            where.append(f"bit {bit_offset}")
-        super().__init__(f"{message} ({', '.join(where)})" if where else message)
+        if self.path:
+            where.append(f"at {self.path}")
+        if self.bit_offset is not None:
+            where.append(f"bit {self.bit_offset}")
+        return f"{self.reason} ({', '.join(where)})" if where else self.reason
 
 
 class ExiDecodeError(ExiError):

@@ -122,6 +122,9 @@ def to_xml(message: Any, schema: str | None = None, element: str | None = None) 
     return "".join(body)
 
 
+_TEXT_ENTITIES = {"\r": "&#13;"}  # a parser turns a raw CR into LF
+
+
 def _prefix(ns: str, used: dict[str, str]) -> str:
     if not ns:
         return ""
@@ -136,7 +139,7 @@ def _element_xml(el: ElementInfo, v: Any, out: list[str], used: dict[str, str]) 
     tag = _prefix(el.ns, used) + el.local
     if el.type is None:
         assert el.dt is not None
-        out.append(f"<{tag}>{escape(value_text(el.dt, v))}</{tag}>")
+        out.append(f"<{tag}>{escape(value_text(el.dt, v), _TEXT_ENTITIES)}</{tag}>")
         return
     t = el.type
     attrs = []
@@ -151,7 +154,7 @@ def _element_xml(el: ElementInfo, v: Any, out: list[str], used: dict[str, str]) 
             attrs.append(f" {_prefix(key[1], used)}{key[2]}={quoteattr(value_text(dt, fv))}")
         elif kind == F_VALUE:
             assert dt is not None
-            text = escape(value_text(dt, fv))
+            text = escape(value_text(dt, fv), _TEXT_ENTITIES)
         elif kind == F_ELEMENT:
             for item in (fv if is_list else (fv,)):
                 child = single or by_class.get(type(item))

@@ -34,7 +34,8 @@ def snake(name: str) -> str:
     parts = []
     for chunk in name.split("_"):
         s = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", chunk)
-        s = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", s)
+        s = re.sub(r"([a-z])([A-Z])", r"\1_\2", s)  # EVMaximumV2XEnergyRequest -> ..._v2x_...
+        s = re.sub(r"([0-9])([A-Z][a-z])", r"\1_\2", s)
         parts.append(s.lower())
     out = "_".join(p for p in parts if p)
     if keyword.iskeyword(out) or out in ("value_", "self"):
@@ -86,6 +87,8 @@ def walk(p: Particle, out: list[Field], repeated: bool, optional: bool) -> None:
                 # The same element in two branches of a choice (xmldsig PGPData): one field serves both.
                 f.is_list = f.is_list or many
                 f.optional = True
+                if all(c is not el for c in f.candidates):
+                    f.candidates.append(el)
                 return
         out.append(Field(snake(el.qname[1]), "element", many, opt or many, [el, *el.substitutes]))
         return

@@ -183,8 +183,8 @@ class BPT_Dynamic_AC_CLReqControlMode:
     ev_minimum_discharge_power: ct.RationalNumber
     ev_minimum_discharge_power_l2: ct.RationalNumber | None = None
     ev_minimum_discharge_power_l3: ct.RationalNumber | None = None
-    ev_maximum_v2_x_energy_request: ct.RationalNumber | None = None
-    ev_minimum_v2_x_energy_request: ct.RationalNumber | None = None
+    ev_maximum_v2x_energy_request: ct.RationalNumber | None = None
+    ev_minimum_v2x_energy_request: ct.RationalNumber | None = None
 
 
 @dataclass(slots=True, kw_only=True)

@@ -191,8 +191,8 @@ class DER_Dynamic_AC_CLReqControlMode:
     ev_maximum_discharge_reactive_power_l2: ct.RationalNumber | None = None
     ev_maximum_discharge_reactive_power_l3: ct.RationalNumber | None = None
     grid_event_condition: int
-    ev_maximum_v2_x_energy_request: ct.RationalNumber | None = None
-    ev_minimum_v2_x_energy_request: ct.RationalNumber | None = None
+    ev_maximum_v2x_energy_request: ct.RationalNumber | None = None
+    ev_minimum_v2x_energy_request: ct.RationalNumber | None = None
     ev_session_total_discharge_energy_available: ct.RationalNumber | None = None
 
 

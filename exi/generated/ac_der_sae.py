@@ -291,8 +291,8 @@ class DER_Dynamic_AC_CLReqControlMode:
     ev_apparent_power: EVApparentPower | None = None
     ev_reactive_power: EVReactivePower | None = None
     ev_excitation: EVExcitation | None = None
-    ev_maximum_v2_x_energy_request: ct.RationalNumber | None = None
-    ev_minimum_v2_x_energy_request: ct.RationalNumber | None = None
+    ev_maximum_v2x_energy_request: ct.RationalNumber | None = None
+    ev_minimum_v2x_energy_request: ct.RationalNumber | None = None
     der_operational_state: DerOperationalState
     der_connection_status: DerConnectionStatus
     ev_update_time: int

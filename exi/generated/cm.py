@@ -228,8 +228,8 @@ class Dynamic_SEReqControlMode:
     ev_target_energy_request: ct.RationalNumber
     ev_maximum_energy_request: ct.RationalNumber
     ev_minimum_energy_request: ct.RationalNumber
-    ev_maximum_v2_x_energy_request: ct.RationalNumber | None = None
-    ev_minimum_v2_x_energy_request: ct.RationalNumber | None = None
+    ev_maximum_v2x_energy_request: ct.RationalNumber | None = None
+    ev_minimum_v2x_energy_request: ct.RationalNumber | None = None
 
 
 @dataclass(slots=True, kw_only=True)

@@ -65,8 +65,8 @@ class BPT_Dynamic_DC_CLReqControlMode:
     ev_maximum_discharge_power: ct.RationalNumber
     ev_minimum_discharge_power: ct.RationalNumber
     ev_maximum_discharge_current: ct.RationalNumber
-    ev_maximum_v2_x_energy_request: ct.RationalNumber | None = None
-    ev_minimum_v2_x_energy_request: ct.RationalNumber | None = None
+    ev_maximum_v2x_energy_request: ct.RationalNumber | None = None
+    ev_minimum_v2x_energy_request: ct.RationalNumber | None = None
 
 
 @dataclass(slots=True, kw_only=True)

@@ -243,7 +243,7 @@ TYPES = (
      (('x509_issuer_name', 'element', False, (33, )), ('x509_serial_number', 'element', False, (34, )),),
      ((1, 0, -1, ((3, 33, 1, False),)), (1, 0, -1, ((3, 34, 2, False),)), (1, 0, -1, ((6, None, -1, False),)),)),
     (xmldsig.PGPData, False, -1,
-     (('pgp_key_id', 'element', False, (40, )), ('pgp_key_packet', 'element', False, (41, )), ('any_content', 'any', True, ()),),
+     (('pgp_key_id', 'element', False, (40, )), ('pgp_key_packet', 'element', False, (41, 42, )), ('any_content', 'any', True, ()),),
      ((2, 0, -1, ((3, 40, 1, False), (3, 42, 2, False),)), (2, 0, -1, ((3, 41, 3, False), (4, "{'##other'}", 4, False), (6, None, -1, False),)), (2, 0, -1, ((4, "{'##other'}", 5, False), (6, None, -1, False),)), (2, 0, -1, ((4, "{'##other'}", 4, False), (6, None, -1, False),)), (2, 0, -1, ((4, "{'##other'}", 4, False), (6, None, -1, False),)), (2, 0, -1, ((4, "{'##other'}", 5, False), (6, None, -1, False),)),)),
     (xmldsig.SPKIData, False, -1,
      (('items', 'items', True, (44, )),),

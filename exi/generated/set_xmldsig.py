@@ -124,7 +124,7 @@ TYPES = (
      (('x509_issuer_name', 'element', False, (29, )), ('x509_serial_number', 'element', False, (30, )),),
      ((1, 0, -1, ((3, 29, 1, False),)), (1, 0, -1, ((3, 30, 2, False),)), (1, 0, -1, ((6, None, -1, False),)),)),
     (xmldsig.PGPData, False, -1,
-     (('pgp_key_id', 'element', False, (36, )), ('pgp_key_packet', 'element', False, (37, )), ('any_content', 'any', True, ()),),
+     (('pgp_key_id', 'element', False, (36, )), ('pgp_key_packet', 'element', False, (37, 38, )), ('any_content', 'any', True, ()),),
      ((2, 0, -1, ((3, 36, 1, False), (3, 38, 2, False),)), (2, 0, -1, ((3, 37, 3, False), (4, "{'##other'}", 4, False), (6, None, -1, False),)), (2, 0, -1, ((4, "{'##other'}", 5, False), (6, None, -1, False),)), (2, 0, -1, ((4, "{'##other'}", 4, False), (6, None, -1, False),)), (2, 0, -1, ((4, "{'##other'}", 4, False), (6, None, -1, False),)), (2, 0, -1, ((4, "{'##other'}", 5, False), (6, None, -1, False),)),)),
     (xmldsig.SPKIData, False, -1,
      (('items', 'items', True, (40, )),),
