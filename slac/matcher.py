@@ -256,6 +256,7 @@ class _Attempt:
     profiles: int = 0
     sounds: int = 0
     atten_char: bytes = b""  # the CM_ATTEN_CHAR.IND frame, kept for repeats
+    mean_db: float = 0.0
     atten_char_repeats: int = 0
 
 
@@ -543,6 +544,7 @@ class SlacMatcher:
         self._step(attempt, Step.SOUNDING_DONE)
         # Integer division, as open-plc-utils and EVerest average.
         aag = tuple(total // attempt.profiles for total in attempt.aag_sum)
+        attempt.mean_db = sum(aag) / len(aag)
         attempt.atten_char = f.encode(attempt.ev_mac, self.evse_mac, f.AttenCharInd(
             source_address=attempt.ev_mac, run_id=attempt.run_id, num_sounds=attempt.profiles, aag=aag,
             source_id=attempt.sender_id, resp_id=self.config.evse_id))
@@ -551,9 +553,8 @@ class SlacMatcher:
     def _send_atten_char(self, attempt: _Attempt, now: float) -> None:
         self._out.append(attempt.atten_char)
         attempt.deadline = now + self.config.match_response_timeout
-        aag = f.AttenCharInd.parse(attempt.atten_char[f.HEADER_LEN:]).aag
         self._events.append(AttenuationSent(attempt.ev_mac, attempt.run_id, attempt.profiles,
-                                            sum(aag) / len(aag), attempt.atten_char_repeats))
+                                            attempt.mean_db, attempt.atten_char_repeats))
 
     def _on_atten_char_rsp(self, src: bytes, msg: f.AttenCharRsp, now: float) -> None:
         attempt = self._attempt_of(src, msg.MMTYPE, msg.run_id)

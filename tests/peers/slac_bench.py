@@ -195,6 +195,37 @@ class SlacBench:
         return [json.loads(line) for line in self.modem_log.read_text().splitlines() if line.strip()]
 
 
+def match_time(entries: list[dict[str, object]]) -> float | None:
+    """Seconds from the answered CM_SLAC_PARM.REQ to CM_SLAC_MATCH.CNF, as the modem segment saw them.
+
+    The RunID in the CNF picks the EV's cycle; its PARM.REQ is the last one sent before the EVSE's
+    PARM.CNF with that RunID (pev repeats PARM.REQ every second until someone answers).
+    """
+    frames = [(float(str(e["t"])), str(e["port"]), bytes.fromhex(str(e["hex"]))) for e in entries]
+
+    def mmtype(raw: bytes) -> int:
+        return int.from_bytes(raw[15:17], "little")
+
+    cnf = next(((t, raw) for t, _, raw in frames if mmtype(raw) == 0x607D), None)
+    if cnf is None:
+        return None
+    run_id = cnf[1][19 + 4 + 17 + 6 + 17 + 6:][:8]
+    parm_cnf = next((t for t, _, raw in frames if mmtype(raw) == 0x6065 and raw[36:44] == run_id), None)
+    if parm_cnf is None:
+        return None
+    reqs = [t for t, _, raw in frames if mmtype(raw) == 0x6064 and raw[21:29] == run_id and t <= parm_cnf]
+    return cnf[0] - reqs[-1] if reqs else None
+
+
+def peer_status() -> str:
+    """One line for `make peers`: the SLAC peers come from Debian packages (.ci/run installs them)."""
+    have = {tool: shutil.which(tool) is not None for tool in ("pev", "evse", "tshark", "ip", "ethtool")}
+    missing = [tool for tool, ok in have.items() if not ok]
+    if missing:
+        return f"missing {', '.join(missing)} (apt-get install plc-utils-extra tshark iproute2 ethtool)"
+    return "pev, evse (plc-utils-extra), tshark and iproute2 present"
+
+
 class SeccProcess:
     def __init__(self, proc: subprocess.Popen[bytes], log: Path) -> None:
         self.proc = proc
