@@ -9,10 +9,11 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from tests.peers import josev
+from tests.peers import josev, slac_bench
 
 PEERS: dict[str, Callable[[], str]] = {}
 PEERS["josev"] = josev.install
+PEERS["slac"] = slac_bench.peer_status  # pev/evse/tshark are Debian packages (.ci/run)
 
 
 def main() -> int:
