@@ -27,6 +27,7 @@ from slac.matcher import (
     State,
     ValidateAnswered,
 )
+from slac.service import SlacService
 
 __all__ = [
     "AttemptFailed",
@@ -44,6 +45,7 @@ __all__ = [
     "ParmAnswered",
     "SlacConfig",
     "SlacMatcher",
+    "SlacService",
     "SoundingStarted",
     "State",
     "ValidateAnswered",

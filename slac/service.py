@@ -122,7 +122,10 @@ class SlacService:
             except OSError as exc:  # a full queue or a downed link loses this frame; SLAC timers repeat
                 log.warning("slac: send failed: %s", exc)
         for event in self.matcher.events():
-            self._on_event(event)
+            try:
+                self._on_event(event)
+            except Exception:  # a failing listener must not stop SLAC or lose the other events
+                log.exception("slac: event handler failed on %r", event)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
