@@ -7,22 +7,45 @@
     exi.encode_fragment(obj, "cm") / exi.decode_fragment(data, "xmldsig")   # signature inputs
 
 Schema names: app, cm, dc, ac, wpt, acdp, ac-der-iec, ac-der-sae, xmldsig, or the full namespace.
+
+The codec is imported on first use, so the grammar compiler (`python -m exi.compiler`) runs even when
+exi/generated is missing or stale.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from .codec import decode, decode_fragment, encode, encode_fragment, grammar, resolve, schema_names
 from .errors import ExiDecodeError, ExiEncodeError, ExiError, ExiSchemaError, ExiValidationError
 from .types import Choice
-from .xml import from_xml, to_json, to_xml
+
+if TYPE_CHECKING:
+    from .codec import decode, decode_fragment, encode, encode_fragment, grammar, resolve, schema_names
+    from .xml import from_xml, to_json, to_xml
 
 backend = "python"
+
+_LAZY = {
+    "decode": "codec", "decode_fragment": "codec", "encode": "codec", "encode_fragment": "codec",
+    "grammar": "codec", "resolve": "codec", "schema_names": "codec",
+    "from_xml": "xml", "to_json": "xml", "to_xml": "xml",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'exi' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"exi.{module}"), name)
+    globals()[name] = value  # later lookups are plain module attributes
+    return value
 
 
 def from_xml_fragment(xml: str, schema: str) -> Any:
     """Parse one element of the schema set (global or local) as a fragment root."""
+    from .xml import from_xml
+
     return from_xml(xml, schema, fragment=True)
 
 

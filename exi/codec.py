@@ -488,9 +488,9 @@ class Grammar:
                 cands = [self.elements[i] for i in arg]
                 by_class: dict[Any, ElementInfo] = {}
                 for el in cands:
-                    key = el.local if k == F_ITEMS else el.cls
-                    if key is not None and not el.abstract:
-                        by_class.setdefault(key, el)
+                    class_key = el.local if k == F_ITEMS else el.cls
+                    if class_key is not None and not el.abstract:
+                        by_class.setdefault(class_key, el)
                     t.by_qname[(el.ns, el.local)] = (fname, 2 if k == F_ITEMS else int(is_list), el)
                 concrete = [el for el in cands if not el.abstract]
                 # one qname declared twice in one content model (choice branches) is still one element
@@ -520,7 +520,7 @@ class Grammar:
                     key: Any = el
                     names.append(el.local)
                 elif ev == AT_QNAME:
-                    fname, dt = t.attrs[tuple(arg)]  # type: ignore[index]
+                    fname, dt = t.attrs[(arg[0], arg[1])]
                     payload = (fname, dt)
                     key = ("@", arg[0], arg[1])
                     names.append("@" + arg[1])

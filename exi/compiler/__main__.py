@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import filecmp
 import os
-import shutil
-import subprocess
 import sys
 import tempfile
 
@@ -64,12 +62,10 @@ def main() -> int:
         return 2
     if not args.check:
         names = generate(args.schemas, args.out)
-        format_generated(args.out)
         print(f"exi.compiler: wrote {len(names)} modules to {args.out}")
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         names = generate(args.schemas, tmp)
-        format_generated(tmp)
         stale = [n for n in names if not os.path.exists(os.path.join(args.out, n))
                  or not filecmp.cmp(os.path.join(tmp, n), os.path.join(args.out, n), shallow=False)]
         extra = sorted(set(n for n in os.listdir(args.out) if n.endswith(".py")) - set(names))
@@ -79,13 +75,6 @@ def main() -> int:
         return 1
     print(f"exi.compiler: {args.out} is current ({len(names)} modules)")
     return 0
-
-
-def format_generated(folder: str) -> None:
-    """Sort imports so the generated code reads like the rest (ruff, when present)."""
-    ruff = shutil.which("ruff") or os.path.join(os.path.dirname(sys.executable), "ruff")
-    if os.path.exists(ruff):
-        subprocess.run([ruff, "format", "-q", "--line-length", "120", folder], check=False)
 
 
 if __name__ == "__main__":

@@ -212,10 +212,10 @@ class Emitter:
             if not c.fields:
                 lines.append("    pass")
             for f in c.fields:
-                types = sorted(c.annotations.get(f.name, {"object"})) or ["object"]
-                t = " | ".join(types)
+                names = sorted(c.annotations.get(f.name, {"object"})) or ["object"]
+                t = " | ".join(names)
                 if f.is_list:
-                    inner = f"({t})" if len(types) > 1 else t
+                    inner = f"({t})" if len(names) > 1 else t
                     lines.append(f"    {f.name}: list[{inner}] = field(default_factory=list)")
                 elif f.optional:
                     lines.append(f"    {f.name}: {t} | None = None")

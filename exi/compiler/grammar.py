@@ -13,19 +13,21 @@ in how many items are left; `compress_loops` folds such a chain into one state w
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from .model import Attribute, ComplexType, Datatype, Element, Particle, sort_key
 
 # Event classes in event-code order.
 AT_QNAME, AT_URI, AT_ANY, SE_QNAME, SE_URI, SE_ANY, EE, CH = range(8)
 
-Event = tuple  # (class, identity...) — hashable identity of a terminal
+Event = tuple[Any, ...]  # (class, identity...): hashable identity of a terminal
+Order = tuple[Any, ...]  # sort key of a production within its event class
 
 
 @dataclass
 class Production:
     event: Event
-    order: tuple  # sort key within its class
+    order: Order  # sort key within its class
     target: int  # DFA state index (-1 for EE)
     loop: bool = False  # increments the state's counter (compressed bounded repetition)
 
@@ -50,13 +52,13 @@ class TypeGrammar:
 
 class NFA:
     def __init__(self) -> None:
-        self.edges: list[list[tuple[Event | None, tuple, int]]] = []
+        self.edges: list[list[tuple[Event | None, Order, int]]] = []
 
     def node(self) -> int:
         self.edges.append([])
         return len(self.edges) - 1
 
-    def add(self, a: int, event: Event | None, order: tuple, b: int) -> None:
+    def add(self, a: int, event: Event | None, order: Order, b: int) -> None:
         self.edges[a].append((event, order, b))
 
 
@@ -148,7 +150,7 @@ def determinise(nfa: NFA, start: int, final: int) -> list[State]:
     states: list[State] = []
     while len(states) < len(queue):
         current = queue[len(states)]
-        moves: dict[Event, tuple[tuple, set[int]]] = {}
+        moves: dict[Event, tuple[Order, set[int]]] = {}
         for n in sorted(current):
             for ev, order, b in nfa.edges[n]:
                 if ev is None:

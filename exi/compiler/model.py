@@ -184,10 +184,10 @@ class ModelBuilder:
         elif prim == "decimal":
             dt = Datatype("decimal", name)
         else:
-            kind = BUILTIN_KIND.get(prim)
-            if kind is None:
+            builtin = BUILTIN_KIND.get(prim)
+            if builtin is None:
                 raise NotImplementedError(f"{context}: datatype xs:{prim} is not supported")
-            dt = Datatype(kind, name)
+            dt = Datatype(builtin, name)
         if dt.kind in ("string", "hex", "base64"):
             dt.min_length = t.min_length
             dt.max_length = t.max_length

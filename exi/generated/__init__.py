@@ -4,27 +4,27 @@
 
 # schema set name -> (table module, namespace, aliases)
 SCHEMA_SETS = {
-    "app": ("set_app", "urn:iso:15118:2:2010:AppProtocol", ("sap", "appprotocol")),
-    "cm": ("set_cm", "urn:iso:std:iso:15118:-20:CommonMessages", ("common",)),
-    "dc": ("set_dc", "urn:iso:std:iso:15118:-20:DC", ()),
-    "ac": ("set_ac", "urn:iso:std:iso:15118:-20:AC", ()),
-    "wpt": ("set_wpt", "urn:iso:std:iso:15118:-20:WPT", ()),
-    "acdp": ("set_acdp", "urn:iso:std:iso:15118:-20:ACDP", ()),
-    "ac-der-iec": ("set_ac_der_iec", "urn:iso:std:iso:15118:-20:AC-DER-IEC", ()),
-    "ac-der-sae": ("set_ac_der_sae", "urn:iso:std:iso:15118:-20:AC-DER-SAE", ()),
-    "xmldsig": ("set_xmldsig", "http://www.w3.org/2000/09/xmldsig#", ("ds",)),
+    'app': ('set_app', 'urn:iso:15118:2:2010:AppProtocol', ('sap', 'appprotocol')),
+    'cm': ('set_cm', 'urn:iso:std:iso:15118:-20:CommonMessages', ('common',)),
+    'dc': ('set_dc', 'urn:iso:std:iso:15118:-20:DC', ()),
+    'ac': ('set_ac', 'urn:iso:std:iso:15118:-20:AC', ()),
+    'wpt': ('set_wpt', 'urn:iso:std:iso:15118:-20:WPT', ()),
+    'acdp': ('set_acdp', 'urn:iso:std:iso:15118:-20:ACDP', ()),
+    'ac-der-iec': ('set_ac_der_iec', 'urn:iso:std:iso:15118:-20:AC-DER-IEC', ()),
+    'ac-der-sae': ('set_ac_der_sae', 'urn:iso:std:iso:15118:-20:AC-DER-SAE', ()),
+    'xmldsig': ('set_xmldsig', 'http://www.w3.org/2000/09/xmldsig#', ('ds',)),
 }
 
 # namespace -> (module, XML prefix)
 NAMESPACES = {
-    "urn:iso:15118:2:2010:AppProtocol": ("app", "app"),
-    "urn:iso:std:iso:15118:-20:CommonTypes": ("ct", "ct"),
-    "urn:iso:std:iso:15118:-20:CommonMessages": ("cm", "cm"),
-    "urn:iso:std:iso:15118:-20:DC": ("dc", "dc"),
-    "urn:iso:std:iso:15118:-20:AC": ("ac", "ac"),
-    "urn:iso:std:iso:15118:-20:WPT": ("wpt", "wpt"),
-    "urn:iso:std:iso:15118:-20:ACDP": ("acdp", "acdp"),
-    "urn:iso:std:iso:15118:-20:AC-DER-IEC": ("ac_der_iec", "deriec"),
-    "urn:iso:std:iso:15118:-20:AC-DER-SAE": ("ac_der_sae", "dersae"),
-    "http://www.w3.org/2000/09/xmldsig#": ("xmldsig", "ds"),
+    'urn:iso:15118:2:2010:AppProtocol': ('app', 'app'),
+    'urn:iso:std:iso:15118:-20:CommonTypes': ('ct', 'ct'),
+    'urn:iso:std:iso:15118:-20:CommonMessages': ('cm', 'cm'),
+    'urn:iso:std:iso:15118:-20:DC': ('dc', 'dc'),
+    'urn:iso:std:iso:15118:-20:AC': ('ac', 'ac'),
+    'urn:iso:std:iso:15118:-20:WPT': ('wpt', 'wpt'),
+    'urn:iso:std:iso:15118:-20:ACDP': ('acdp', 'acdp'),
+    'urn:iso:std:iso:15118:-20:AC-DER-IEC': ('ac_der_iec', 'deriec'),
+    'urn:iso:std:iso:15118:-20:AC-DER-SAE': ('ac_der_sae', 'dersae'),
+    'http://www.w3.org/2000/09/xmldsig#': ('xmldsig', 'ds'),
 }

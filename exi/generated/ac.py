@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 
 @dataclass(slots=True, kw_only=True)
-class AC_CPDReqEnergyTransferMode:
+class AC_CPDReqEnergyTransferMode():
     """XSD AC_CPDReqEnergyTransferModeType."""
 
     ev_maximum_charge_power: ct.RationalNumber
@@ -30,7 +30,7 @@ class AC_CPDReqEnergyTransferMode:
 
 
 @dataclass(slots=True, kw_only=True)
-class AC_CPDResEnergyTransferMode:
+class AC_CPDResEnergyTransferMode():
     """XSD AC_CPDResEnergyTransferModeType."""
 
     evse_maximum_charge_power: ct.RationalNumber
@@ -48,26 +48,17 @@ class AC_CPDResEnergyTransferMode:
 
 
 @dataclass(slots=True, kw_only=True)
-class AC_ChargeLoopReq:
+class AC_ChargeLoopReq():
     """XSD AC_ChargeLoopReqType."""
 
     header: ct.MessageHeader
     display_parameters: ct.DisplayParameters | None = None
     meter_info_requested: bool
-    cl_req_control_mode: (
-        BPT_Dynamic_AC_CLReqControlMode
-        | BPT_Scheduled_AC_CLReqControlMode
-        | Dynamic_AC_CLReqControlMode
-        | Scheduled_AC_CLReqControlMode
-        | ac_der_iec.DER_Dynamic_AC_CLReqControlMode
-        | ac_der_iec.DER_Scheduled_AC_CLReqControlMode
-        | ac_der_sae.DER_Dynamic_AC_CLReqControlMode
-        | ac_der_sae.DER_Scheduled_AC_CLReqControlMode
-    )
+    cl_req_control_mode: BPT_Dynamic_AC_CLReqControlMode | BPT_Scheduled_AC_CLReqControlMode | Dynamic_AC_CLReqControlMode | Scheduled_AC_CLReqControlMode | ac_der_iec.DER_Dynamic_AC_CLReqControlMode | ac_der_iec.DER_Scheduled_AC_CLReqControlMode | ac_der_sae.DER_Dynamic_AC_CLReqControlMode | ac_der_sae.DER_Scheduled_AC_CLReqControlMode
 
 
 @dataclass(slots=True, kw_only=True)
-class AC_ChargeLoopRes:
+class AC_ChargeLoopRes():
     """XSD AC_ChargeLoopResType."""
 
     header: ct.MessageHeader
@@ -76,47 +67,28 @@ class AC_ChargeLoopRes:
     meter_info: ct.MeterInfo | None = None
     receipt: ct.Receipt | None = None
     evse_target_frequency: ct.RationalNumber | None = None
-    cl_res_control_mode: (
-        BPT_Dynamic_AC_CLResControlMode
-        | BPT_Scheduled_AC_CLResControlMode
-        | Dynamic_AC_CLResControlMode
-        | Scheduled_AC_CLResControlMode
-        | ac_der_iec.DER_Dynamic_AC_CLResControlMode
-        | ac_der_iec.DER_Scheduled_AC_CLResControlMode
-        | ac_der_sae.DER_Dynamic_AC_CLResControlMode
-        | ac_der_sae.DER_Scheduled_AC_CLResControlMode
-    )
+    cl_res_control_mode: BPT_Dynamic_AC_CLResControlMode | BPT_Scheduled_AC_CLResControlMode | Dynamic_AC_CLResControlMode | Scheduled_AC_CLResControlMode | ac_der_iec.DER_Dynamic_AC_CLResControlMode | ac_der_iec.DER_Scheduled_AC_CLResControlMode | ac_der_sae.DER_Dynamic_AC_CLResControlMode | ac_der_sae.DER_Scheduled_AC_CLResControlMode
 
 
 @dataclass(slots=True, kw_only=True)
-class AC_ChargeParameterDiscoveryReq:
+class AC_ChargeParameterDiscoveryReq():
     """XSD AC_ChargeParameterDiscoveryReqType."""
 
     header: ct.MessageHeader
-    ac_cpd_req_energy_transfer_mode: (
-        AC_CPDReqEnergyTransferMode
-        | BPT_AC_CPDReqEnergyTransferMode
-        | ac_der_iec.DER_AC_CPDReqEnergyTransferMode
-        | ac_der_sae.DER_AC_CPDReqEnergyTransferMode
-    )
+    ac_cpd_req_energy_transfer_mode: AC_CPDReqEnergyTransferMode | BPT_AC_CPDReqEnergyTransferMode | ac_der_iec.DER_AC_CPDReqEnergyTransferMode | ac_der_sae.DER_AC_CPDReqEnergyTransferMode
 
 
 @dataclass(slots=True, kw_only=True)
-class AC_ChargeParameterDiscoveryRes:
+class AC_ChargeParameterDiscoveryRes():
     """XSD AC_ChargeParameterDiscoveryResType."""
 
     header: ct.MessageHeader
     response_code: ct.ResponseCode
-    ac_cpd_res_energy_transfer_mode: (
-        AC_CPDResEnergyTransferMode
-        | BPT_AC_CPDResEnergyTransferMode
-        | ac_der_iec.DER_AC_CPDResEnergyTransferMode
-        | ac_der_sae.DER_AC_CPDResEnergyTransferMode
-    )
+    ac_cpd_res_energy_transfer_mode: AC_CPDResEnergyTransferMode | BPT_AC_CPDResEnergyTransferMode | ac_der_iec.DER_AC_CPDResEnergyTransferMode | ac_der_sae.DER_AC_CPDResEnergyTransferMode
 
 
 @dataclass(slots=True, kw_only=True)
-class BPT_AC_CPDReqEnergyTransferMode:
+class BPT_AC_CPDReqEnergyTransferMode():
     """XSD BPT_AC_CPDReqEnergyTransferModeType."""
 
     ev_maximum_charge_power: ct.RationalNumber
@@ -134,7 +106,7 @@ class BPT_AC_CPDReqEnergyTransferMode:
 
 
 @dataclass(slots=True, kw_only=True)
-class BPT_AC_CPDResEnergyTransferMode:
+class BPT_AC_CPDResEnergyTransferMode():
     """XSD BPT_AC_CPDResEnergyTransferModeType."""
 
     evse_maximum_charge_power: ct.RationalNumber
@@ -158,7 +130,7 @@ class BPT_AC_CPDResEnergyTransferMode:
 
 
 @dataclass(slots=True, kw_only=True)
-class BPT_Dynamic_AC_CLReqControlMode:
+class BPT_Dynamic_AC_CLReqControlMode():
     """XSD BPT_Dynamic_AC_CLReqControlModeType."""
 
     departure_time: int | None = None
@@ -188,7 +160,7 @@ class BPT_Dynamic_AC_CLReqControlMode:
 
 
 @dataclass(slots=True, kw_only=True)
-class BPT_Dynamic_AC_CLResControlMode:
+class BPT_Dynamic_AC_CLResControlMode():
     """XSD BPT_Dynamic_AC_CLResControlModeType."""
 
     departure_time: int | None = None
@@ -207,7 +179,7 @@ class BPT_Dynamic_AC_CLResControlMode:
 
 
 @dataclass(slots=True, kw_only=True)
-class BPT_Scheduled_AC_CLReqControlMode:
+class BPT_Scheduled_AC_CLReqControlMode():
     """XSD BPT_Scheduled_AC_CLReqControlModeType."""
 
     ev_target_energy_request: ct.RationalNumber | None = None
@@ -234,7 +206,7 @@ class BPT_Scheduled_AC_CLReqControlMode:
 
 
 @dataclass(slots=True, kw_only=True)
-class BPT_Scheduled_AC_CLResControlMode:
+class BPT_Scheduled_AC_CLResControlMode():
     """XSD BPT_Scheduled_AC_CLResControlModeType."""
 
     evse_target_active_power: ct.RationalNumber | None = None
@@ -249,7 +221,7 @@ class BPT_Scheduled_AC_CLResControlMode:
 
 
 @dataclass(slots=True, kw_only=True)
-class Dynamic_AC_CLReqControlMode:
+class Dynamic_AC_CLReqControlMode():
     """XSD Dynamic_AC_CLReqControlModeType."""
 
     departure_time: int | None = None
@@ -271,7 +243,7 @@ class Dynamic_AC_CLReqControlMode:
 
 
 @dataclass(slots=True, kw_only=True)
-class Dynamic_AC_CLResControlMode:
+class Dynamic_AC_CLResControlMode():
     """XSD Dynamic_AC_CLResControlModeType."""
 
     departure_time: int | None = None
@@ -290,7 +262,7 @@ class Dynamic_AC_CLResControlMode:
 
 
 @dataclass(slots=True, kw_only=True)
-class Scheduled_AC_CLReqControlMode:
+class Scheduled_AC_CLReqControlMode():
     """XSD Scheduled_AC_CLReqControlModeType."""
 
     ev_target_energy_request: ct.RationalNumber | None = None
@@ -311,7 +283,7 @@ class Scheduled_AC_CLReqControlMode:
 
 
 @dataclass(slots=True, kw_only=True)
-class Scheduled_AC_CLResControlMode:
+class Scheduled_AC_CLResControlMode():
     """XSD Scheduled_AC_CLResControlModeType."""
 
     evse_target_active_power: ct.RationalNumber | None = None

@@ -18,53 +18,53 @@ if TYPE_CHECKING:
 class CurveDataPointsUnit(enum.StrEnum):
     """XSD curveDataPointsUnitType: encoded as its index in this order."""
 
-    V = "V"
-    Hz = "Hz"
-    W = "W"
-    s = "s"
-    var = "var"
+    V = 'V'
+    Hz = 'Hz'
+    W = 'W'
+    s = 's'
+    var = 'var'
 
 
 class EvOperatingMode(enum.StrEnum):
     """XSD evOperatingModeType: encoded as its index in this order."""
 
-    GridFollowing = "GridFollowing"
-    GridForming = "GridForming"
+    GridFollowing = 'GridFollowing'
+    GridForming = 'GridForming'
 
 
 class GridConnectionMode(enum.StrEnum):
     """XSD gridConnectionModeType: encoded as its index in this order."""
 
-    GridConnected = "GridConnected"
-    GridIslanded = "GridIslanded"
+    GridConnected = 'GridConnected'
+    GridIslanded = 'GridIslanded'
 
 
 class LockValueUnit(enum.StrEnum):
     """XSD lockValueUnitType: encoded as its index in this order."""
 
-    V = "V"
-    Hz = "Hz"
-    W = "W"
-    s = "s"
-    var = "var"
+    V = 'V'
+    Hz = 'Hz'
+    W = 'W'
+    s = 's'
+    var = 'var'
 
 
 class PowerFactorExcitation(enum.StrEnum):
     """XSD powerFactorExcitationType: encoded as its index in this order."""
 
-    OverExcited = "OverExcited"
-    UnderExcited = "UnderExcited"
+    OverExcited = 'OverExcited'
+    UnderExcited = 'UnderExcited'
 
 
 class PowerReference(enum.StrEnum):
     """XSD powerReferenceType: encoded as its index in this order."""
 
-    MaximumDischargePower = "MaximumDischargePower"
-    MomentaryPower = "MomentaryPower"
+    MaximumDischargePower = 'MaximumDischargePower'
+    MomentaryPower = 'MomentaryPower'
 
 
 @dataclass(slots=True, kw_only=True)
-class ActivePowerSupport:
+class ActivePowerSupport():
     """XSD ActivePowerSupportType."""
 
     under_frequency_watt: FrequencyWatt | None = None
@@ -73,14 +73,14 @@ class ActivePowerSupport:
 
 
 @dataclass(slots=True, kw_only=True)
-class CurveDataPointsList:
+class CurveDataPointsList():
     """XSD CurveDataPointsListType."""
 
     curve_data_point: list[DataTuple] = field(default_factory=list)
 
 
 @dataclass(slots=True, kw_only=True)
-class DERControl:
+class DERControl():
     """XSD DERControlType."""
 
     overvoltage_fault_ride_through: FaultRideThrough | None = None
@@ -92,7 +92,7 @@ class DERControl:
 
 
 @dataclass(slots=True, kw_only=True)
-class DERCurve:
+class DERCurve():
     """XSD DERCurveType."""
 
     x_unit: CurveDataPointsUnit
@@ -108,7 +108,7 @@ class DERCurve:
 
 
 @dataclass(slots=True, kw_only=True)
-class DER_AC_CPDReqEnergyTransferMode:
+class DER_AC_CPDReqEnergyTransferMode():
     """XSD DER_AC_CPDReqEnergyTransferModeType."""
 
     ev_maximum_charge_power: ct.RationalNumber
@@ -129,7 +129,7 @@ class DER_AC_CPDReqEnergyTransferMode:
 
 
 @dataclass(slots=True, kw_only=True)
-class DER_AC_CPDResEnergyTransferMode:
+class DER_AC_CPDResEnergyTransferMode():
     """XSD DER_AC_CPDResEnergyTransferModeType."""
 
     evse_maximum_charge_power: ct.RationalNumber
@@ -159,7 +159,7 @@ class DER_AC_CPDResEnergyTransferMode:
 
 
 @dataclass(slots=True, kw_only=True)
-class DER_Dynamic_AC_CLReqControlMode:
+class DER_Dynamic_AC_CLReqControlMode():
     """XSD DER_Dynamic_AC_CLReqControlModeType."""
 
     departure_time: int | None = None
@@ -197,7 +197,7 @@ class DER_Dynamic_AC_CLReqControlMode:
 
 
 @dataclass(slots=True, kw_only=True)
-class DER_Dynamic_AC_CLResControlMode:
+class DER_Dynamic_AC_CLResControlMode():
     """XSD DER_Dynamic_AC_CLResControlModeType."""
 
     departure_time: int | None = None
@@ -227,7 +227,7 @@ class DER_Dynamic_AC_CLResControlMode:
 
 
 @dataclass(slots=True, kw_only=True)
-class DER_Scheduled_AC_CLReqControlMode:
+class DER_Scheduled_AC_CLReqControlMode():
     """XSD DER_Scheduled_AC_CLReqControlModeType."""
 
     ev_target_energy_request: ct.RationalNumber | None = None
@@ -261,7 +261,7 @@ class DER_Scheduled_AC_CLReqControlMode:
 
 
 @dataclass(slots=True, kw_only=True)
-class DER_Scheduled_AC_CLResControlMode:
+class DER_Scheduled_AC_CLResControlMode():
     """XSD DER_Scheduled_AC_CLResControlModeType."""
 
     evse_target_active_power: ct.RationalNumber | None = None
@@ -287,7 +287,7 @@ class DER_Scheduled_AC_CLResControlMode:
 
 
 @dataclass(slots=True, kw_only=True)
-class DSOCosPhiSetpoint:
+class DSOCosPhiSetpoint():
     """XSD DSOCosPhiSetpointType."""
 
     dso_cos_phi_setpoint_value: ct.RationalNumber
@@ -299,7 +299,7 @@ class DSOCosPhiSetpoint:
 
 
 @dataclass(slots=True, kw_only=True)
-class DSOQSetpoint:
+class DSOQSetpoint():
     """XSD DSOQSetpointType."""
 
     dsoq_setpoint_value: ct.RationalNumber
@@ -310,7 +310,7 @@ class DSOQSetpoint:
 
 
 @dataclass(slots=True, kw_only=True)
-class DataTuple:
+class DataTuple():
     """XSD DataTupleType."""
 
     x_value: ct.RationalNumber
@@ -318,7 +318,7 @@ class DataTuple:
 
 
 @dataclass(slots=True, kw_only=True)
-class EVReactivePowerLimits:
+class EVReactivePowerLimits():
     """XSD EVReactivePowerLimitsType."""
 
     ev_maximum_charge_reactive_power: ct.RationalNumber
@@ -336,7 +336,7 @@ class EVReactivePowerLimits:
 
 
 @dataclass(slots=True, kw_only=True)
-class FaultRideThrough:
+class FaultRideThrough():
     """XSD FaultRideThroughType."""
 
     voltage_limit_start_frt: ct.RationalNumber
@@ -351,7 +351,7 @@ class FaultRideThrough:
 
 
 @dataclass(slots=True, kw_only=True)
-class FrequencyWatt:
+class FrequencyWatt():
     """XSD FrequencyWattType."""
 
     fstart: ct.RationalNumber
@@ -368,7 +368,7 @@ class FrequencyWatt:
 
 
 @dataclass(slots=True, kw_only=True)
-class ReactivePowerSupport:
+class ReactivePowerSupport():
     """XSD ReactivePowerSupportType."""
 
     volt_var: DERCurve | None = None
@@ -377,7 +377,7 @@ class ReactivePowerSupport:
 
 
 @dataclass(slots=True, kw_only=True)
-class SetpointExcitation:
+class SetpointExcitation():
     """XSD SetpointExcitationType."""
 
     setpoint_value: ct.RationalNumber
@@ -385,7 +385,7 @@ class SetpointExcitation:
 
 
 @dataclass(slots=True, kw_only=True)
-class VoltWatt:
+class VoltWatt():
     """XSD VoltWattType."""
 
     power_reference: PowerReference
@@ -397,7 +397,7 @@ class VoltWatt:
 
 
 @dataclass(slots=True, kw_only=True)
-class ZeroCurrent:
+class ZeroCurrent():
     """XSD ZeroCurrentType."""
 
     over_voltage_limit: ct.RationalNumber | None = None

@@ -18,78 +18,78 @@ if TYPE_CHECKING:
 class DerConnectionStatus(enum.StrEnum):
     """XSD derConnectionStatusType: encoded as its index in this order."""
 
-    Disconnected = "Disconnected"
-    Connected = "Connected"
+    Disconnected = 'Disconnected'
+    Connected = 'Connected'
 
 
 class DerOperationalState(enum.StrEnum):
     """XSD derOperationalStateType: encoded as its index in this order."""
 
-    On = "On"
-    Off = "Off"
+    On = 'On'
+    Off = 'Off'
 
 
 class DerUnit(enum.StrEnum):
     """XSD derUnitType: encoded as its index in this order."""
 
-    V = "V"
-    Hz = "Hz"
-    W = "W"
-    s = "s"
-    var = "var"
-    PercentageEVMaximumConfiguredActivePower = "PercentageEVMaximumConfiguredActivePower"
-    PercentageEVMaximumConfiguredReactivePower = "PercentageEVMaximumConfiguredReactivePower"
-    PercentageEVMaximumConfiguredApparentPower = "PercentageEVMaximumConfiguredApparentPower"
-    PercentageEVMaximumAvailableActivePower = "PercentageEVMaximumAvailableActivePower"
-    PercentageEVMaximumAvailableReactivePower = "PercentageEVMaximumAvailableReactivePower"
-    PercentageV = "PercentageV"
+    V = 'V'
+    Hz = 'Hz'
+    W = 'W'
+    s = 's'
+    var = 'var'
+    PercentageEVMaximumConfiguredActivePower = 'PercentageEVMaximumConfiguredActivePower'
+    PercentageEVMaximumConfiguredReactivePower = 'PercentageEVMaximumConfiguredReactivePower'
+    PercentageEVMaximumConfiguredApparentPower = 'PercentageEVMaximumConfiguredApparentPower'
+    PercentageEVMaximumAvailableActivePower = 'PercentageEVMaximumAvailableActivePower'
+    PercentageEVMaximumAvailableReactivePower = 'PercentageEVMaximumAvailableReactivePower'
+    PercentageV = 'PercentageV'
 
 
 class GridConnectionMode(enum.StrEnum):
     """XSD gridConnectionModeType: encoded as its index in this order."""
 
-    GridConnected = "GridConnected"
-    GridIslanded = "GridIslanded"
+    GridConnected = 'GridConnected'
+    GridIslanded = 'GridIslanded'
 
 
 class Ieee1547AbnormalCategory(enum.StrEnum):
     """XSD ieee1547AbnormalCategoryType: encoded as its index in this order."""
 
-    CategoryI = "CategoryI"
-    CategoryII = "CategoryII"
-    CategoryIII = "CategoryIII"
+    CategoryI = 'CategoryI'
+    CategoryII = 'CategoryII'
+    CategoryIII = 'CategoryIII'
 
 
 class Ieee1547NormalCategory(enum.StrEnum):
     """XSD ieee1547NormalCategoryType: encoded as its index in this order."""
 
-    CategoryA = "CategoryA"
-    CategoryB = "CategoryB"
+    CategoryA = 'CategoryA'
+    CategoryB = 'CategoryB'
 
 
 class PowerFactorExcitation(enum.StrEnum):
     """XSD powerFactorExcitationType: encoded as its index in this order."""
 
-    OverExcited = "OverExcited"
-    UnderExcited = "UnderExcited"
+    OverExcited = 'OverExcited'
+    UnderExcited = 'UnderExcited'
 
 
 class PowerReference(enum.StrEnum):
     """XSD powerReferenceType: encoded as its index in this order."""
 
-    MaximumActivePower = "MaximumActivePower"
-    MomentaryPower = "MomentaryPower"
+    MaximumActivePower = 'MaximumActivePower'
+    MomentaryPower = 'MomentaryPower'
 
 
 class RequiredDEROperatingMode(enum.StrEnum):
     """XSD requiredDEROperatingModeType: encoded as its index in this order."""
 
-    GridFollowing = "GridFollowing"
-    GridForming = "GridForming"
+    GridFollowing = 'GridFollowing'
+    GridForming = 'GridForming'
 
 
 @dataclass(slots=True, kw_only=True)
-class ActivePowerSupportCLRes:
+class ActivePowerSupportCLRes():
     """XSD ActivePowerSupportCLResType."""
 
     frequency_droop: FrequencyDroop | None = None
@@ -99,7 +99,7 @@ class ActivePowerSupportCLRes:
 
 
 @dataclass(slots=True, kw_only=True)
-class ActivePowerSupportCPDRes:
+class ActivePowerSupportCPDRes():
     """XSD ActivePowerSupportCPDResType."""
 
     frequency_droop: FrequencyDroop
@@ -109,7 +109,7 @@ class ActivePowerSupportCPDRes:
 
 
 @dataclass(slots=True, kw_only=True)
-class ConstantPowerFactor:
+class ConstantPowerFactor():
     """XSD ConstantPowerFactorType."""
 
     enable: bool
@@ -123,7 +123,7 @@ class ConstantPowerFactor:
 
 
 @dataclass(slots=True, kw_only=True)
-class ConstantVar:
+class ConstantVar():
     """XSD ConstantVarType."""
 
     enable: bool
@@ -135,7 +135,7 @@ class ConstantVar:
 
 
 @dataclass(slots=True, kw_only=True)
-class ConstantWatt:
+class ConstantWatt():
     """XSD ConstantWattType."""
 
     enable: bool
@@ -147,14 +147,14 @@ class ConstantWatt:
 
 
 @dataclass(slots=True, kw_only=True)
-class CurveDataPointsList:
+class CurveDataPointsList():
     """XSD CurveDataPointsListType."""
 
     curve_data_point: list[DataTuple] = field(default_factory=list)
 
 
 @dataclass(slots=True, kw_only=True)
-class DERControlCLRes:
+class DERControlCLRes():
     """XSD DERControlCLResType."""
 
     voltage_trip: VoltageTrip | None = None
@@ -165,7 +165,7 @@ class DERControlCLRes:
 
 
 @dataclass(slots=True, kw_only=True)
-class DERControlCPDRes:
+class DERControlCPDRes():
     """XSD DERControlCPDResType."""
 
     voltage_trip: VoltageTrip
@@ -176,7 +176,7 @@ class DERControlCPDRes:
 
 
 @dataclass(slots=True, kw_only=True)
-class DERCurve:
+class DERCurve():
     """XSD DERCurveType."""
 
     enable: bool
@@ -189,7 +189,7 @@ class DERCurve:
 
 
 @dataclass(slots=True, kw_only=True)
-class DER_AC_CPDReqEnergyTransferMode:
+class DER_AC_CPDReqEnergyTransferMode():
     """XSD DER_AC_CPDReqEnergyTransferModeType."""
 
     ev_maximum_charge_power: ct.RationalNumber
@@ -225,7 +225,7 @@ class DER_AC_CPDReqEnergyTransferMode:
 
 
 @dataclass(slots=True, kw_only=True)
-class DER_AC_CPDResEnergyTransferMode:
+class DER_AC_CPDResEnergyTransferMode():
     """XSD DER_AC_CPDResEnergyTransferModeType."""
 
     evse_maximum_charge_power: ct.RationalNumber
@@ -260,7 +260,7 @@ class DER_AC_CPDResEnergyTransferMode:
 
 
 @dataclass(slots=True, kw_only=True)
-class DER_Dynamic_AC_CLReqControlMode:
+class DER_Dynamic_AC_CLReqControlMode():
     """XSD DER_Dynamic_AC_CLReqControlModeType."""
 
     departure_time: int | None = None
@@ -304,7 +304,7 @@ class DER_Dynamic_AC_CLReqControlMode:
 
 
 @dataclass(slots=True, kw_only=True)
-class DER_Dynamic_AC_CLResControlMode:
+class DER_Dynamic_AC_CLResControlMode():
     """XSD DER_Dynamic_AC_CLResControlModeType."""
 
     departure_time: int | None = None
@@ -332,7 +332,7 @@ class DER_Dynamic_AC_CLResControlMode:
 
 
 @dataclass(slots=True, kw_only=True)
-class DER_Scheduled_AC_CLReqControlMode:
+class DER_Scheduled_AC_CLReqControlMode():
     """XSD DER_Scheduled_AC_CLReqControlModeType."""
 
     ev_target_energy_request: ct.RationalNumber | None = None
@@ -372,7 +372,7 @@ class DER_Scheduled_AC_CLReqControlMode:
 
 
 @dataclass(slots=True, kw_only=True)
-class DER_Scheduled_AC_CLResControlMode:
+class DER_Scheduled_AC_CLResControlMode():
     """XSD DER_Scheduled_AC_CLResControlModeType."""
 
     evse_target_active_power: ct.RationalNumber | None = None
@@ -396,7 +396,7 @@ class DER_Scheduled_AC_CLResControlMode:
 
 
 @dataclass(slots=True, kw_only=True)
-class DataTuple:
+class DataTuple():
     """XSD DataTupleType."""
 
     x_value: ct.RationalNumber
@@ -404,7 +404,7 @@ class DataTuple:
 
 
 @dataclass(slots=True, kw_only=True)
-class EVApparentPower:
+class EVApparentPower():
     """XSD EVApparentPowerType."""
 
     ev_maximum_apparent_power_during_charging_and_var_absorption: ct.RationalNumber
@@ -422,7 +422,7 @@ class EVApparentPower:
 
 
 @dataclass(slots=True, kw_only=True)
-class EVApparentPowerLimits:
+class EVApparentPowerLimits():
     """XSD EVApparentPowerLimitsType."""
 
     ev_maximum_apparent_power_during_charging_and_var_absorption: ct.RationalNumber
@@ -440,7 +440,7 @@ class EVApparentPowerLimits:
 
 
 @dataclass(slots=True, kw_only=True)
-class EVExcitation:
+class EVExcitation():
     """XSD EVExcitationType."""
 
     ev_specified_over_excited_power_factor: ct.RationalNumber | None = None
@@ -458,7 +458,7 @@ class EVExcitation:
 
 
 @dataclass(slots=True, kw_only=True)
-class EVExcitationLimits:
+class EVExcitationLimits():
     """XSD EVExcitationLimitsType."""
 
     ev_specified_over_excited_power_factor: ct.RationalNumber
@@ -476,7 +476,7 @@ class EVExcitationLimits:
 
 
 @dataclass(slots=True, kw_only=True)
-class EVInverterDetails:
+class EVInverterDetails():
     """XSD EVInverterDetailsType."""
 
     ev_inverter_sw_version: str
@@ -487,7 +487,7 @@ class EVInverterDetails:
 
 
 @dataclass(slots=True, kw_only=True)
-class EVReactivePower:
+class EVReactivePower():
     """XSD EVReactivePowerType."""
 
     ev_maximum_var_absorption_during_charging: ct.RationalNumber
@@ -517,7 +517,7 @@ class EVReactivePower:
 
 
 @dataclass(slots=True, kw_only=True)
-class EVReactivePowerLimits:
+class EVReactivePowerLimits():
     """XSD EVReactivePowerLimitsType."""
 
     ev_maximum_var_absorption_during_charging: ct.RationalNumber
@@ -550,7 +550,7 @@ class EVReactivePowerLimits:
 
 
 @dataclass(slots=True, kw_only=True)
-class EVSEReactivePowerLimits:
+class EVSEReactivePowerLimits():
     """XSD EVSEReactivePowerLimitsType."""
 
     evse_maximum_var_absorption_during_charging: ct.RationalNumber
@@ -568,7 +568,7 @@ class EVSEReactivePowerLimits:
 
 
 @dataclass(slots=True, kw_only=True)
-class EnterServiceCLRes:
+class EnterServiceCLRes():
     """XSD EnterServiceCLResType."""
 
     permit_service: bool
@@ -582,7 +582,7 @@ class EnterServiceCLRes:
 
 
 @dataclass(slots=True, kw_only=True)
-class EnterServiceCPDRes:
+class EnterServiceCPDRes():
     """XSD EnterServiceCPDResType."""
 
     permit_service: bool
@@ -596,7 +596,7 @@ class EnterServiceCPDRes:
 
 
 @dataclass(slots=True, kw_only=True)
-class FrequencyDroop:
+class FrequencyDroop():
     """XSD FrequencyDroopType."""
 
     enable: bool
@@ -606,7 +606,7 @@ class FrequencyDroop:
 
 
 @dataclass(slots=True, kw_only=True)
-class FrequencyDroopSettings:
+class FrequencyDroopSettings():
     """XSD FrequencyDroopSettingsType."""
 
     db: ct.RationalNumber
@@ -620,7 +620,7 @@ class FrequencyDroopSettings:
 
 
 @dataclass(slots=True, kw_only=True)
-class FrequencyTrip:
+class FrequencyTrip():
     """XSD FrequencyTripType."""
 
     over_frequency_must_trip_curve: DERCurve
@@ -630,7 +630,7 @@ class FrequencyTrip:
 
 
 @dataclass(slots=True, kw_only=True)
-class GridLimits:
+class GridLimits():
     """XSD GridLimitsType."""
 
     grid_nominal_frequency: ct.RationalNumber
@@ -643,7 +643,7 @@ class GridLimits:
 
 
 @dataclass(slots=True, kw_only=True)
-class LimitMaxDischargePower:
+class LimitMaxDischargePower():
     """XSD LimitMaxDischargePowerType."""
 
     enable: bool
@@ -655,7 +655,7 @@ class LimitMaxDischargePower:
 
 
 @dataclass(slots=True, kw_only=True)
-class ReactivePowerSupportCLRes:
+class ReactivePowerSupportCLRes():
     """XSD ReactivePowerSupportCLResType."""
 
     constant_power_factor: ConstantPowerFactor | None = None
@@ -665,7 +665,7 @@ class ReactivePowerSupportCLRes:
 
 
 @dataclass(slots=True, kw_only=True)
-class ReactivePowerSupportCPDRes:
+class ReactivePowerSupportCPDRes():
     """XSD ReactivePowerSupportCPDResType."""
 
     constant_power_factor: ConstantPowerFactor
@@ -675,7 +675,7 @@ class ReactivePowerSupportCPDRes:
 
 
 @dataclass(slots=True, kw_only=True)
-class VoltVar:
+class VoltVar():
     """XSD VoltVarType."""
 
     enable: bool
@@ -693,7 +693,7 @@ class VoltVar:
 
 
 @dataclass(slots=True, kw_only=True)
-class VoltWatt:
+class VoltWatt():
     """XSD VoltWattType."""
 
     enable: bool
@@ -708,7 +708,7 @@ class VoltWatt:
 
 
 @dataclass(slots=True, kw_only=True)
-class VoltageTrip:
+class VoltageTrip():
     """XSD VoltageTripType."""
 
     over_voltage_must_trip_curve: DERCurve
@@ -720,7 +720,7 @@ class VoltageTrip:
 
 
 @dataclass(slots=True, kw_only=True)
-class WattVar:
+class WattVar():
     """XSD WattVarType."""
 
     enable: bool

@@ -18,56 +18,56 @@ if TYPE_CHECKING:
 class CpStatus(enum.StrEnum):
     """XSD cpStatusType: encoded as its index in this order."""
 
-    StateA = "StateA"
-    StateB = "StateB"
-    StateC = "StateC"
-    StateD = "StateD"
-    StateE = "StateE"
+    StateA = 'StateA'
+    StateB = 'StateB'
+    StateC = 'StateC'
+    StateD = 'StateD'
+    StateE = 'StateE'
 
 
 class ElectricalChargingDeviceStatus(enum.StrEnum):
     """XSD electricalChargingDeviceStatusType: encoded as its index in this order."""
 
-    State_A = "State_A"
-    State_B = "State_B"
-    State_C = "State_C"
-    State_D = "State_D"
+    State_A = 'State_A'
+    State_B = 'State_B'
+    State_C = 'State_C'
+    State_D = 'State_D'
 
 
 class ErrorCode(enum.StrEnum):
     """XSD errorCodeType: encoded as its index in this order."""
 
-    OK_NoEVError = "OK_NoEVError"
-    FAILED = "FAILED"
-    FAILED_EmergencyEvent = "FAILED_EmergencyEvent"
-    FAILED_Breaker = "FAILED_Breaker"
-    FAILED_RESSTemperatureInhibit = "FAILED_RESSTemperatureInhibit"
-    FAILED_RESS = "FAILED_RESS"
-    FAILED_ChargingCurrentDifferential = "FAILED_ChargingCurrentDifferential"
-    FAILED_ChargingVoltageOutOfRange = "FAILED_ChargingVoltageOutOfRange"
-    FAILED_Reserved1 = "FAILED_Reserved1"
-    FAILED_Reserved2 = "FAILED_Reserved2"
+    OK_NoEVError = 'OK_NoEVError'
+    FAILED = 'FAILED'
+    FAILED_EmergencyEvent = 'FAILED_EmergencyEvent'
+    FAILED_Breaker = 'FAILED_Breaker'
+    FAILED_RESSTemperatureInhibit = 'FAILED_RESSTemperatureInhibit'
+    FAILED_RESS = 'FAILED_RESS'
+    FAILED_ChargingCurrentDifferential = 'FAILED_ChargingCurrentDifferential'
+    FAILED_ChargingVoltageOutOfRange = 'FAILED_ChargingVoltageOutOfRange'
+    FAILED_Reserved1 = 'FAILED_Reserved1'
+    FAILED_Reserved2 = 'FAILED_Reserved2'
 
 
 class IsolationStatus(enum.StrEnum):
     """XSD isolationStatusType: encoded as its index in this order."""
 
-    Invalid = "Invalid"
-    Safe = "Safe"
-    Warning = "Warning"
-    Fault = "Fault"
+    Invalid = 'Invalid'
+    Safe = 'Safe'
+    Warning = 'Warning'
+    Fault = 'Fault'
 
 
 class MechanicalChargingDeviceStatus(enum.StrEnum):
     """XSD mechanicalChargingDeviceStatusType: encoded as its index in this order."""
 
-    Home = "Home"
-    Moving = "Moving"
-    EndPosition = "EndPosition"
+    Home = 'Home'
+    Moving = 'Moving'
+    EndPosition = 'EndPosition'
 
 
 @dataclass(slots=True, kw_only=True)
-class ACDP_ConnectReqType:
+class ACDP_ConnectReqType():
     """XSD ACDP_ConnectReqType."""
 
     header: ct.MessageHeader
@@ -75,7 +75,7 @@ class ACDP_ConnectReqType:
 
 
 @dataclass(slots=True, kw_only=True)
-class ACDP_ConnectResType:
+class ACDP_ConnectResType():
     """XSD ACDP_ConnectResType."""
 
     header: ct.MessageHeader
@@ -86,7 +86,7 @@ class ACDP_ConnectResType:
 
 
 @dataclass(slots=True, kw_only=True)
-class ACDP_SystemStatusReq:
+class ACDP_SystemStatusReq():
     """XSD ACDP_SystemStatusReqType."""
 
     header: ct.MessageHeader
@@ -94,7 +94,7 @@ class ACDP_SystemStatusReq:
 
 
 @dataclass(slots=True, kw_only=True)
-class ACDP_SystemStatusRes:
+class ACDP_SystemStatusRes():
     """XSD ACDP_SystemStatusResType."""
 
     header: ct.MessageHeader
@@ -111,7 +111,7 @@ class ACDP_SystemStatusRes:
 
 
 @dataclass(slots=True, kw_only=True)
-class ACDP_VehiclePositioningReq:
+class ACDP_VehiclePositioningReq():
     """XSD ACDP_VehiclePositioningReqType."""
 
     header: ct.MessageHeader
@@ -120,7 +120,7 @@ class ACDP_VehiclePositioningReq:
 
 
 @dataclass(slots=True, kw_only=True)
-class ACDP_VehiclePositioningRes:
+class ACDP_VehiclePositioningRes():
     """XSD ACDP_VehiclePositioningResType."""
 
     header: ct.MessageHeader
@@ -135,7 +135,7 @@ class ACDP_VehiclePositioningRes:
 
 
 @dataclass(slots=True, kw_only=True)
-class EVTechnicalStatus:
+class EVTechnicalStatus():
     """XSD EVTechnicalStatusType."""
 
     ev_ready_to_charge: bool

@@ -15,13 +15,13 @@ from exi.types import Choice  # noqa: F401
 class ResponseCode(enum.StrEnum):
     """XSD responseCodeType: encoded as its index in this order."""
 
-    OK_SuccessfulNegotiation = "OK_SuccessfulNegotiation"
-    OK_SuccessfulNegotiationWithMinorDeviation = "OK_SuccessfulNegotiationWithMinorDeviation"
-    Failed_NoNegotiation = "Failed_NoNegotiation"
+    OK_SuccessfulNegotiation = 'OK_SuccessfulNegotiation'
+    OK_SuccessfulNegotiationWithMinorDeviation = 'OK_SuccessfulNegotiationWithMinorDeviation'
+    Failed_NoNegotiation = 'Failed_NoNegotiation'
 
 
 @dataclass(slots=True, kw_only=True)
-class AppProtocol:
+class AppProtocol():
     """XSD AppProtocolType."""
 
     protocol_namespace: str
@@ -32,14 +32,14 @@ class AppProtocol:
 
 
 @dataclass(slots=True, kw_only=True)
-class SupportedAppProtocolReq:
+class SupportedAppProtocolReq():
     """XSD supportedAppProtocolReq_anonymous."""
 
     app_protocol: list[AppProtocol] = field(default_factory=list)
 
 
 @dataclass(slots=True, kw_only=True)
-class SupportedAppProtocolRes:
+class SupportedAppProtocolRes():
     """XSD supportedAppProtocolRes_anonymous."""
 
     response_code: ResponseCode

@@ -18,81 +18,81 @@ if TYPE_CHECKING:
 class Authorization(enum.StrEnum):
     """XSD authorizationType: encoded as its index in this order."""
 
-    EIM = "EIM"
-    PnC = "PnC"
+    EIM = 'EIM'
+    PnC = 'PnC'
 
 
 class ChannelSelection(enum.StrEnum):
     """XSD channelSelectionType: encoded as its index in this order."""
 
-    Charge = "Charge"
-    Discharge = "Discharge"
+    Charge = 'Charge'
+    Discharge = 'Discharge'
 
 
 class ChargeProgress(enum.StrEnum):
     """XSD chargeProgressType: encoded as its index in this order."""
 
-    Start = "Start"
-    Stop = "Stop"
-    Standby = "Standby"
-    ScheduleRenegotiation = "ScheduleRenegotiation"
+    Start = 'Start'
+    Stop = 'Stop'
+    Standby = 'Standby'
+    ScheduleRenegotiation = 'ScheduleRenegotiation'
 
 
 class ChargingSession(enum.StrEnum):
     """XSD chargingSessionType: encoded as its index in this order."""
 
-    Pause = "Pause"
-    Terminate = "Terminate"
-    ServiceRenegotiation = "ServiceRenegotiation"
+    Pause = 'Pause'
+    Terminate = 'Terminate'
+    ServiceRenegotiation = 'ServiceRenegotiation'
 
 
 class EcdhCurve(enum.StrEnum):
     """XSD ecdhCurveType: encoded as its index in this order."""
 
-    SECP521 = "SECP521"
-    X448 = "X448"
+    SECP521 = 'SECP521'
+    X448 = 'X448'
 
 
 class EvCheckInStatus(enum.StrEnum):
     """XSD evCheckInStatusType: encoded as its index in this order."""
 
-    CheckIn = "CheckIn"
-    Processing = "Processing"
-    Completed = "Completed"
+    CheckIn = 'CheckIn'
+    Processing = 'Processing'
+    Completed = 'Completed'
 
 
 class EvCheckOutStatus(enum.StrEnum):
     """XSD evCheckOutStatusType: encoded as its index in this order."""
 
-    CheckOut = "CheckOut"
-    Processing = "Processing"
-    Completed = "Completed"
+    CheckOut = 'CheckOut'
+    Processing = 'Processing'
+    Completed = 'Completed'
 
 
 class EvseCheckOutStatus(enum.StrEnum):
     """XSD evseCheckOutStatusType: encoded as its index in this order."""
 
-    Scheduled = "Scheduled"
-    Completed = "Completed"
+    Scheduled = 'Scheduled'
+    Completed = 'Completed'
 
 
 class ParkingMethod(enum.StrEnum):
     """XSD parkingMethodType: encoded as its index in this order."""
 
-    AutoParking = "AutoParking"
-    MVGuideManual = "MVGuideManual"
-    Manual = "Manual"
+    AutoParking = 'AutoParking'
+    MVGuideManual = 'MVGuideManual'
+    Manual = 'Manual'
 
 
 class PowerToleranceAcceptance(enum.StrEnum):
     """XSD powerToleranceAcceptanceType: encoded as its index in this order."""
 
-    PowerToleranceNotConfirmed = "PowerToleranceNotConfirmed"
-    PowerToleranceConfirmed = "PowerToleranceConfirmed"
+    PowerToleranceNotConfirmed = 'PowerToleranceNotConfirmed'
+    PowerToleranceConfirmed = 'PowerToleranceConfirmed'
 
 
 @dataclass(slots=True, kw_only=True)
-class AbsolutePriceSchedule:
+class AbsolutePriceSchedule():
     """XSD AbsolutePriceScheduleType."""
 
     id: str | None = None
@@ -111,7 +111,7 @@ class AbsolutePriceSchedule:
 
 
 @dataclass(slots=True, kw_only=True)
-class AdditionalService:
+class AdditionalService():
     """XSD AdditionalServiceType."""
 
     service_name: str
@@ -119,14 +119,14 @@ class AdditionalService:
 
 
 @dataclass(slots=True, kw_only=True)
-class AdditionalServiceList:
+class AdditionalServiceList():
     """XSD AdditionalServiceListType."""
 
     additional_service: list[AdditionalService] = field(default_factory=list)
 
 
 @dataclass(slots=True, kw_only=True)
-class AuthorizationReq:
+class AuthorizationReq():
     """XSD AuthorizationReqType."""
 
     header: ct.MessageHeader
@@ -136,7 +136,7 @@ class AuthorizationReq:
 
 
 @dataclass(slots=True, kw_only=True)
-class AuthorizationRes:
+class AuthorizationRes():
     """XSD AuthorizationResType."""
 
     header: ct.MessageHeader
@@ -145,14 +145,14 @@ class AuthorizationRes:
 
 
 @dataclass(slots=True, kw_only=True)
-class AuthorizationSetupReq:
+class AuthorizationSetupReq():
     """XSD AuthorizationSetupReqType."""
 
     header: ct.MessageHeader
 
 
 @dataclass(slots=True, kw_only=True)
-class AuthorizationSetupRes:
+class AuthorizationSetupRes():
     """XSD AuthorizationSetupResType."""
 
     header: ct.MessageHeader
@@ -164,7 +164,7 @@ class AuthorizationSetupRes:
 
 
 @dataclass(slots=True, kw_only=True)
-class CertificateChain:
+class CertificateChain():
     """XSD CertificateChainType."""
 
     certificate: bytes
@@ -172,7 +172,7 @@ class CertificateChain:
 
 
 @dataclass(slots=True, kw_only=True)
-class CertificateInstallationReq:
+class CertificateInstallationReq():
     """XSD CertificateInstallationReqType."""
 
     header: ct.MessageHeader
@@ -183,7 +183,7 @@ class CertificateInstallationReq:
 
 
 @dataclass(slots=True, kw_only=True)
-class CertificateInstallationRes:
+class CertificateInstallationRes():
     """XSD CertificateInstallationResType."""
 
     header: ct.MessageHeader
@@ -195,7 +195,7 @@ class CertificateInstallationRes:
 
 
 @dataclass(slots=True, kw_only=True)
-class ChargingSchedule:
+class ChargingSchedule():
     """XSD ChargingScheduleType."""
 
     power_schedule: PowerSchedule
@@ -204,7 +204,7 @@ class ChargingSchedule:
 
 
 @dataclass(slots=True, kw_only=True)
-class ContractCertificateChain:
+class ContractCertificateChain():
     """XSD ContractCertificateChainType."""
 
     certificate: bytes
@@ -212,14 +212,14 @@ class ContractCertificateChain:
 
 
 @dataclass(slots=True, kw_only=True)
-class Dynamic_EVPPTControlMode:
+class Dynamic_EVPPTControlMode():
     """XSD Dynamic_EVPPTControlModeType."""
 
     pass
 
 
 @dataclass(slots=True, kw_only=True)
-class Dynamic_SEReqControlMode:
+class Dynamic_SEReqControlMode():
     """XSD Dynamic_SEReqControlModeType."""
 
     departure_time: int
@@ -233,7 +233,7 @@ class Dynamic_SEReqControlMode:
 
 
 @dataclass(slots=True, kw_only=True)
-class Dynamic_SEResControlMode:
+class Dynamic_SEResControlMode():
     """XSD Dynamic_SEResControlModeType."""
 
     departure_time: int | None = None
@@ -244,35 +244,35 @@ class Dynamic_SEResControlMode:
 
 
 @dataclass(slots=True, kw_only=True)
-class Dynamic_SMDTControlMode:
+class Dynamic_SMDTControlMode():
     """XSD Dynamic_SMDTControlModeType."""
 
     pass
 
 
 @dataclass(slots=True, kw_only=True)
-class EIM_AReqAuthorizationMode:
+class EIM_AReqAuthorizationMode():
     """XSD EIM_AReqAuthorizationModeType."""
 
     pass
 
 
 @dataclass(slots=True, kw_only=True)
-class EIM_ASResAuthorizationMode:
+class EIM_ASResAuthorizationMode():
     """XSD EIM_ASResAuthorizationModeType."""
 
     pass
 
 
 @dataclass(slots=True, kw_only=True)
-class EMAIDList:
+class EMAIDList():
     """XSD EMAIDListType."""
 
     emaid: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True, kw_only=True)
-class EVAbsolutePriceSchedule:
+class EVAbsolutePriceSchedule():
     """XSD EVAbsolutePriceScheduleType."""
 
     time_anchor: int
@@ -282,7 +282,7 @@ class EVAbsolutePriceSchedule:
 
 
 @dataclass(slots=True, kw_only=True)
-class EVEnergyOffer:
+class EVEnergyOffer():
     """XSD EVEnergyOfferType."""
 
     ev_power_schedule: EVPowerSchedule
@@ -290,7 +290,7 @@ class EVEnergyOffer:
 
 
 @dataclass(slots=True, kw_only=True)
-class EVPowerProfile:
+class EVPowerProfile():
     """XSD EVPowerProfileType."""
 
     time_anchor: int
@@ -300,14 +300,14 @@ class EVPowerProfile:
 
 
 @dataclass(slots=True, kw_only=True)
-class EVPowerProfileEntryList:
+class EVPowerProfileEntryList():
     """XSD EVPowerProfileEntryListType."""
 
     ev_power_profile_entry: list[PowerScheduleEntry] = field(default_factory=list)
 
 
 @dataclass(slots=True, kw_only=True)
-class EVPowerSchedule:
+class EVPowerSchedule():
     """XSD EVPowerScheduleType."""
 
     time_anchor: int
@@ -315,7 +315,7 @@ class EVPowerSchedule:
 
 
 @dataclass(slots=True, kw_only=True)
-class EVPowerScheduleEntry:
+class EVPowerScheduleEntry():
     """XSD EVPowerScheduleEntryType."""
 
     duration: int
@@ -323,14 +323,14 @@ class EVPowerScheduleEntry:
 
 
 @dataclass(slots=True, kw_only=True)
-class EVPowerScheduleEntryList:
+class EVPowerScheduleEntryList():
     """XSD EVPowerScheduleEntryListType."""
 
     ev_power_schedule_entry: list[EVPowerScheduleEntry] = field(default_factory=list)
 
 
 @dataclass(slots=True, kw_only=True)
-class EVPriceRule:
+class EVPriceRule():
     """XSD EVPriceRuleType."""
 
     energy_fee: ct.RationalNumber
@@ -338,7 +338,7 @@ class EVPriceRule:
 
 
 @dataclass(slots=True, kw_only=True)
-class EVPriceRuleStack:
+class EVPriceRuleStack():
     """XSD EVPriceRuleStackType."""
 
     duration: int
@@ -346,14 +346,14 @@ class EVPriceRuleStack:
 
 
 @dataclass(slots=True, kw_only=True)
-class EVPriceRuleStackList:
+class EVPriceRuleStackList():
     """XSD EVPriceRuleStackListType."""
 
     ev_price_rule_stack: list[EVPriceRuleStack] = field(default_factory=list)
 
 
 @dataclass(slots=True, kw_only=True)
-class MeteringConfirmationReq:
+class MeteringConfirmationReq():
     """XSD MeteringConfirmationReqType."""
 
     header: ct.MessageHeader
@@ -361,7 +361,7 @@ class MeteringConfirmationReq:
 
 
 @dataclass(slots=True, kw_only=True)
-class MeteringConfirmationRes:
+class MeteringConfirmationRes():
     """XSD MeteringConfirmationResType."""
 
     header: ct.MessageHeader
@@ -369,7 +369,7 @@ class MeteringConfirmationRes:
 
 
 @dataclass(slots=True, kw_only=True)
-class OverstayRule:
+class OverstayRule():
     """XSD OverstayRuleType."""
 
     overstay_rule_description: str | None = None
@@ -379,7 +379,7 @@ class OverstayRule:
 
 
 @dataclass(slots=True, kw_only=True)
-class OverstayRuleList:
+class OverstayRuleList():
     """XSD OverstayRuleListType."""
 
     overstay_time_threshold: int | None = None
@@ -388,7 +388,7 @@ class OverstayRuleList:
 
 
 @dataclass(slots=True, kw_only=True)
-class Parameter:
+class Parameter():
     """XSD ParameterType."""
 
     name: str
@@ -401,7 +401,7 @@ class Parameter:
 
 
 @dataclass(slots=True, kw_only=True)
-class ParameterSet:
+class ParameterSet():
     """XSD ParameterSetType."""
 
     parameter_set_id: int
@@ -409,7 +409,7 @@ class ParameterSet:
 
 
 @dataclass(slots=True, kw_only=True)
-class PnC_AReqAuthorizationMode:
+class PnC_AReqAuthorizationMode():
     """XSD PnC_AReqAuthorizationModeType."""
 
     id: str
@@ -418,7 +418,7 @@ class PnC_AReqAuthorizationMode:
 
 
 @dataclass(slots=True, kw_only=True)
-class PnC_ASResAuthorizationMode:
+class PnC_ASResAuthorizationMode():
     """XSD PnC_ASResAuthorizationModeType."""
 
     gen_challenge: bytes
@@ -426,7 +426,7 @@ class PnC_ASResAuthorizationMode:
 
 
 @dataclass(slots=True, kw_only=True)
-class PowerDeliveryReq:
+class PowerDeliveryReq():
     """XSD PowerDeliveryReqType."""
 
     header: ct.MessageHeader
@@ -437,7 +437,7 @@ class PowerDeliveryReq:
 
 
 @dataclass(slots=True, kw_only=True)
-class PowerDeliveryRes:
+class PowerDeliveryRes():
     """XSD PowerDeliveryResType."""
 
     header: ct.MessageHeader
@@ -446,7 +446,7 @@ class PowerDeliveryRes:
 
 
 @dataclass(slots=True, kw_only=True)
-class PowerSchedule:
+class PowerSchedule():
     """XSD PowerScheduleType."""
 
     time_anchor: int
@@ -456,7 +456,7 @@ class PowerSchedule:
 
 
 @dataclass(slots=True, kw_only=True)
-class PowerScheduleEntry:
+class PowerScheduleEntry():
     """XSD PowerScheduleEntryType."""
 
     duration: int
@@ -466,14 +466,14 @@ class PowerScheduleEntry:
 
 
 @dataclass(slots=True, kw_only=True)
-class PowerScheduleEntryList:
+class PowerScheduleEntryList():
     """XSD PowerScheduleEntryListType."""
 
     power_schedule_entry: list[PowerScheduleEntry] = field(default_factory=list)
 
 
 @dataclass(slots=True, kw_only=True)
-class PriceLevelSchedule:
+class PriceLevelSchedule():
     """XSD PriceLevelScheduleType."""
 
     id: str | None = None
@@ -485,7 +485,7 @@ class PriceLevelSchedule:
 
 
 @dataclass(slots=True, kw_only=True)
-class PriceLevelScheduleEntry:
+class PriceLevelScheduleEntry():
     """XSD PriceLevelScheduleEntryType."""
 
     duration: int
@@ -493,14 +493,14 @@ class PriceLevelScheduleEntry:
 
 
 @dataclass(slots=True, kw_only=True)
-class PriceLevelScheduleEntryList:
+class PriceLevelScheduleEntryList():
     """XSD PriceLevelScheduleEntryListType."""
 
     price_level_schedule_entry: list[PriceLevelScheduleEntry] = field(default_factory=list)
 
 
 @dataclass(slots=True, kw_only=True)
-class PriceRule:
+class PriceRule():
     """XSD PriceRuleType."""
 
     energy_fee: ct.RationalNumber
@@ -512,7 +512,7 @@ class PriceRule:
 
 
 @dataclass(slots=True, kw_only=True)
-class PriceRuleStack:
+class PriceRuleStack():
     """XSD PriceRuleStackType."""
 
     duration: int
@@ -520,14 +520,14 @@ class PriceRuleStack:
 
 
 @dataclass(slots=True, kw_only=True)
-class PriceRuleStackList:
+class PriceRuleStackList():
     """XSD PriceRuleStackListType."""
 
     price_rule_stack: list[PriceRuleStack] = field(default_factory=list)
 
 
 @dataclass(slots=True, kw_only=True)
-class PriceSchedule:
+class PriceSchedule():
     """XSD PriceScheduleType (abstract)."""
 
     time_anchor: int
@@ -536,7 +536,7 @@ class PriceSchedule:
 
 
 @dataclass(slots=True, kw_only=True)
-class ScheduleExchangeReq:
+class ScheduleExchangeReq():
     """XSD ScheduleExchangeReqType."""
 
     header: ct.MessageHeader
@@ -546,7 +546,7 @@ class ScheduleExchangeReq:
 
 
 @dataclass(slots=True, kw_only=True)
-class ScheduleExchangeRes:
+class ScheduleExchangeRes():
     """XSD ScheduleExchangeResType."""
 
     header: ct.MessageHeader
@@ -558,7 +558,7 @@ class ScheduleExchangeRes:
 
 
 @dataclass(slots=True, kw_only=True)
-class ScheduleTuple:
+class ScheduleTuple():
     """XSD ScheduleTupleType."""
 
     schedule_tuple_id: int
@@ -567,7 +567,7 @@ class ScheduleTuple:
 
 
 @dataclass(slots=True, kw_only=True)
-class Scheduled_EVPPTControlMode:
+class Scheduled_EVPPTControlMode():
     """XSD Scheduled_EVPPTControlModeType."""
 
     selected_schedule_tuple_id: int
@@ -575,7 +575,7 @@ class Scheduled_EVPPTControlMode:
 
 
 @dataclass(slots=True, kw_only=True)
-class Scheduled_SEReqControlMode:
+class Scheduled_SEReqControlMode():
     """XSD Scheduled_SEReqControlModeType."""
 
     departure_time: int | None = None
@@ -586,21 +586,21 @@ class Scheduled_SEReqControlMode:
 
 
 @dataclass(slots=True, kw_only=True)
-class Scheduled_SEResControlMode:
+class Scheduled_SEResControlMode():
     """XSD Scheduled_SEResControlModeType."""
 
     schedule_tuple: list[ScheduleTuple] = field(default_factory=list)
 
 
 @dataclass(slots=True, kw_only=True)
-class Scheduled_SMDTControlMode:
+class Scheduled_SMDTControlMode():
     """XSD Scheduled_SMDTControlModeType."""
 
     selected_schedule_tuple_id: int
 
 
 @dataclass(slots=True, kw_only=True)
-class SelectedService:
+class SelectedService():
     """XSD SelectedServiceType."""
 
     service_id: int
@@ -608,14 +608,14 @@ class SelectedService:
 
 
 @dataclass(slots=True, kw_only=True)
-class SelectedServiceList:
+class SelectedServiceList():
     """XSD SelectedServiceListType."""
 
     selected_service: list[SelectedService] = field(default_factory=list)
 
 
 @dataclass(slots=True, kw_only=True)
-class Service:
+class Service():
     """XSD ServiceType."""
 
     service_id: int
@@ -623,7 +623,7 @@ class Service:
 
 
 @dataclass(slots=True, kw_only=True)
-class ServiceDetailReq:
+class ServiceDetailReq():
     """XSD ServiceDetailReqType."""
 
     header: ct.MessageHeader
@@ -631,7 +631,7 @@ class ServiceDetailReq:
 
 
 @dataclass(slots=True, kw_only=True)
-class ServiceDetailRes:
+class ServiceDetailRes():
     """XSD ServiceDetailResType."""
 
     header: ct.MessageHeader
@@ -641,7 +641,7 @@ class ServiceDetailRes:
 
 
 @dataclass(slots=True, kw_only=True)
-class ServiceDiscoveryReq:
+class ServiceDiscoveryReq():
     """XSD ServiceDiscoveryReqType."""
 
     header: ct.MessageHeader
@@ -649,7 +649,7 @@ class ServiceDiscoveryReq:
 
 
 @dataclass(slots=True, kw_only=True)
-class ServiceDiscoveryRes:
+class ServiceDiscoveryRes():
     """XSD ServiceDiscoveryResType."""
 
     header: ct.MessageHeader
@@ -660,28 +660,28 @@ class ServiceDiscoveryRes:
 
 
 @dataclass(slots=True, kw_only=True)
-class ServiceIDList:
+class ServiceIDList():
     """XSD ServiceIDListType."""
 
     service_id: list[int] = field(default_factory=list)
 
 
 @dataclass(slots=True, kw_only=True)
-class ServiceList:
+class ServiceList():
     """XSD ServiceListType."""
 
     service: list[Service] = field(default_factory=list)
 
 
 @dataclass(slots=True, kw_only=True)
-class ServiceParameterList:
+class ServiceParameterList():
     """XSD ServiceParameterListType."""
 
     parameter_set: list[ParameterSet] = field(default_factory=list)
 
 
 @dataclass(slots=True, kw_only=True)
-class ServiceSelectionReq:
+class ServiceSelectionReq():
     """XSD ServiceSelectionReqType."""
 
     header: ct.MessageHeader
@@ -690,7 +690,7 @@ class ServiceSelectionReq:
 
 
 @dataclass(slots=True, kw_only=True)
-class ServiceSelectionRes:
+class ServiceSelectionRes():
     """XSD ServiceSelectionResType."""
 
     header: ct.MessageHeader
@@ -698,7 +698,7 @@ class ServiceSelectionRes:
 
 
 @dataclass(slots=True, kw_only=True)
-class SessionSetupReq:
+class SessionSetupReq():
     """XSD SessionSetupReqType."""
 
     header: ct.MessageHeader
@@ -706,7 +706,7 @@ class SessionSetupReq:
 
 
 @dataclass(slots=True, kw_only=True)
-class SessionSetupRes:
+class SessionSetupRes():
     """XSD SessionSetupResType."""
 
     header: ct.MessageHeader
@@ -715,7 +715,7 @@ class SessionSetupRes:
 
 
 @dataclass(slots=True, kw_only=True)
-class SessionStopReq:
+class SessionStopReq():
     """XSD SessionStopReqType."""
 
     header: ct.MessageHeader
@@ -725,7 +725,7 @@ class SessionStopReq:
 
 
 @dataclass(slots=True, kw_only=True)
-class SessionStopRes:
+class SessionStopRes():
     """XSD SessionStopResType."""
 
     header: ct.MessageHeader
@@ -733,7 +733,7 @@ class SessionStopRes:
 
 
 @dataclass(slots=True, kw_only=True)
-class SignedCertificateChain:
+class SignedCertificateChain():
     """XSD SignedCertificateChainType."""
 
     id: str
@@ -742,7 +742,7 @@ class SignedCertificateChain:
 
 
 @dataclass(slots=True, kw_only=True)
-class SignedInstallationData:
+class SignedInstallationData():
     """XSD SignedInstallationDataType."""
 
     id: str
@@ -755,7 +755,7 @@ class SignedInstallationData:
 
 
 @dataclass(slots=True, kw_only=True)
-class SignedMeteringData:
+class SignedMeteringData():
     """XSD SignedMeteringDataType."""
 
     id: str
@@ -767,21 +767,21 @@ class SignedMeteringData:
 
 
 @dataclass(slots=True, kw_only=True)
-class SubCertificates:
+class SubCertificates():
     """XSD SubCertificatesType."""
 
     certificate: list[bytes] = field(default_factory=list)
 
 
 @dataclass(slots=True, kw_only=True)
-class SupportedProvidersList:
+class SupportedProvidersList():
     """XSD SupportedProvidersListType."""
 
     provider_id: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True, kw_only=True)
-class TargetPosition:
+class TargetPosition():
     """XSD TargetPositionType."""
 
     target_offset_x: int
@@ -789,7 +789,7 @@ class TargetPosition:
 
 
 @dataclass(slots=True, kw_only=True)
-class TaxRule:
+class TaxRule():
     """XSD TaxRuleType."""
 
     tax_rule_id: int
@@ -803,14 +803,14 @@ class TaxRule:
 
 
 @dataclass(slots=True, kw_only=True)
-class TaxRuleList:
+class TaxRuleList():
     """XSD TaxRuleListType."""
 
     tax_rule: list[TaxRule] = field(default_factory=list)
 
 
 @dataclass(slots=True, kw_only=True)
-class VehicleCheckInReq:
+class VehicleCheckInReq():
     """XSD VehicleCheckInReqType."""
 
     header: ct.MessageHeader
@@ -822,7 +822,7 @@ class VehicleCheckInReq:
 
 
 @dataclass(slots=True, kw_only=True)
-class VehicleCheckInRes:
+class VehicleCheckInRes():
     """XSD VehicleCheckInResType."""
 
     header: ct.MessageHeader
@@ -833,7 +833,7 @@ class VehicleCheckInRes:
 
 
 @dataclass(slots=True, kw_only=True)
-class VehicleCheckOutReq:
+class VehicleCheckOutReq():
     """XSD VehicleCheckOutReqType."""
 
     header: ct.MessageHeader
@@ -842,7 +842,7 @@ class VehicleCheckOutReq:
 
 
 @dataclass(slots=True, kw_only=True)
-class VehicleCheckOutRes:
+class VehicleCheckOutRes():
     """XSD VehicleCheckOutResType."""
 
     header: ct.MessageHeader

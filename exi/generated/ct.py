@@ -19,83 +19,83 @@ if TYPE_CHECKING:
 class EvseNotification(enum.StrEnum):
     """XSD evseNotificationType: encoded as its index in this order."""
 
-    Pause = "Pause"
-    ExitStandby = "ExitStandby"
-    Terminate = "Terminate"
-    ScheduleRenegotiation = "ScheduleRenegotiation"
-    ServiceRenegotiation = "ServiceRenegotiation"
-    MeteringConfirmation = "MeteringConfirmation"
+    Pause = 'Pause'
+    ExitStandby = 'ExitStandby'
+    Terminate = 'Terminate'
+    ScheduleRenegotiation = 'ScheduleRenegotiation'
+    ServiceRenegotiation = 'ServiceRenegotiation'
+    MeteringConfirmation = 'MeteringConfirmation'
 
 
 class Processing(enum.StrEnum):
     """XSD processingType: encoded as its index in this order."""
 
-    Finished = "Finished"
-    Ongoing = "Ongoing"
-    Ongoing_WaitingForCustomerInteraction = "Ongoing_WaitingForCustomerInteraction"
+    Finished = 'Finished'
+    Ongoing = 'Ongoing'
+    Ongoing_WaitingForCustomerInteraction = 'Ongoing_WaitingForCustomerInteraction'
 
 
 class ResponseCode(enum.StrEnum):
     """XSD responseCodeType: encoded as its index in this order."""
 
-    OK = "OK"
-    OK_CertificateExpiresSoon = "OK_CertificateExpiresSoon"
-    OK_NewSessionEstablished = "OK_NewSessionEstablished"
-    OK_OldSessionJoined = "OK_OldSessionJoined"
-    OK_PowerToleranceConfirmed = "OK_PowerToleranceConfirmed"
-    WARNING_AuthorizationSelectionInvalid = "WARNING_AuthorizationSelectionInvalid"
-    WARNING_CertificateExpired = "WARNING_CertificateExpired"
-    WARNING_CertificateNotYetValid = "WARNING_CertificateNotYetValid"
-    WARNING_CertificateRevoked = "WARNING_CertificateRevoked"
-    WARNING_CertificateValidationError = "WARNING_CertificateValidationError"
-    WARNING_ChallengeInvalid = "WARNING_ChallengeInvalid"
-    WARNING_EIMAuthorizationFailure = "WARNING_EIMAuthorizationFailure"
-    WARNING_eMSPUnknown = "WARNING_eMSPUnknown"
-    WARNING_EVPowerProfileViolation = "WARNING_EVPowerProfileViolation"
-    WARNING_GeneralPnCAuthorizationError = "WARNING_GeneralPnCAuthorizationError"
-    WARNING_NoCertificateAvailable = "WARNING_NoCertificateAvailable"
-    WARNING_NoContractMatchingPCIDFound = "WARNING_NoContractMatchingPCIDFound"
-    WARNING_PowerToleranceNotConfirmed = "WARNING_PowerToleranceNotConfirmed"
-    WARNING_ScheduleRenegotiationFailed = "WARNING_ScheduleRenegotiationFailed"
-    WARNING_StandbyNotAllowed = "WARNING_StandbyNotAllowed"
-    WARNING_WPT = "WARNING_WPT"
-    FAILED = "FAILED"
-    FAILED_AssociationError = "FAILED_AssociationError"
-    FAILED_ContactorError = "FAILED_ContactorError"
-    FAILED_EVPowerProfileInvalid = "FAILED_EVPowerProfileInvalid"
-    FAILED_EVPowerProfileViolation = "FAILED_EVPowerProfileViolation"
-    FAILED_MeteringSignatureNotValid = "FAILED_MeteringSignatureNotValid"
-    FAILED_NoEnergyTransferServiceSelected = "FAILED_NoEnergyTransferServiceSelected"
-    FAILED_NoServiceRenegotiationSupported = "FAILED_NoServiceRenegotiationSupported"
-    FAILED_PauseNotAllowed = "FAILED_PauseNotAllowed"
-    FAILED_PowerDeliveryNotApplied = "FAILED_PowerDeliveryNotApplied"
-    FAILED_PowerToleranceNotConfirmed = "FAILED_PowerToleranceNotConfirmed"
-    FAILED_ScheduleRenegotiation = "FAILED_ScheduleRenegotiation"
-    FAILED_ScheduleSelectionInvalid = "FAILED_ScheduleSelectionInvalid"
-    FAILED_SequenceError = "FAILED_SequenceError"
-    FAILED_ServiceIDInvalid = "FAILED_ServiceIDInvalid"
-    FAILED_ServiceSelectionInvalid = "FAILED_ServiceSelectionInvalid"
-    FAILED_SignatureError = "FAILED_SignatureError"
-    FAILED_UnknownSession = "FAILED_UnknownSession"
-    FAILED_WrongChargeParameter = "FAILED_WrongChargeParameter"
+    OK = 'OK'
+    OK_CertificateExpiresSoon = 'OK_CertificateExpiresSoon'
+    OK_NewSessionEstablished = 'OK_NewSessionEstablished'
+    OK_OldSessionJoined = 'OK_OldSessionJoined'
+    OK_PowerToleranceConfirmed = 'OK_PowerToleranceConfirmed'
+    WARNING_AuthorizationSelectionInvalid = 'WARNING_AuthorizationSelectionInvalid'
+    WARNING_CertificateExpired = 'WARNING_CertificateExpired'
+    WARNING_CertificateNotYetValid = 'WARNING_CertificateNotYetValid'
+    WARNING_CertificateRevoked = 'WARNING_CertificateRevoked'
+    WARNING_CertificateValidationError = 'WARNING_CertificateValidationError'
+    WARNING_ChallengeInvalid = 'WARNING_ChallengeInvalid'
+    WARNING_EIMAuthorizationFailure = 'WARNING_EIMAuthorizationFailure'
+    WARNING_eMSPUnknown = 'WARNING_eMSPUnknown'
+    WARNING_EVPowerProfileViolation = 'WARNING_EVPowerProfileViolation'
+    WARNING_GeneralPnCAuthorizationError = 'WARNING_GeneralPnCAuthorizationError'
+    WARNING_NoCertificateAvailable = 'WARNING_NoCertificateAvailable'
+    WARNING_NoContractMatchingPCIDFound = 'WARNING_NoContractMatchingPCIDFound'
+    WARNING_PowerToleranceNotConfirmed = 'WARNING_PowerToleranceNotConfirmed'
+    WARNING_ScheduleRenegotiationFailed = 'WARNING_ScheduleRenegotiationFailed'
+    WARNING_StandbyNotAllowed = 'WARNING_StandbyNotAllowed'
+    WARNING_WPT = 'WARNING_WPT'
+    FAILED = 'FAILED'
+    FAILED_AssociationError = 'FAILED_AssociationError'
+    FAILED_ContactorError = 'FAILED_ContactorError'
+    FAILED_EVPowerProfileInvalid = 'FAILED_EVPowerProfileInvalid'
+    FAILED_EVPowerProfileViolation = 'FAILED_EVPowerProfileViolation'
+    FAILED_MeteringSignatureNotValid = 'FAILED_MeteringSignatureNotValid'
+    FAILED_NoEnergyTransferServiceSelected = 'FAILED_NoEnergyTransferServiceSelected'
+    FAILED_NoServiceRenegotiationSupported = 'FAILED_NoServiceRenegotiationSupported'
+    FAILED_PauseNotAllowed = 'FAILED_PauseNotAllowed'
+    FAILED_PowerDeliveryNotApplied = 'FAILED_PowerDeliveryNotApplied'
+    FAILED_PowerToleranceNotConfirmed = 'FAILED_PowerToleranceNotConfirmed'
+    FAILED_ScheduleRenegotiation = 'FAILED_ScheduleRenegotiation'
+    FAILED_ScheduleSelectionInvalid = 'FAILED_ScheduleSelectionInvalid'
+    FAILED_SequenceError = 'FAILED_SequenceError'
+    FAILED_ServiceIDInvalid = 'FAILED_ServiceIDInvalid'
+    FAILED_ServiceSelectionInvalid = 'FAILED_ServiceSelectionInvalid'
+    FAILED_SignatureError = 'FAILED_SignatureError'
+    FAILED_UnknownSession = 'FAILED_UnknownSession'
+    FAILED_WrongChargeParameter = 'FAILED_WrongChargeParameter'
 
 
 @dataclass(slots=True, kw_only=True)
-class CLReqControlMode:
+class CLReqControlMode():
     """XSD CLReqControlModeType (abstract)."""
 
     pass
 
 
 @dataclass(slots=True, kw_only=True)
-class CLResControlMode:
+class CLResControlMode():
     """XSD CLResControlModeType (abstract)."""
 
     pass
 
 
 @dataclass(slots=True, kw_only=True)
-class ChargeLoopReq:
+class ChargeLoopReq():
     """XSD ChargeLoopReqType (abstract)."""
 
     header: MessageHeader
@@ -104,7 +104,7 @@ class ChargeLoopReq:
 
 
 @dataclass(slots=True, kw_only=True)
-class ChargeLoopRes:
+class ChargeLoopRes():
     """XSD ChargeLoopResType (abstract)."""
 
     header: MessageHeader
@@ -115,14 +115,14 @@ class ChargeLoopRes:
 
 
 @dataclass(slots=True, kw_only=True)
-class ChargeParameterDiscoveryReq:
+class ChargeParameterDiscoveryReq():
     """XSD ChargeParameterDiscoveryReqType (abstract)."""
 
     header: MessageHeader
 
 
 @dataclass(slots=True, kw_only=True)
-class ChargeParameterDiscoveryRes:
+class ChargeParameterDiscoveryRes():
     """XSD ChargeParameterDiscoveryResType (abstract)."""
 
     header: MessageHeader
@@ -130,7 +130,7 @@ class ChargeParameterDiscoveryRes:
 
 
 @dataclass(slots=True, kw_only=True)
-class DetailedCost:
+class DetailedCost():
     """XSD DetailedCostType."""
 
     amount: RationalNumber
@@ -138,7 +138,7 @@ class DetailedCost:
 
 
 @dataclass(slots=True, kw_only=True)
-class DetailedTax:
+class DetailedTax():
     """XSD DetailedTaxType."""
 
     tax_rule_id: int
@@ -146,7 +146,7 @@ class DetailedTax:
 
 
 @dataclass(slots=True, kw_only=True)
-class DisplayParameters:
+class DisplayParameters():
     """XSD DisplayParametersType."""
 
     present_soc: int | None = None
@@ -162,7 +162,7 @@ class DisplayParameters:
 
 
 @dataclass(slots=True, kw_only=True)
-class Dynamic_CLReqControlMode:
+class Dynamic_CLReqControlMode():
     """XSD Dynamic_CLReqControlModeType (abstract)."""
 
     departure_time: int | None = None
@@ -172,7 +172,7 @@ class Dynamic_CLReqControlMode:
 
 
 @dataclass(slots=True, kw_only=True)
-class Dynamic_CLResControlMode:
+class Dynamic_CLResControlMode():
     """XSD Dynamic_CLResControlModeType (abstract)."""
 
     departure_time: int | None = None
@@ -182,7 +182,7 @@ class Dynamic_CLResControlMode:
 
 
 @dataclass(slots=True, kw_only=True)
-class EVSEStatus:
+class EVSEStatus():
     """XSD EVSEStatusType."""
 
     notification_max_delay: int
@@ -190,14 +190,14 @@ class EVSEStatus:
 
 
 @dataclass(slots=True, kw_only=True)
-class ListOfRootCertificateIDs:
+class ListOfRootCertificateIDs():
     """XSD ListOfRootCertificateIDsType."""
 
     root_certificate_id: list[xmldsig.X509IssuerSerial] = field(default_factory=list)
 
 
 @dataclass(slots=True, kw_only=True)
-class MessageHeader:
+class MessageHeader():
     """XSD MessageHeaderType."""
 
     session_id: bytes
@@ -206,7 +206,7 @@ class MessageHeader:
 
 
 @dataclass(slots=True, kw_only=True)
-class MeterInfo:
+class MeterInfo():
     """XSD MeterInfoType."""
 
     meter_id: str
@@ -228,7 +228,7 @@ class RationalNumber(exi.rational.RationalNumberMixin):
 
 
 @dataclass(slots=True, kw_only=True)
-class Receipt:
+class Receipt():
     """XSD ReceiptType."""
 
     time_anchor: int
@@ -240,7 +240,7 @@ class Receipt:
 
 
 @dataclass(slots=True, kw_only=True)
-class Scheduled_CLReqControlMode:
+class Scheduled_CLReqControlMode():
     """XSD Scheduled_CLReqControlModeType (abstract)."""
 
     ev_target_energy_request: RationalNumber | None = None
@@ -249,28 +249,28 @@ class Scheduled_CLReqControlMode:
 
 
 @dataclass(slots=True, kw_only=True)
-class Scheduled_CLResControlMode:
+class Scheduled_CLResControlMode():
     """XSD Scheduled_CLResControlModeType (abstract)."""
 
     pass
 
 
 @dataclass(slots=True, kw_only=True)
-class V2GMessage:
+class V2GMessage():
     """XSD V2GMessageType (abstract)."""
 
     header: MessageHeader
 
 
 @dataclass(slots=True, kw_only=True)
-class V2GRequest:
+class V2GRequest():
     """XSD V2GRequestType (abstract)."""
 
     header: MessageHeader
 
 
 @dataclass(slots=True, kw_only=True)
-class V2GResponse:
+class V2GResponse():
     """XSD V2GResponseType (abstract)."""
 
     header: MessageHeader

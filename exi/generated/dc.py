@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 
 @dataclass(slots=True, kw_only=True)
-class BPT_DC_CPDReqEnergyTransferMode:
+class BPT_DC_CPDReqEnergyTransferMode():
     """XSD BPT_DC_CPDReqEnergyTransferModeType."""
 
     ev_maximum_charge_power: ct.RationalNumber
@@ -33,7 +33,7 @@ class BPT_DC_CPDReqEnergyTransferMode:
 
 
 @dataclass(slots=True, kw_only=True)
-class BPT_DC_CPDResEnergyTransferMode:
+class BPT_DC_CPDResEnergyTransferMode():
     """XSD BPT_DC_CPDResEnergyTransferModeType."""
 
     evse_maximum_charge_power: ct.RationalNumber
@@ -50,7 +50,7 @@ class BPT_DC_CPDResEnergyTransferMode:
 
 
 @dataclass(slots=True, kw_only=True)
-class BPT_Dynamic_DC_CLReqControlMode:
+class BPT_Dynamic_DC_CLReqControlMode():
     """XSD BPT_Dynamic_DC_CLReqControlModeType."""
 
     departure_time: int | None = None
@@ -70,7 +70,7 @@ class BPT_Dynamic_DC_CLReqControlMode:
 
 
 @dataclass(slots=True, kw_only=True)
-class BPT_Dynamic_DC_CLResControlMode:
+class BPT_Dynamic_DC_CLResControlMode():
     """XSD BPT_Dynamic_DC_CLResControlModeType."""
 
     departure_time: int | None = None
@@ -88,7 +88,7 @@ class BPT_Dynamic_DC_CLResControlMode:
 
 
 @dataclass(slots=True, kw_only=True)
-class BPT_Scheduled_DC_CLReqControlMode:
+class BPT_Scheduled_DC_CLReqControlMode():
     """XSD BPT_Scheduled_DC_CLReqControlModeType."""
 
     ev_target_energy_request: ct.RationalNumber | None = None
@@ -107,7 +107,7 @@ class BPT_Scheduled_DC_CLReqControlMode:
 
 
 @dataclass(slots=True, kw_only=True)
-class BPT_Scheduled_DC_CLResControlMode:
+class BPT_Scheduled_DC_CLResControlMode():
     """XSD BPT_Scheduled_DC_CLResControlModeType."""
 
     evse_maximum_charge_power: ct.RationalNumber | None = None
@@ -121,7 +121,7 @@ class BPT_Scheduled_DC_CLResControlMode:
 
 
 @dataclass(slots=True, kw_only=True)
-class DC_CPDReqEnergyTransferMode:
+class DC_CPDReqEnergyTransferMode():
     """XSD DC_CPDReqEnergyTransferModeType."""
 
     ev_maximum_charge_power: ct.RationalNumber
@@ -134,7 +134,7 @@ class DC_CPDReqEnergyTransferMode:
 
 
 @dataclass(slots=True, kw_only=True)
-class DC_CPDResEnergyTransferMode:
+class DC_CPDResEnergyTransferMode():
     """XSD DC_CPDResEnergyTransferModeType."""
 
     evse_maximum_charge_power: ct.RationalNumber
@@ -147,14 +147,14 @@ class DC_CPDResEnergyTransferMode:
 
 
 @dataclass(slots=True, kw_only=True)
-class DC_CableCheckReq:
+class DC_CableCheckReq():
     """XSD DC_CableCheckReqType."""
 
     header: ct.MessageHeader
 
 
 @dataclass(slots=True, kw_only=True)
-class DC_CableCheckRes:
+class DC_CableCheckRes():
     """XSD DC_CableCheckResType."""
 
     header: ct.MessageHeader
@@ -163,23 +163,18 @@ class DC_CableCheckRes:
 
 
 @dataclass(slots=True, kw_only=True)
-class DC_ChargeLoopReq:
+class DC_ChargeLoopReq():
     """XSD DC_ChargeLoopReqType."""
 
     header: ct.MessageHeader
     display_parameters: ct.DisplayParameters | None = None
     meter_info_requested: bool
     ev_present_voltage: ct.RationalNumber
-    cl_req_control_mode: (
-        BPT_Dynamic_DC_CLReqControlMode
-        | BPT_Scheduled_DC_CLReqControlMode
-        | Dynamic_DC_CLReqControlMode
-        | Scheduled_DC_CLReqControlMode
-    )
+    cl_req_control_mode: BPT_Dynamic_DC_CLReqControlMode | BPT_Scheduled_DC_CLReqControlMode | Dynamic_DC_CLReqControlMode | Scheduled_DC_CLReqControlMode
 
 
 @dataclass(slots=True, kw_only=True)
-class DC_ChargeLoopRes:
+class DC_ChargeLoopRes():
     """XSD DC_ChargeLoopResType."""
 
     header: ct.MessageHeader
@@ -192,16 +187,11 @@ class DC_ChargeLoopRes:
     evse_power_limit_achieved: bool
     evse_current_limit_achieved: bool
     evse_voltage_limit_achieved: bool
-    cl_res_control_mode: (
-        BPT_Dynamic_DC_CLResControlMode
-        | BPT_Scheduled_DC_CLResControlMode
-        | Dynamic_DC_CLResControlMode
-        | Scheduled_DC_CLResControlMode
-    )
+    cl_res_control_mode: BPT_Dynamic_DC_CLResControlMode | BPT_Scheduled_DC_CLResControlMode | Dynamic_DC_CLResControlMode | Scheduled_DC_CLResControlMode
 
 
 @dataclass(slots=True, kw_only=True)
-class DC_ChargeParameterDiscoveryReq:
+class DC_ChargeParameterDiscoveryReq():
     """XSD DC_ChargeParameterDiscoveryReqType."""
 
     header: ct.MessageHeader
@@ -209,7 +199,7 @@ class DC_ChargeParameterDiscoveryReq:
 
 
 @dataclass(slots=True, kw_only=True)
-class DC_ChargeParameterDiscoveryRes:
+class DC_ChargeParameterDiscoveryRes():
     """XSD DC_ChargeParameterDiscoveryResType."""
 
     header: ct.MessageHeader
@@ -218,7 +208,7 @@ class DC_ChargeParameterDiscoveryRes:
 
 
 @dataclass(slots=True, kw_only=True)
-class DC_PreChargeReq:
+class DC_PreChargeReq():
     """XSD DC_PreChargeReqType."""
 
     header: ct.MessageHeader
@@ -228,7 +218,7 @@ class DC_PreChargeReq:
 
 
 @dataclass(slots=True, kw_only=True)
-class DC_PreChargeRes:
+class DC_PreChargeRes():
     """XSD DC_PreChargeResType."""
 
     header: ct.MessageHeader
@@ -237,7 +227,7 @@ class DC_PreChargeRes:
 
 
 @dataclass(slots=True, kw_only=True)
-class DC_WeldingDetectionReq:
+class DC_WeldingDetectionReq():
     """XSD DC_WeldingDetectionReqType."""
 
     header: ct.MessageHeader
@@ -245,7 +235,7 @@ class DC_WeldingDetectionReq:
 
 
 @dataclass(slots=True, kw_only=True)
-class DC_WeldingDetectionRes:
+class DC_WeldingDetectionRes():
     """XSD DC_WeldingDetectionResType."""
 
     header: ct.MessageHeader
@@ -254,7 +244,7 @@ class DC_WeldingDetectionRes:
 
 
 @dataclass(slots=True, kw_only=True)
-class Dynamic_DC_CLReqControlMode:
+class Dynamic_DC_CLReqControlMode():
     """XSD Dynamic_DC_CLReqControlModeType."""
 
     departure_time: int | None = None
@@ -269,7 +259,7 @@ class Dynamic_DC_CLReqControlMode:
 
 
 @dataclass(slots=True, kw_only=True)
-class Dynamic_DC_CLResControlMode:
+class Dynamic_DC_CLResControlMode():
     """XSD Dynamic_DC_CLResControlModeType."""
 
     departure_time: int | None = None
@@ -283,7 +273,7 @@ class Dynamic_DC_CLResControlMode:
 
 
 @dataclass(slots=True, kw_only=True)
-class Scheduled_DC_CLReqControlMode:
+class Scheduled_DC_CLReqControlMode():
     """XSD Scheduled_DC_CLReqControlModeType."""
 
     ev_target_energy_request: ct.RationalNumber | None = None
@@ -299,7 +289,7 @@ class Scheduled_DC_CLReqControlMode:
 
 
 @dataclass(slots=True, kw_only=True)
-class Scheduled_DC_CLResControlMode:
+class Scheduled_DC_CLResControlMode():
     """XSD Scheduled_DC_CLResControlModeType."""
 
     evse_maximum_charge_power: ct.RationalNumber | None = None

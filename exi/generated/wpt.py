@@ -18,71 +18,71 @@ if TYPE_CHECKING:
 class WPT_AlignmentCheckMethod(enum.StrEnum):
     """XSD WPT_AlignmentCheckMethodType: encoded as its index in this order."""
 
-    PowerCheck = "PowerCheck"
-    LPE = "LPE"
-    Proprietary = "Proprietary"
+    PowerCheck = 'PowerCheck'
+    LPE = 'LPE'
+    Proprietary = 'Proprietary'
 
 
 class WPT_EVPCChargeDiagnostics(enum.StrEnum):
     """XSD WPT_EVPCChargeDiagnosticsType: encoded as its index in this order."""
 
-    EVPCNoIssue = "EVPCNoIssue"
-    EVPCTempOverheatDetected = "EVPCTempOverheatDetected"
-    EVPCPowerTransferAnomalyDetected = "EVPCPowerTransferAnomalyDetected"
-    EVPCAnomalyDetected = "EVPCAnomalyDetected"
+    EVPCNoIssue = 'EVPCNoIssue'
+    EVPCTempOverheatDetected = 'EVPCTempOverheatDetected'
+    EVPCPowerTransferAnomalyDetected = 'EVPCPowerTransferAnomalyDetected'
+    EVPCAnomalyDetected = 'EVPCAnomalyDetected'
 
 
 class WPT_EVResult(enum.StrEnum):
     """XSD WPT_EVResultType: encoded as its index in this order."""
 
-    EVResultUnknown = "EVResultUnknown"
-    EVResultSuccess = "EVResultSuccess"
-    EVResultFailed = "EVResultFailed"
+    EVResultUnknown = 'EVResultUnknown'
+    EVResultSuccess = 'EVResultSuccess'
+    EVResultFailed = 'EVResultFailed'
 
 
 class WPT_FinePositioningMethod(enum.StrEnum):
     """XSD WPT_FinePositioningMethodType: encoded as its index in this order."""
 
-    Manual = "Manual"
-    LF_TxEV = "LF_TxEV"
-    LF_TxPrimaryDevice = "LF_TxPrimaryDevice"
-    LPE = "LPE"
-    Proprietary = "Proprietary"
+    Manual = 'Manual'
+    LF_TxEV = 'LF_TxEV'
+    LF_TxPrimaryDevice = 'LF_TxPrimaryDevice'
+    LPE = 'LPE'
+    Proprietary = 'Proprietary'
 
 
 class WPT_PairingMethod(enum.StrEnum):
     """XSD WPT_PairingMethodType: encoded as its index in this order."""
 
-    External_confirmation = "External confirmation"
-    LPE = "LPE"
-    LF_TxEV = "LF_TxEV"
-    LF_TxPrimaryDevice = "LF_TxPrimaryDevice"
-    Optical = "Optical"
-    Proprietary = "Proprietary"
+    External_confirmation = 'External confirmation'
+    LPE = 'LPE'
+    LF_TxEV = 'LF_TxEV'
+    LF_TxPrimaryDevice = 'LF_TxPrimaryDevice'
+    Optical = 'Optical'
+    Proprietary = 'Proprietary'
 
 
 class WPT_PowerClass(enum.StrEnum):
     """XSD WPT_PowerClassType: encoded as its index in this order."""
 
-    MF_WPT1 = "MF-WPT1"
-    MF_WPT2 = "MF-WPT2"
-    MF_WPT3 = "MF-WPT3"
-    MF_WPT4 = "MF-WPT4"
+    MF_WPT1 = 'MF-WPT1'
+    MF_WPT2 = 'MF-WPT2'
+    MF_WPT3 = 'MF-WPT3'
+    MF_WPT4 = 'MF-WPT4'
 
 
 class WPT_SPCChargeDiagnostics(enum.StrEnum):
     """XSD WPT_SPCChargeDiagnosticsType: encoded as its index in this order."""
 
-    SPCNoIssue = "SPCNoIssue"
-    SPCFODDetected = "SPCFODDetected"
-    SPCLOPDetected = "SPCLOPDetected"
-    SPCTempOverheatDetected = "SPCTempOverheatDetected"
-    SPCPowerTransferAnomalyDetected = "SPCPowerTransferAnomalyDetected"
-    SPCAnomalyDetected = "SPCAnomalyDetected"
+    SPCNoIssue = 'SPCNoIssue'
+    SPCFODDetected = 'SPCFODDetected'
+    SPCLOPDetected = 'SPCLOPDetected'
+    SPCTempOverheatDetected = 'SPCTempOverheatDetected'
+    SPCPowerTransferAnomalyDetected = 'SPCPowerTransferAnomalyDetected'
+    SPCAnomalyDetected = 'SPCAnomalyDetected'
 
 
 @dataclass(slots=True, kw_only=True)
-class AlternativeSECC:
+class AlternativeSECC():
     """XSD AlternativeSECCType."""
 
     ssid: str | None = None
@@ -92,21 +92,21 @@ class AlternativeSECC:
 
 
 @dataclass(slots=True, kw_only=True)
-class AlternativeSECCList:
+class AlternativeSECCList():
     """XSD AlternativeSECCListType."""
 
     alternative_secc: list[AlternativeSECC] = field(default_factory=list)
 
 
 @dataclass(slots=True, kw_only=True)
-class WPT_AlignmentCheckMethodList:
+class WPT_AlignmentCheckMethodList():
     """XSD WPT_AlignmentCheckMethodListType."""
 
     wpt_alignment_check_method: list[WPT_AlignmentCheckMethod] = field(default_factory=list)
 
 
 @dataclass(slots=True, kw_only=True)
-class WPT_AlignmentCheckReq:
+class WPT_AlignmentCheckReq():
     """XSD WPT_AlignmentCheckReqType."""
 
     header: ct.MessageHeader
@@ -117,7 +117,7 @@ class WPT_AlignmentCheckReq:
 
 
 @dataclass(slots=True, kw_only=True)
-class WPT_AlignmentCheckRes:
+class WPT_AlignmentCheckRes():
     """XSD WPT_AlignmentCheckResType."""
 
     header: ct.MessageHeader
@@ -129,7 +129,7 @@ class WPT_AlignmentCheckRes:
 
 
 @dataclass(slots=True, kw_only=True)
-class WPT_ChargeLoopReq:
+class WPT_ChargeLoopReq():
     """XSD WPT_ChargeLoopReqType."""
 
     header: ct.MessageHeader
@@ -144,7 +144,7 @@ class WPT_ChargeLoopReq:
 
 
 @dataclass(slots=True, kw_only=True)
-class WPT_ChargeLoopRes:
+class WPT_ChargeLoopRes():
     """XSD WPT_ChargeLoopResType."""
 
     header: ct.MessageHeader
@@ -163,7 +163,7 @@ class WPT_ChargeLoopRes:
 
 
 @dataclass(slots=True, kw_only=True)
-class WPT_ChargeParameterDiscoveryReq:
+class WPT_ChargeParameterDiscoveryReq():
     """XSD WPT_ChargeParameterDiscoveryReqType."""
 
     header: ct.MessageHeader
@@ -176,7 +176,7 @@ class WPT_ChargeParameterDiscoveryReq:
 
 
 @dataclass(slots=True, kw_only=True)
-class WPT_ChargeParameterDiscoveryRes:
+class WPT_ChargeParameterDiscoveryRes():
     """XSD WPT_ChargeParameterDiscoveryResType."""
 
     header: ct.MessageHeader
@@ -192,7 +192,7 @@ class WPT_ChargeParameterDiscoveryRes:
 
 
 @dataclass(slots=True, kw_only=True)
-class WPT_CoordinateXYZ:
+class WPT_CoordinateXYZ():
     """XSD WPT_CoordinateXYZType."""
 
     coord_x: int
@@ -201,7 +201,7 @@ class WPT_CoordinateXYZ:
 
 
 @dataclass(slots=True, kw_only=True)
-class WPT_EVPCPowerControlParameter:
+class WPT_EVPCPowerControlParameter():
     """XSD WPT_EVPCPowerControlParameterType."""
 
     evpc_coil_current_request: ct.RationalNumber
@@ -211,14 +211,14 @@ class WPT_EVPCPowerControlParameter:
 
 
 @dataclass(slots=True, kw_only=True)
-class WPT_FinePositioningMethodList:
+class WPT_FinePositioningMethodList():
     """XSD WPT_FinePositioningMethodListType."""
 
     wpt_fine_positioning_method: list[WPT_FinePositioningMethod] = field(default_factory=list)
 
 
 @dataclass(slots=True, kw_only=True)
-class WPT_FinePositioningReq:
+class WPT_FinePositioningReq():
     """XSD WPT_FinePositioningReqType."""
 
     header: ct.MessageHeader
@@ -229,7 +229,7 @@ class WPT_FinePositioningReq:
 
 
 @dataclass(slots=True, kw_only=True)
-class WPT_FinePositioningRes:
+class WPT_FinePositioningRes():
     """XSD WPT_FinePositioningResType."""
 
     header: ct.MessageHeader
@@ -240,7 +240,7 @@ class WPT_FinePositioningRes:
 
 
 @dataclass(slots=True, kw_only=True)
-class WPT_FinePositioningSetupReq:
+class WPT_FinePositioningSetupReq():
     """XSD WPT_FinePositioningSetupReqType."""
 
     header: ct.MessageHeader
@@ -254,7 +254,7 @@ class WPT_FinePositioningSetupReq:
 
 
 @dataclass(slots=True, kw_only=True)
-class WPT_FinePositioningSetupRes:
+class WPT_FinePositioningSetupRes():
     """XSD WPT_FinePositioningSetupResType."""
 
     header: ct.MessageHeader
@@ -268,7 +268,7 @@ class WPT_FinePositioningSetupRes:
 
 
 @dataclass(slots=True, kw_only=True)
-class WPT_LF_DataPackage:
+class WPT_LF_DataPackage():
     """XSD WPT_LF_DataPackageType."""
 
     package_index: int
@@ -277,7 +277,7 @@ class WPT_LF_DataPackage:
 
 
 @dataclass(slots=True, kw_only=True)
-class WPT_LF_DataPackageList:
+class WPT_LF_DataPackageList():
     """XSD WPT_LF_DataPackageListType."""
 
     num_packages: int
@@ -285,7 +285,7 @@ class WPT_LF_DataPackageList:
 
 
 @dataclass(slots=True, kw_only=True)
-class WPT_LF_ReceiverData:
+class WPT_LF_ReceiverData():
     """XSD WPT_LF_ReceiverDataType."""
 
     number_of_receivers: int
@@ -293,7 +293,7 @@ class WPT_LF_ReceiverData:
 
 
 @dataclass(slots=True, kw_only=True)
-class WPT_LF_RxData:
+class WPT_LF_RxData():
     """XSD WPT_LF_RxDataType."""
 
     rx_identifier: int
@@ -301,14 +301,14 @@ class WPT_LF_RxData:
 
 
 @dataclass(slots=True, kw_only=True)
-class WPT_LF_RxDataList:
+class WPT_LF_RxDataList():
     """XSD WPT_LF_RxDataListType."""
 
     wpt_lf_rx_data_list: WPT_LF_RxData
 
 
 @dataclass(slots=True, kw_only=True)
-class WPT_LF_RxRSSI:
+class WPT_LF_RxRSSI():
     """XSD WPT_LF_RxRSSIType."""
 
     tx_identifier: int
@@ -316,14 +316,14 @@ class WPT_LF_RxRSSI:
 
 
 @dataclass(slots=True, kw_only=True)
-class WPT_LF_RxRSSIList:
+class WPT_LF_RxRSSIList():
     """XSD WPT_LF_RxRSSIListType."""
 
     rssi_data_list: WPT_LF_RxRSSI
 
 
 @dataclass(slots=True, kw_only=True)
-class WPT_LF_SystemSetupData:
+class WPT_LF_SystemSetupData():
     """XSD WPT_LF_SystemSetupDataType."""
 
     lf_transmitter_setup_data: WPT_LF_TransmitterData | None = None
@@ -331,7 +331,7 @@ class WPT_LF_SystemSetupData:
 
 
 @dataclass(slots=True, kw_only=True)
-class WPT_LF_TransmitterData:
+class WPT_LF_TransmitterData():
     """XSD WPT_LF_TransmitterDataType."""
 
     number_of_transmitters: int
@@ -341,7 +341,7 @@ class WPT_LF_TransmitterData:
 
 
 @dataclass(slots=True, kw_only=True)
-class WPT_LF_TxData:
+class WPT_LF_TxData():
     """XSD WPT_LF_TxDataType."""
 
     tx_identifier: int
@@ -349,21 +349,21 @@ class WPT_LF_TxData:
 
 
 @dataclass(slots=True, kw_only=True)
-class WPT_LF_TxDataList:
+class WPT_LF_TxDataList():
     """XSD WPT_LF_TxDataListType."""
 
     wpt_lf_tx_data_list: WPT_LF_TxData
 
 
 @dataclass(slots=True, kw_only=True)
-class WPT_PairingMethodList:
+class WPT_PairingMethodList():
     """XSD WPT_PairingMethodListType."""
 
     wpt_pairing_method: list[WPT_PairingMethod] = field(default_factory=list)
 
 
 @dataclass(slots=True, kw_only=True)
-class WPT_PairingReq:
+class WPT_PairingReq():
     """XSD WPT_PairingReqType."""
 
     header: ct.MessageHeader
@@ -374,7 +374,7 @@ class WPT_PairingReq:
 
 
 @dataclass(slots=True, kw_only=True)
-class WPT_PairingRes:
+class WPT_PairingRes():
     """XSD WPT_PairingResType."""
 
     header: ct.MessageHeader
@@ -386,14 +386,14 @@ class WPT_PairingRes:
 
 
 @dataclass(slots=True, kw_only=True)
-class WPT_SPCPowerControlParameter:
+class WPT_SPCPowerControlParameter():
     """XSD WPT_SPCPowerControlParameterType."""
 
     spc_primary_device_coil_current_information: ct.RationalNumber
 
 
 @dataclass(slots=True, kw_only=True)
-class WPT_TxRxPackageSpecData:
+class WPT_TxRxPackageSpecData():
     """XSD WPT_TxRxPackageSpecDataType."""
 
     pulse_sequence_order: list[WPT_TxRxPulseOrder] = field(default_factory=list)
@@ -403,7 +403,7 @@ class WPT_TxRxPackageSpecData:
 
 
 @dataclass(slots=True, kw_only=True)
-class WPT_TxRxPulseOrder:
+class WPT_TxRxPulseOrder():
     """XSD WPT_TxRxPulseOrderType."""
 
     index_number: int
@@ -411,7 +411,7 @@ class WPT_TxRxPulseOrder:
 
 
 @dataclass(slots=True, kw_only=True)
-class WPT_TxRxSpecData:
+class WPT_TxRxSpecData():
     """XSD WPT_TxRxSpecDataType."""
 
     tx_rx_identifier: int

@@ -13,7 +13,7 @@ from exi.types import Choice  # noqa: F401
 
 
 @dataclass(slots=True, kw_only=True)
-class CanonicalizationMethod:
+class CanonicalizationMethod():
     """XSD CanonicalizationMethodType."""
 
     algorithm: str
@@ -21,7 +21,7 @@ class CanonicalizationMethod:
 
 
 @dataclass(slots=True, kw_only=True)
-class DSAKeyValue:
+class DSAKeyValue():
     """XSD DSAKeyValueType."""
 
     p: bytes | None = None
@@ -34,7 +34,7 @@ class DSAKeyValue:
 
 
 @dataclass(slots=True, kw_only=True)
-class DigestMethod:
+class DigestMethod():
     """XSD DigestMethodType."""
 
     algorithm: str
@@ -42,7 +42,7 @@ class DigestMethod:
 
 
 @dataclass(slots=True, kw_only=True)
-class KeyInfo:
+class KeyInfo():
     """XSD KeyInfoType."""
 
     id: str | None = None
@@ -50,7 +50,7 @@ class KeyInfo:
 
 
 @dataclass(slots=True, kw_only=True)
-class KeyValue:
+class KeyValue():
     """XSD KeyValueType."""
 
     dsa_key_value: DSAKeyValue | None = None
@@ -59,7 +59,7 @@ class KeyValue:
 
 
 @dataclass(slots=True, kw_only=True)
-class Manifest:
+class Manifest():
     """XSD ManifestType."""
 
     id: str | None = None
@@ -67,7 +67,7 @@ class Manifest:
 
 
 @dataclass(slots=True, kw_only=True)
-class Object:
+class Object():
     """XSD ObjectType."""
 
     encoding: str | None = None
@@ -77,7 +77,7 @@ class Object:
 
 
 @dataclass(slots=True, kw_only=True)
-class PGPData:
+class PGPData():
     """XSD PGPDataType."""
 
     pgp_key_id: bytes | None = None
@@ -86,7 +86,7 @@ class PGPData:
 
 
 @dataclass(slots=True, kw_only=True)
-class RSAKeyValue:
+class RSAKeyValue():
     """XSD RSAKeyValueType."""
 
     modulus: bytes
@@ -94,7 +94,7 @@ class RSAKeyValue:
 
 
 @dataclass(slots=True, kw_only=True)
-class Reference:
+class Reference():
     """XSD ReferenceType."""
 
     id: str | None = None
@@ -106,7 +106,7 @@ class Reference:
 
 
 @dataclass(slots=True, kw_only=True)
-class RetrievalMethod:
+class RetrievalMethod():
     """XSD RetrievalMethodType."""
 
     type: str | None = None
@@ -115,14 +115,14 @@ class RetrievalMethod:
 
 
 @dataclass(slots=True, kw_only=True)
-class SPKIData:
+class SPKIData():
     """XSD SPKIDataType."""
 
     items: list[Choice] = field(default_factory=list)
 
 
 @dataclass(slots=True, kw_only=True)
-class Signature:
+class Signature():
     """XSD SignatureType."""
 
     id: str | None = None
@@ -133,7 +133,7 @@ class Signature:
 
 
 @dataclass(slots=True, kw_only=True)
-class SignatureMethod:
+class SignatureMethod():
     """XSD SignatureMethodType."""
 
     algorithm: str
@@ -142,7 +142,7 @@ class SignatureMethod:
 
 
 @dataclass(slots=True, kw_only=True)
-class SignatureProperties:
+class SignatureProperties():
     """XSD SignaturePropertiesType."""
 
     id: str | None = None
@@ -150,7 +150,7 @@ class SignatureProperties:
 
 
 @dataclass(slots=True, kw_only=True)
-class SignatureProperty:
+class SignatureProperty():
     """XSD SignaturePropertyType."""
 
     id: str | None = None
@@ -159,7 +159,7 @@ class SignatureProperty:
 
 
 @dataclass(slots=True, kw_only=True)
-class SignatureValue:
+class SignatureValue():
     """XSD SignatureValueType."""
 
     id: str | None = None
@@ -167,7 +167,7 @@ class SignatureValue:
 
 
 @dataclass(slots=True, kw_only=True)
-class SignedInfo:
+class SignedInfo():
     """XSD SignedInfoType."""
 
     id: str | None = None
@@ -177,7 +177,7 @@ class SignedInfo:
 
 
 @dataclass(slots=True, kw_only=True)
-class Transform:
+class Transform():
     """XSD TransformType."""
 
     algorithm: str
@@ -185,21 +185,21 @@ class Transform:
 
 
 @dataclass(slots=True, kw_only=True)
-class Transforms:
+class Transforms():
     """XSD TransformsType."""
 
     transform: list[Transform] = field(default_factory=list)
 
 
 @dataclass(slots=True, kw_only=True)
-class X509Data:
+class X509Data():
     """XSD X509DataType."""
 
     items: list[Choice] = field(default_factory=list)
 
 
 @dataclass(slots=True, kw_only=True)
-class X509IssuerSerial:
+class X509IssuerSerial():
     """XSD X509IssuerSerialType."""
 
     x509_issuer_name: str
