@@ -6,10 +6,12 @@ one to a per-connection handler and writes the handler's reply as ONE complete f
 the connection on a malformed V2GTP header, when the handler asks, when the handler fails, when the EV is
 silent longer than `message_timeout`, and keeps accepting the next car meanwhile.
 
-TLS is done with `loop.start_tls()` on the accepted TCP transport rather than `create_server(ssl=...)`,
-because only then a failed handshake (a client outside the -20 profile) is visible to us; asyncio otherwise
-drops it silently. Reading is paused in `connection_made()`, before any byte can be consumed, so no part of
-the ClientHello is lost.
+TLS runs in `_TlsServerSession`, a small TLS layer over `ssl.MemoryBIO` between the TCP transport and the
+connection protocol, instead of asyncio's own (`create_server(ssl=...)` / `loop.start_tls()`). asyncio's
+layer drops a failed handshake silently and closes the socket without sending OpenSSL's alert, so an EV
+outside the -20 profile sees a bare EOF (the field symptom in EVerest/EVerest#574). Ours sends the alert
+(protocol_version, handshake_failure, certificate_required, ...), then FIN, counts and logs the reason,
+and maps each application write to one SSL_write, i.e. one TLS record in one TCP write.
 
 The SDP server answers on UDP port 15118 of one interface, joined to ff02::1 there, with the link-local
 address of that interface (secc/sdp.py does the deciding).
@@ -18,6 +20,7 @@ address of that interface (secc/sdp.py does the deciding).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import errno
 import ipaddress
@@ -125,13 +128,8 @@ class _V2GConnectionProtocol(asyncio.Protocol):
 
     # -- transport callbacks -------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        if self._transport is not None:  # the TLS layer announcing its app transport after the handshake
-            self._transport = transport
-            return
+        # TCP: the accepted socket. TLS: the _TlsServerSession, once its handshake has succeeded.
         self._transport = transport
-        if self._server.tls_context is not None:
-            assert isinstance(transport, asyncio.ReadTransport)
-            transport.pause_reading()  # nothing may be read before the TLS layer owns the transport
         self._server._spawn(self._run(transport))
 
     def data_received(self, data: bytes) -> None:
@@ -164,31 +162,12 @@ class _V2GConnectionProtocol(asyncio.Protocol):
             self._queue.put_nowait(_END)
 
     # -- the connection's life -----------------------------------------------------------------------------
-    async def _run(self, raw: asyncio.BaseTransport) -> None:
+    async def _run(self, transport: asyncio.BaseTransport) -> None:
         server = self._server
-        peer = raw.get_extra_info("peername") or ("?", 0)
-        transport: asyncio.BaseTransport | None = raw
+        peer = transport.get_extra_info("peername") or ("?", 0)
         tls: TlsInfo | None = None
-        if server.tls_context is not None:
-            try:
-                transport = await server._loop.start_tls(
-                    raw,  # type: ignore[arg-type]  # a stream transport; start_tls checks it
-                    self,
-                    server.tls_context,
-                    server_side=True,
-                    ssl_handshake_timeout=server.handshake_timeout,
-                )
-            except (TimeoutError, OSError, ssl.SSLError, ConnectionError) as exc:
-                server.stats.tls_handshakes_failed += 1
-                server.stats.last_tls_error = str(exc)
-                log.info("TLS handshake with [%s]:%s failed: %s", peer[0], peer[1], exc)
-                raw.close()
-                return
-            if transport is None:  # the peer went away during the handshake
-                raw.close()
-                return
-            self._transport = transport
-            ssl_object = transport.get_extra_info("ssl_object")
+        ssl_object = transport.get_extra_info("ssl_object")
+        if isinstance(ssl_object, ssl.SSLObject):
             tls = TlsInfo(
                 version=ssl_object.version() or "?",
                 cipher=(ssl_object.cipher() or ("?",))[0],
@@ -196,7 +175,7 @@ class _V2GConnectionProtocol(asyncio.Protocol):
             )
         server.stats.accepted += 1
         connection = Connection(str(peer[0]), int(peer[1]), tls, self._request_close)
-        reason = await self._serve(transport or raw, connection)
+        reason = await self._serve(transport, connection)
         server.stats.closed[reason] = server.stats.closed.get(reason, 0) + 1
         log.info("V2G connection from [%s]:%s closed: %s", peer[0], peer[1], reason.value)
 
@@ -253,6 +232,146 @@ class _V2GConnectionProtocol(asyncio.Protocol):
             transport.abort()  # type: ignore[attr-defined]
 
 
+class _TlsServerSession(asyncio.Protocol, asyncio.Transport):
+    """Server-side TLS over a TCP transport with ssl.MemoryBIO: a Protocol to the socket, a Transport to the app.
+
+    The application protocol (`_V2GConnectionProtocol`) is attached only after a successful handshake.
+    """
+
+    def __init__(self, server: V2GConnectionServer, context: ssl.SSLContext) -> None:
+        asyncio.Transport.__init__(self)
+        self._server = server
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
+        self._ssl = context.wrap_bio(self._incoming, self._outgoing, server_side=True)
+        self._raw: asyncio.Transport | None = None
+        self._app: _V2GConnectionProtocol | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._closing = False
+        self._failed = False
+
+    # -- socket side ---------------------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._raw = cast(asyncio.Transport, transport)
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(self._server.handshake_timeout, self._handshake_failed, TimeoutError(
+            f"no TLS handshake within {self._server.handshake_timeout} s"))  # fmt: skip
+
+    def data_received(self, data: bytes) -> None:
+        if self._failed:
+            return
+        self._incoming.write(data)
+        if self._app is None:
+            self._do_handshake()
+        if self._app is not None:
+            self._read_application_data()
+
+    def eof_received(self) -> bool | None:
+        if self._app is None:
+            self._handshake_failed(ConnectionResetError("EOF during the TLS handshake"))
+        else:
+            self._app.eof_received()
+        return None  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._app is None:
+            self._handshake_failed(exc or ConnectionResetError("connection closed during the TLS handshake"))
+        else:
+            self._app.connection_lost(exc)
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def _flush(self) -> None:
+        data = self._outgoing.read()
+        if data and self._raw is not None and not self._raw.is_closing():
+            self._raw.write(data)
+
+    def _do_handshake(self) -> None:
+        try:
+            self._ssl.do_handshake()
+        except ssl.SSLWantReadError:
+            self._flush()
+            return
+        except (ssl.SSLError, OSError) as exc:
+            self._flush()  # OpenSSL has queued the alert that tells the EV why: send it before the FIN
+            self._handshake_failed(exc)
+            return
+        self._flush()  # Finished and NewSessionTicket
+        if self._timer is not None:
+            self._timer.cancel()
+        app = _V2GConnectionProtocol(self._server)
+        self._app = app
+        app.connection_made(self)
+
+    def _handshake_failed(self, exc: BaseException) -> None:
+        if self._failed or self._app is not None:
+            return
+        self._failed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        stats = self._server.stats
+        stats.tls_handshakes_failed += 1
+        stats.last_tls_error = str(exc)
+        peer = cast(tuple[str, int], self.get_extra_info("peername") or ("?", 0))
+        log.info("TLS handshake with [%s]:%s failed: %s", peer[0], peer[1], exc)
+        if self._raw is not None:
+            if isinstance(exc, TimeoutError):
+                self._raw.abort()
+            else:
+                self._raw.close()  # flushes the alert, then FIN
+
+    def _read_application_data(self) -> None:
+        assert self._app is not None
+        while True:
+            try:
+                data = self._ssl.read(65536)
+            except ssl.SSLWantReadError:
+                break
+            except ssl.SSLZeroReturnError:  # close_notify from the EV
+                self._app.eof_received()
+                break
+            except (ssl.SSLError, OSError) as exc:
+                log.info("TLS error: %s", exc)
+                self._flush()
+                if self._raw is not None:
+                    self._raw.close()
+                break
+            if not data:
+                break
+            self._app.data_received(data)
+        self._flush()  # e.g. a KeyUpdate answer
+
+    # -- application side (asyncio.Transport) ---------------------------------------------------------------
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._closing or self._raw is None or self._raw.is_closing():
+            return
+        self._ssl.write(data)  # one SSL_write: one record for anything up to 16 KiB
+        self._flush()  # one TCP write
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        with contextlib.suppress(ssl.SSLError, OSError):
+            self._ssl.unwrap()  # queue close_notify; we do not wait for the EV's
+        self._flush()
+        if self._raw is not None:
+            self._raw.close()
+
+    def abort(self) -> None:
+        self._closing = True
+        if self._raw is not None:
+            self._raw.abort()
+
+    def is_closing(self) -> bool:
+        return self._closing or self._raw is None or self._raw.is_closing()
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        if name == "ssl_object":
+            return self._ssl
+        return self._raw.get_extra_info(name, default) if self._raw is not None else default
+
+
 class V2GConnectionServer:
     """Accepts EVs on TCP (or TLS when `tls_context` is given) and runs one handler per connection."""
 
@@ -276,6 +395,11 @@ class V2GConnectionServer:
         self._loop = asyncio.get_running_loop()
         self.port = 0
 
+    def _protocol_factory(self) -> asyncio.Protocol:
+        if self.tls_context is None:
+            return _V2GConnectionProtocol(self)
+        return _TlsServerSession(self, self.tls_context)
+
     def _spawn(self, coroutine: Coroutine[object, object, None]) -> None:
         task = self._loop.create_task(coroutine)
         self._tasks.add(task)
@@ -285,7 +409,7 @@ class V2GConnectionServer:
         """Listen on `host` (a link-local address needs `interface`); port 0 picks a free dynamic port."""
         sock = bind_stream_socket(host, port, interface)
         self.port = sock.getsockname()[1]
-        self._server = await self._loop.create_server(lambda: _V2GConnectionProtocol(self), sock=sock)
+        self._server = await self._loop.create_server(self._protocol_factory, sock=sock)
         log.info("V2G %s server listening on [%s]:%d", "TLS" if self.tls_context else "TCP", host, self.port)
         return self.port
 

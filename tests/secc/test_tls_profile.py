@@ -108,33 +108,39 @@ def test_hello_retry_moves_a_p256_first_client_to_p521(pki_dir: Path) -> None:
     assert "Server Temp Key: ECDH, secp521r1, 521 bits" in out.text and out.got_reply
 
 
+# (client arguments, reason our server logs, TLS alert number the client must receive)
 REFUSED = [
-    (("-ciphersuites", "TLS_AES_128_GCM_SHA256"), "NO_SHARED_CIPHER"),
-    (("-ciphersuites", "TLS_AES_128_CCM_SHA256"), "NO_SHARED_CIPHER"),
-    (("-ciphersuites", "TLS_AES_128_GCM_SHA256:TLS_AES_128_CCM_SHA256:TLS_AES_128_CCM_8_SHA256"), "NO_SHARED_CIPHER"),
-    (("-tls1_2",), "UNSUPPORTED_PROTOCOL"),
-    (("-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-SHA256"), "UNSUPPORTED_PROTOCOL"),  # the -2 suite
-    (("-groups", "P-256"), "NO_SUITABLE_KEY_SHARE"),
-    (("-groups", "P-384"), "NO_SUITABLE_KEY_SHARE"),
-    (("-groups", "X25519"), "NO_SUITABLE_KEY_SHARE"),
-    (("-groups", "X25519:P-256:P-384"), "NO_SUITABLE_KEY_SHARE"),
-    (("-groups", "ffdhe2048"), "NO_SUITABLE_KEY_SHARE"),
+    (("-ciphersuites", "TLS_AES_128_GCM_SHA256"), "NO_SHARED_CIPHER", 40),
+    (("-ciphersuites", "TLS_AES_128_CCM_SHA256"), "NO_SHARED_CIPHER", 40),
+    (
+        ("-ciphersuites", "TLS_AES_128_GCM_SHA256:TLS_AES_128_CCM_SHA256:TLS_AES_128_CCM_8_SHA256"),
+        "NO_SHARED_CIPHER",
+        40,
+    ),
+    (("-tls1_2",), "UNSUPPORTED_PROTOCOL", 70),
+    (("-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-SHA256"), "UNSUPPORTED_PROTOCOL", 70),  # the -2 suite
+    (("-groups", "P-256"), "NO_SUITABLE_KEY_SHARE", 40),
+    (("-groups", "P-384"), "NO_SUITABLE_KEY_SHARE", 40),
+    (("-groups", "X25519"), "NO_SUITABLE_KEY_SHARE", 40),
+    (("-groups", "X25519:P-256:P-384"), "NO_SUITABLE_KEY_SHARE", 40),
+    (("-groups", "ffdhe2048"), "NO_SUITABLE_KEY_SHARE", 40),
 ]
 
 
-@pytest.mark.parametrize(("args", "reason"), REFUSED, ids=[" ".join(a) for a, _ in REFUSED])
-def test_clients_outside_the_profile_are_refused(pki_dir: Path, args: tuple[str, ...], reason: str) -> None:
+@pytest.mark.parametrize(("args", "reason", "alert"), REFUSED, ids=[" ".join(a) for a, _, _ in REFUSED])
+def test_clients_outside_the_profile_are_refused(pki_dir: Path, args: tuple[str, ...], reason: str, alert: int) -> None:
     out = run_s_client(tls.server_context(config(pki_dir)), pki_dir, *args)
     assert out.returncode != 0, out.text
     assert not out.got_reply
     assert out.log.connections == []  # no handler ever saw this client
     assert out.server.stats.tls_handshakes_failed == 1
     assert reason in (out.server.stats.last_tls_error or "")
+    assert f"SSL alert number {alert}" in out.text  # the EV is told why, not just disconnected
 
 
-@pytest.mark.parametrize(("args", "_reason"), REFUSED[:1] + REFUSED[5:8] + REFUSED[3:4])
+@pytest.mark.parametrize(("args", "_reason", "_alert"), REFUSED[:1] + REFUSED[5:8] + REFUSED[3:4])
 def test_control_the_same_clients_connect_to_a_stdlib_default_server(
-    pki_dir: Path, args: tuple[str, ...], _reason: str
+    pki_dir: Path, args: tuple[str, ...], _reason: str, _alert: int
 ) -> None:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(pki_dir / "certs" / "secc_chain.pem", pki_dir / "private" / "secc_leaf.key")
@@ -166,10 +172,12 @@ def test_client_auth_required_refuses_no_certificate_and_foreign_roots(pki_dir: 
     no_cert = run_s_client(ctx, pki_dir)
     assert not no_cert.got_reply and no_cert.log.connections == []
     assert "PEER_DID_NOT_RETURN_A_CERTIFICATE" in (no_cert.server.stats.last_tls_error or "")
+    assert "SSL alert number 116" in no_cert.text  # certificate_required
     # The OEM chain does not lead to the V2G root.
     foreign = run_s_client(ctx, pki_dir, *_client_auth_args(pki_dir, "oem_chain", "oem_leaf"))
     assert not foreign.got_reply and foreign.log.connections == []
     assert "CERTIFICATE_VERIFY_FAILED" in (foreign.server.stats.last_tls_error or "")
+    assert "SSL alert number 48" in foreign.text  # unknown_ca
 
 
 def test_client_auth_optional_admits_anonymous_clients(pki_dir: Path) -> None:

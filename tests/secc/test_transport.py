@@ -318,3 +318,84 @@ def test_listeners_refuse_an_interface_without_link_local() -> None:
             await start_secc_listeners("lo", lambda c: EchoHandler(EchoLog(), c))
 
     run(scenario())
+
+
+class RawPipe(asyncio.Transport):
+    """The socket under a _TlsServerSession: records each write() the TLS layer makes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.writes.append(bytes(data))
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return ("::1", 4243, 0, 0) if name == "peername" else default
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.closed = True
+
+
+def test_tls_layer_sends_each_reply_frame_as_one_record_in_one_socket_write(pki_dir: Path) -> None:
+    import ssl
+
+    from secc.transport import _TlsServerSession
+
+    context = tls.server_context(tls.TlsServerConfig(pki_dir / "certs" / "secc_chain.pem",
+                                                     pki_dir / "private" / "secc_leaf.key"))  # fmt: skip
+    client_ctx = ssl.create_default_context(cafile=str(pki_dir / "certs" / "v2g_root.pem"))
+    client_ctx.check_hostname = False
+    client_ctx.set_ecdh_curve("X448")
+
+    async def scenario() -> None:
+        log = EchoLog()
+        server = V2GConnectionServer(lambda c: EchoHandler(log, c), tls_context=context)
+        session = _TlsServerSession(server, context)
+        raw = RawPipe()
+        session.connection_made(raw)
+        c_in, c_out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        client = client_ctx.wrap_bio(c_in, c_out)
+
+        def pump() -> None:  # client -> server, then server -> client
+            if data := c_out.read():
+                session.data_received(data)
+            for chunk in raw.writes:
+                c_in.write(chunk)
+            raw.writes.clear()
+
+        for _ in range(5):
+            try:
+                client.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                pump()
+        pump()
+        assert client.version() == "TLSv1.3" and client.cipher()[0] == "TLS_AES_256_GCM_SHA384"
+        with pytest.raises(ssl.SSLWantReadError):  # drain the NewSessionTickets
+            client.read()
+        frame = v2gtp.frame(0x8004, b"q" * 2000)
+        client.write(frame[:3])  # split over two records on purpose
+        client.write(frame[3:])
+        session.data_received(c_out.read())
+        await until(lambda: raw.writes != [])
+        assert len(raw.writes) == 1  # the reply: one socket write ...
+        record = raw.writes[0]
+        assert record[0] == 0x17 and int.from_bytes(record[3:5], "big") + 5 == len(record)  # ... one TLS record
+        c_in.write(record)
+        assert client.read(65536) == v2gtp.frame(0x8004, b"ack:" + b"q" * 2000)
+        client.write(v2gtp.frame(0x8002, b"bye"))
+        session.data_received(c_out.read())
+        await until(lambda: raw.closed)
+        session.connection_lost(None)
+        await until(lambda: log.closed == [CloseReason.HANDLER_CLOSE])
+        await server.close()
+
+    run(scenario())
