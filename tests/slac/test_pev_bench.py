@@ -7,14 +7,17 @@ bounded: pev runs under a timeout, `secc slac --once` under --timeout.
 from __future__ import annotations
 
 import re
+import shutil
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from slac import frames as f
 from tests.conftest import need
 from tests.peers.slac_bench import EVSE_MAC, ROGUE_MAC, SlacBench, bench_available, ev_mac
+from tests.slac.pcap import problems, tshark_verbose, write_pcap
 
 pytestmark = [pytest.mark.peer, pytest.mark.root]
 
@@ -53,6 +56,31 @@ def test_twenty_pev_matches_in_a_row(bench: SlacBench) -> None:
         assert result.attenuation is not None and 15 <= result.attenuation <= 25
         nids.append(nid)
     assert len(set(nids)) == 20  # a fresh NMK for every session
+
+
+def test_tshark_finds_nothing_wrong_with_what_we_sent_to_pev(bench: SlacBench, tmp_path: Path) -> None:
+    need(shutil.which("tshark") is not None, "tshark missing (apt-get install tshark)")
+    secc = bench.start_secc("--once", "--timeout", "30")
+    result = bench.run_pev(timeout=20)
+    assert result.matched and secc.wait(timeout=35) == 0
+    ours = [bytes.fromhex(str(e["hex"])) for e in bench.modem_frames() if e["port"] == "evse"]
+    kinds = {int.from_bytes(raw[15:17], "little") for raw in ours}
+    assert kinds == {f.CM_SET_KEY_REQ, f.CM_SLAC_PARM_CNF, f.CM_ATTEN_CHAR_IND, f.CM_SLAC_MATCH_CNF}
+    pcap = tmp_path / "secc-slac.pcap"
+    write_pcap(pcap, ours)
+    out = tshark_verbose(pcap)
+    assert out.count("HomePlug AV") >= len(ours) and problems(out) == [], out
+
+
+def test_matches_when_a_third_of_the_sounds_are_lost() -> None:
+    ok, reason = bench_available()
+    need(ok, reason)
+    with SlacBench("l", modem_args=("--sound-loss", "0.34", "--seed", "7")) as lossy:
+        secc = lossy.start_secc("--once", "--timeout", "30")
+        result = lossy.run_pev(timeout=20)
+        assert result.matched and secc.wait(timeout=35) == 0, secc.text()
+        profiles = re.findall(r"CM_ATTEN_CHAR.IND to \S+ run_id=\S+: (\d+) profiles", secc.text())
+        assert profiles and all(0 < int(n) < 10 for n in profiles), secc.text()
 
 
 def test_long_running_service_rekeys_and_matches_ev_after_ev(bench: SlacBench) -> None:
