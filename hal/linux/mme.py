@@ -1,0 +1,138 @@
+"""The few HomePlug AV management messages the HAL itself sends to the local modem.
+
+Layouts (slac-sdp-qca7000.md §3): Ethernet II, ethertype 0x88E1, no FCS, padded to 60 bytes.
+HomePlug AV 1.1 MMEs: MMV 0x01, MMTYPE little-endian u16, FMI 2 bytes, payload at offset 19.
+Qualcomm vendor MMEs: MMV 0x00, MMTYPE, OUI 00:B0:52 at offset 17, payload at offset 20.
+The local modem answers to 00:B0:52:00:00:01.
+
+    CM_SET_KEY.REQ 0x6008   KeyType 1 (1 = NMK), MyNonce 4, YourNonce 4, PID 1 (4 = HLE), PRN 2, PMN 1,
+                            CCoCap 1, NID 7, NewEKS 1 (1), NewKey 16
+    CM_SET_KEY.CNF 0x6009   Result 1: QCA firmware answers 0x01 for success (HomePlug AV 1.0 meaning),
+                            the GP spec 0x00; both are accepted (§7)
+    VS_SW_VER.REQ 0xA000 / .CNF 0xA001   MSTATUS 1, DeviceID 1, VersionLen 1, Version (64 bytes area)
+    VS_RS_DEV.REQ 0xA01C / .CNF 0xA01D   MSTATUS 1 (0 = success): soft reset of the modem
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+ETHERTYPE_HOMEPLUG = 0x88E1
+LOCAL_MODEM_MAC = bytes.fromhex("00B052000001")
+QUALCOMM_OUI = bytes.fromhex("00B052")
+
+CM_SET_KEY_REQ = 0x6008
+CM_SET_KEY_CNF = 0x6009
+VS_SW_VER_REQ = 0xA000
+VS_SW_VER_CNF = 0xA001
+VS_RS_DEV_REQ = 0xA01C
+VS_RS_DEV_CNF = 0xA01D
+
+MY_NONCE = 0xAAAAAAAA  # the value pev and EVerest send
+
+
+class MmeError(OSError):
+    pass
+
+
+def _pad(frame: bytes) -> bytes:
+    return frame.ljust(60, b"\x00")
+
+
+def build_set_key_req(src_mac: bytes, nmk: bytes, nid: bytes) -> bytes:
+    if len(nmk) != 16 or len(nid) != 7 or len(src_mac) != 6:
+        raise ValueError("NMK is 16 bytes, NID 7 bytes, MAC 6 bytes")
+    header = LOCAL_MODEM_MAC + src_mac + struct.pack(">H", ETHERTYPE_HOMEPLUG)
+    mme = struct.pack("<BHH", 0x01, CM_SET_KEY_REQ, 0)
+    payload = struct.pack(">BIIBHBB", 0x01, MY_NONCE, 0, 0x04, 0, 0, 0) + nid + b"\x01" + nmk
+    return _pad(header + mme + payload)
+
+
+def build_vendor_req(src_mac: bytes, mmtype: int) -> bytes:
+    header = LOCAL_MODEM_MAC + src_mac + struct.pack(">H", ETHERTYPE_HOMEPLUG)
+    return _pad(header + struct.pack("<BH", 0x00, mmtype) + QUALCOMM_OUI)
+
+
+def mmtype_of(frame: bytes) -> int | None:
+    if len(frame) < 17 or struct.unpack(">H", frame[12:14])[0] != ETHERTYPE_HOMEPLUG:
+        return None
+    return int(struct.unpack("<H", frame[15:17])[0])
+
+
+def parse_set_key_cnf(frame: bytes) -> bool:
+    """True for success (0x00 or 0x01, see the module docstring)."""
+    if mmtype_of(frame) != CM_SET_KEY_CNF or len(frame) < 20:
+        raise MmeError("not a CM_SET_KEY.CNF")
+    return frame[19] in (0x00, 0x01)
+
+
+def parse_sw_ver_cnf(frame: bytes) -> str:
+    if mmtype_of(frame) != VS_SW_VER_CNF or len(frame) < 23 or frame[17:20] != QUALCOMM_OUI:
+        raise MmeError("not a VS_SW_VER.CNF")
+    status, _device_id, length = frame[20], frame[21], frame[22]
+    if status != 0:
+        raise MmeError(f"VS_SW_VER.CNF status {status}")
+    return frame[23:23 + length].split(b"\x00", 1)[0].decode("ascii", "replace")
+
+
+def parse_rs_dev_cnf(frame: bytes) -> bool:
+    if mmtype_of(frame) != VS_RS_DEV_CNF or len(frame) < 21:
+        raise MmeError("not a VS_RS_DEV.CNF")
+    return frame[20] == 0
+
+
+class MmeChannel(Protocol):
+    """Raw HomePlug frames to and from the local modem."""
+
+    @property
+    def mac(self) -> bytes: ...
+
+    def send(self, frame: bytes) -> None: ...
+
+    def recv(self, timeout_s: float) -> bytes | None: ...
+
+    def close(self) -> None: ...
+
+
+def request(channel: MmeChannel, frame: bytes, answer_mmtype: int, timeout_s: float = 1.0,
+            clock: Callable[[], float] = time.monotonic) -> bytes:
+    """Send `frame`, return the first answer of type `answer_mmtype`; other frames are skipped."""
+    channel.send(frame)
+    deadline = clock() + timeout_s
+    while True:
+        left = deadline - clock()
+        if left <= 0:
+            raise TimeoutError(f"no MME {answer_mmtype:#06x} from the modem within {timeout_s} s")
+        answer = channel.recv(left)
+        if answer is not None and mmtype_of(answer) == answer_mmtype:
+            return answer
+
+
+class PacketMmeChannel:
+    """AF_PACKET socket on one interface for ethertype 0x88E1 (needs CAP_NET_RAW)."""
+
+    def __init__(self, interface: str) -> None:
+        self._sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETHERTYPE_HOMEPLUG))
+        self._sock.bind((interface, ETHERTYPE_HOMEPLUG))
+        self._mac = bytes(self._sock.getsockname()[4][:6])
+
+    @property
+    def mac(self) -> bytes:
+        return self._mac
+
+    def send(self, frame: bytes) -> None:
+        self._sock.send(frame)
+
+    def recv(self, timeout_s: float) -> bytes | None:
+        self._sock.settimeout(max(timeout_s, 0.0))
+        try:
+            return self._sock.recv(1518)
+        except TimeoutError:
+            return None
+
+    def close(self) -> None:
+        self._sock.close()
