@@ -327,7 +327,7 @@ class _TlsServerSession(asyncio.Protocol, asyncio.Transport):
                 data = self._ssl.read(65536)
             except ssl.SSLWantReadError:
                 break
-            except ssl.SSLZeroReturnError:  # close_notify from the EV
+            except ssl.SSLZeroReturnError:  # close_notify from the EV (some Python versions raise)
                 self._app.eof_received()
                 break
             except (ssl.SSLError, OSError) as exc:
@@ -336,7 +336,8 @@ class _TlsServerSession(asyncio.Protocol, asyncio.Transport):
                 if self._raw is not None:
                     self._raw.close()
                 break
-            if not data:
+            if not data:  # close_notify: CPython returns b"" for SSL_ERROR_ZERO_RETURN
+                self._app.eof_received()
                 break
             self._app.data_received(data)
         self._flush()  # e.g. a KeyUpdate answer

@@ -399,3 +399,55 @@ def test_tls_layer_sends_each_reply_frame_as_one_record_in_one_socket_write(pki_
         await server.close()
 
     run(scenario())
+
+
+def _tls_pair(pki_dir: Path) -> tuple[object, object]:
+    import ssl
+
+    context = tls.server_context(tls.TlsServerConfig(pki_dir / "certs" / "secc_chain.pem",
+                                                     pki_dir / "private" / "secc_leaf.key"))  # fmt: skip
+    client = ssl.create_default_context(cafile=str(pki_dir / "certs" / "v2g_root.pem"))
+    client.check_hostname = False
+    client.set_ecdh_curve("secp521r1")
+    return context, client
+
+
+def test_plain_v2gtp_sent_to_the_tls_port_is_refused(pki_dir: Path) -> None:
+    context, _ = _tls_pair(pki_dir)
+
+    async def scenario() -> None:
+        log = EchoLog()
+        server = await start(log, tls_context=context)
+        reader, writer = await asyncio.open_connection("::1", server.port)
+        writer.write(v2gtp.frame(0x8001, b"no TLS here"))
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # not a TLS record: OpenSSL sends no alert
+        await until(lambda: server.stats.tls_handshakes_failed == 1)
+        assert log.connections == []
+        writer.close()
+        await server.close()
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("how", ["close_notify", "reset"])
+def test_tls_peer_going_away_mid_session(pki_dir: Path, how: str) -> None:
+    context, client = _tls_pair(pki_dir)
+
+    async def scenario() -> None:
+        log = EchoLog()
+        server = await start(log, tls_context=context)
+        reader, writer = await asyncio.open_connection("::1", server.port, ssl=client)
+        writer.write(v2gtp.frame(0x8004, b"loop"))
+        assert await read_frame(reader) == (0x8004, b"ack:loop")
+        if how == "reset":
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.transport.abort()
+            expected = CloseReason.CONNECTION_LOST
+        else:
+            writer.close()  # close_notify, then FIN
+            expected = CloseReason.PEER_CLOSED
+        await until(lambda: log.closed == [expected])
+        await server.close()
+
+    run(scenario())
