@@ -206,6 +206,9 @@ class _V2GConnectionProtocol(asyncio.Protocol):
                     break
         except TimeoutError:
             reason = CloseReason.TIMEOUT
+        except asyncio.CancelledError:
+            reason = CloseReason.SERVER_SHUTDOWN
+            raise
         except Exception:
             log.exception("V2G connection handler failed; closing the connection")
             reason = CloseReason.HANDLER_ERROR
@@ -222,14 +225,14 @@ class _V2GConnectionProtocol(asyncio.Protocol):
         self._close_requested = True
         self._queue.put_nowait(_END)
 
-    async def _close(self, transport: asyncio.BaseTransport) -> None:
+    async def _close(self, transport: asyncio.WriteTransport) -> None:
         self._end(CloseReason.HANDLER_CLOSE)  # stop accepting further data; no-op if already ended
         if not transport.is_closing():
             transport.close()  # flushes what was written (TLS: then close_notify), then FIN
         try:
             await asyncio.wait_for(asyncio.shield(self._lost), CLOSE_TIMEOUT)
         except TimeoutError:
-            transport.abort()  # type: ignore[attr-defined]
+            transport.abort()
 
 
 class _TlsServerSession(asyncio.Protocol, asyncio.Transport):

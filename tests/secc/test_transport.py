@@ -451,3 +451,18 @@ def test_tls_peer_going_away_mid_session(pki_dir: Path, how: str) -> None:
         await server.close()
 
     run(scenario())
+
+
+def test_server_shutdown_closes_live_connections_and_tells_the_handler() -> None:
+    async def scenario() -> None:
+        log = EchoLog()
+        server = await start(log)
+        reader, writer = await asyncio.open_connection("::1", server.port)
+        writer.write(v2gtp.frame(0x8002, b"silent"))
+        await until(lambda: len(log.messages) == 1)
+        await server.close()
+        assert log.closed == [CloseReason.SERVER_SHUTDOWN]
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        writer.close()
+
+    run(scenario())
