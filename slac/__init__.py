@@ -2,9 +2,21 @@
 
 Public API for the daemon:
 
-* `SlacMatcher` (sans-IO core, `slac.matcher`) with `SlacConfig` and its events;
-* `SlacService` (`slac.service`), the asyncio adapter over an AF_PACKET socket on the PLC interface;
+* `SlacService.open(iface, on_event, config)` (`slac.service`): the asyncio adapter over an AF_PACKET
+  socket on the PLC interface; `start()` once (sets a fresh key), then the CP methods below, `close()`.
+* `SlacMatcher` (`slac.matcher`): the sans-IO core with the same methods taking an explicit `now`, for a
+  host that drives its machines itself; `SlacConfig` holds the ISO 15118-3 timers and counts.
 * `slac.frames` (the MME field tables) and `slac.keys` (NMK/NID).
+
+Wiring to the Control Pilot (hal.cp events; `now` is the same monotonic clock):
+
+    EvPlugged with 5 % PWM on, HlcRestarted  ->  cp_b_with_5_percent()   start (or restart) matching
+    EvUnplugged                              ->  cp_unplugged()          abort, new NMK [V2G3-M09-17]
+    event Matched                            ->  the data link is up: start SDP / V2G on the interface
+    event MatchingFailed                     ->  cp.restart_hlc(now): E/F for T_step_EF, then 5 % again,
+                                                 whose HlcRestarted starts matching anew
+    event KeyFailed                          ->  the modem did not take the key: reset the modem; the next
+                                                 cp_b_with_5_percent() tries again
 """
 
 from slac.matcher import (
