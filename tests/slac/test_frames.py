@@ -8,6 +8,8 @@ import struct
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from slac import frames as f
 from slac.keys import nid_from_nmk, nmk_from_password
@@ -136,3 +138,26 @@ def test_tshark_does_flag_a_broken_frame(tmp_path: Path) -> None:
     pcap = tmp_path / "broken.pcap"
     write_pcap(pcap, [OURS["CM_SLAC_MATCH.CNF"][:70]])
     assert problems(tshark_verbose(pcap)), "tshark found nothing wrong with a truncated frame"
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.sampled_from(sorted(f.MESSAGE_TYPES)), st.binary(max_size=300))
+def test_any_payload_decodes_or_is_malformed(mmtype: int, payload: bytes) -> None:
+    """The compiled tables raise nothing but MalformedFrame, and a decoded message re-encodes to itself."""
+    frame = f.Frame(EVSE, EV, mmtype, payload)
+    try:
+        message = f.decode(frame)
+    except f.MalformedFrame:
+        return
+    assert message is not None
+    assert type(message).parse(message.payload()) == message  # what we read, we write back the same
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200))
+def test_any_bytes_are_a_frame_or_malformed(data: bytes) -> None:
+    try:
+        frame = f.parse_frame(data)
+    except f.MalformedFrame:
+        return
+    assert len(data) >= f.HEADER_LEN and frame.payload == data[f.HEADER_LEN:]
