@@ -39,13 +39,24 @@ _CH_KEY = "CH"
 # Bit streams
 # ---------------------------------------------------------------------------------------------------------
 class BitReader:
-    """Reads a bit-packed stream. The whole input is one int, so a read is a shift and a mask."""
+    """Reads a bit-packed stream.
+
+    Small inputs (every V2G message in a charge loop) are held as one int, so a read is a shift and a mask;
+    larger ones are read through a window of the bytes, so a long hostile stream costs linear time, not
+    quadratic (a shift of the whole int per event).
+    """
 
     __slots__ = ("data", "value", "size", "pos", "validate")
+    WHOLE_INT_LIMIT = 512  # octets
+
+    def __new__(cls, data: bytes, validate: bool = True) -> BitReader:
+        if cls is BitReader and len(data) > cls.WHOLE_INT_LIMIT:
+            cls = _WindowBitReader
+        return object.__new__(cls)
 
     def __init__(self, data: bytes, validate: bool = True) -> None:
         self.data = data
-        self.value = int.from_bytes(data, "big")
+        self.value = int.from_bytes(data, "big") if len(data) <= self.WHOLE_INT_LIMIT else 0
         self.size = len(data) * 8
         self.pos = 0
         self.validate = validate
@@ -76,24 +87,53 @@ class BitReader:
         pos = self.pos + 8 * n
         if pos > self.size:
             raise ExiDecodeError(f"length {n} exceeds the remaining input", bit_offset=self.pos)
+        start = self.pos
         self.pos = pos
-        return ((self.value >> (self.size - pos)) & ((1 << (8 * n)) - 1)).to_bytes(n, "big")
+        if not start & 7:
+            return self.data[start >> 3: pos >> 3]
+        return self._bits(start, pos).to_bytes(n, "big")
+
+    def _bits(self, start: int, end: int) -> int:
+        return (self.value >> (self.size - end)) & ((1 << (end - start)) - 1)
 
     def remaining(self) -> int:
         return self.size - self.pos
 
 
+class _WindowBitReader(BitReader):
+    __slots__ = ()
+
+    def read(self, n: int) -> int:
+        start = self.pos
+        pos = start + n
+        if pos > self.size:
+            raise ExiDecodeError("stream ends early (truncated)", bit_offset=start)
+        self.pos = pos
+        return self._bits(start, pos)
+
+    def _bits(self, start: int, end: int) -> int:
+        first, last = start >> 3, (end + 7) >> 3
+        chunk = int.from_bytes(self.data[first:last], "big")
+        return (chunk >> ((last << 3) - end)) & ((1 << (end - start)) - 1)
+
+
 class BitWriter:
-    __slots__ = ("acc", "n", "validate")
+    """Collects bits in an int and moves whole octets out once it grows, so output costs linear time."""
+
+    __slots__ = ("acc", "n", "out", "validate")
+    FLUSH_BITS = 2048
 
     def __init__(self, validate: bool = True) -> None:
         self.acc = 0
         self.n = 0
+        self.out = bytearray()
         self.validate = validate  # False: skip facets the encoding does not carry (to reproduce bad peers)
 
     def write(self, value: int, nbits: int) -> None:
         self.acc = (self.acc << nbits) | value
         self.n += nbits
+        if self.n > self.FLUSH_BITS:
+            self._flush()
 
     def uint(self, value: int) -> None:
         while value >= 0x80:
@@ -102,14 +142,24 @@ class BitWriter:
             value >>= 7
         self.acc = (self.acc << 8) | value
         self.n += 8
+        if self.n > self.FLUSH_BITS:
+            self._flush()
 
     def octets(self, data: bytes) -> None:
         self.acc = (self.acc << (8 * len(data))) | int.from_bytes(data, "big")
         self.n += 8 * len(data)
+        if self.n > self.FLUSH_BITS:
+            self._flush()
+
+    def _flush(self) -> None:
+        keep = self.n & 7
+        self.out += (self.acc >> keep).to_bytes(self.n >> 3, "big")
+        self.acc &= (1 << keep) - 1
+        self.n = keep
 
     def getvalue(self) -> bytes:
         pad = -self.n % 8
-        return (self.acc << pad).to_bytes((self.n + pad) // 8, "big")
+        return bytes(self.out) + (self.acc << pad).to_bytes((self.n + pad) // 8, "big")
 
 
 # ---------------------------------------------------------------------------------------------------------
