@@ -192,7 +192,15 @@ class SlacBench:
         """Every HomePlug frame a host sent onto the segment, with CLOCK_MONOTONIC times."""
         if not self.modem_log.exists():
             return []
-        return [json.loads(line) for line in self.modem_log.read_text().splitlines() if line.strip()]
+        entries = [json.loads(line) for line in self.modem_log.read_text().splitlines() if line.strip()]
+        return [e for e in entries if "hex" in e]
+
+    def avln_joins(self) -> list[dict[str, object]]:
+        """Each time an EV's modem came to hold the EVSE modem's NMK (port, NID)."""
+        if not self.modem_log.exists():
+            return []
+        entries = [json.loads(line) for line in self.modem_log.read_text().splitlines() if line.strip()]
+        return [e for e in entries if "avln" in e]
 
 
 def match_time(entries: list[dict[str, object]]) -> float | None:

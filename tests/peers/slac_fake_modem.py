@@ -15,7 +15,8 @@ modem, and all modems share one segment:
   * other frames (IPv6) pass only between hosts whose modems hold the same NMK (the AVLN).
 
 --log-json writes one JSON line per HomePlug frame a host sent: {"t": CLOCK_MONOTONIC seconds, "port": ...,
-"hex": ...}, which the bench uses to time SLAC on the wire.
+"hex": ...}, which the bench uses to time SLAC on the wire, and {"t", "avln": EV port, "nid"} whenever an EV's
+modem and the EVSE's modem come to hold the same NMK (the EV joined the charger's AVLN).
 """
 
 from __future__ import annotations
@@ -111,6 +112,10 @@ class Segment:
         p = frame[19:]
         my_nonce, pid, prn, pmn, cco = p[1:5], p[9], p[10:12], p[12], p[13]
         port.nmk = bytes(p[22:38])
+        evse = self.ports[0]
+        for ev in self.ports[1:]:
+            if self.log and evse.nmk is not None and ev.nmk == evse.nmk and port in (ev, evse):
+                self.log.write(json.dumps({"t": time.monotonic(), "avln": ev.name, "nid": p[14:21].hex()}) + "\n")
         cnf = (frame[6:12] + port.modem_mac + struct.pack("!H", ETH_P_HPAV) + b"\x01"
                + struct.pack("<H", 0x6009) + b"\0\0" + bytes([self.args.setkey_result])
                + b"\x11\x11\x11\x11" + my_nonce

@@ -56,6 +56,9 @@ def test_twenty_pev_matches_in_a_row(bench: SlacBench) -> None:
         assert result.attenuation is not None and 15 <= result.attenuation <= 25
         nids.append(nid)
     assert len(set(nids)) == 20  # a fresh NMK for every session
+    # After each match pev wrote our NMK into its modem: the EV joined the AVLN our modem holds.
+    joins = [(e["avln"], e["nid"]) for e in bench.avln_joins()]
+    assert joins == [("p-ev0", nid) for nid in nids]
 
 
 def test_tshark_finds_nothing_wrong_with_what_we_sent_to_pev(bench: SlacBench, tmp_path: Path) -> None:
