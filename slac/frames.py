@@ -17,7 +17,6 @@ from struct import error as struct_error
 from typing import Any, ClassVar
 
 from construct import (  # type: ignore[import-untyped]
-    Array,
     Bytes,
     ConstructError,
     Int8ub,
@@ -168,9 +167,13 @@ def _i(value: object) -> int:
     return value
 
 
-def _aag(value: object) -> tuple[int, ...]:
-    assert isinstance(value, list)
-    return tuple(int(v) for v in value)
+def _aag(fields: dict[str, Any], mmtype: int) -> tuple[int, ...]:
+    aag = fields["aag"]
+    assert isinstance(aag, bytes)
+    # A compiled Bytes field takes what is there; NumGroups says what should be.
+    if len(aag) != fields["num_groups"]:
+        raise MalformedFrame(f"{mmtype_name(mmtype)}: NumGroups {fields['num_groups']} but {len(aag)} values")
+    return tuple(aag)
 
 
 _SetKeyReq = Struct(
@@ -407,7 +410,7 @@ _AttenProfileInd = Struct(
     "pev_mac" / Bytes(6),
     "num_groups" / Int8ub,
     "reserved" / Int8ub,
-    "aag" / Array(this.num_groups, Int8ub),
+    "aag" / Bytes(this.num_groups),  # one byte (dB) per group
 )
 
 
@@ -421,12 +424,12 @@ class AttenProfileInd:
 
     def payload(self) -> bytes:
         return bytes(_build(_AttenProfileInd, {"pev_mac": self.pev_mac, "num_groups": len(self.aag),
-                                             "reserved": 0, "aag": list(self.aag)}))
+                                             "reserved": 0, "aag": bytes(self.aag)}))
 
     @classmethod
     def parse(cls, payload: bytes) -> AttenProfileInd:
         f = _parse(_AttenProfileInd, payload, cls.MMTYPE)
-        return cls(pev_mac=_b(f["pev_mac"]), aag=_aag(f["aag"]))
+        return cls(pev_mac=_b(f["pev_mac"]), aag=_aag(f, cls.MMTYPE))
 
 
 _AttenCharInd = Struct(
@@ -438,7 +441,7 @@ _AttenCharInd = Struct(
     "resp_id" / Bytes(ID_LEN),
     "num_sounds" / Int8ub,
     "num_groups" / Int8ub,
-    "aag" / Array(this.num_groups, Int8ub),
+    "aag" / Bytes(this.num_groups),  # one byte (dB) per group
 )
 
 
@@ -461,14 +464,14 @@ class AttenCharInd:
             "application_type": self.application_type, "security_type": self.security_type,
             "source_address": self.source_address, "run_id": self.run_id, "source_id": self.source_id,
             "resp_id": self.resp_id, "num_sounds": self.num_sounds, "num_groups": len(self.aag),
-            "aag": list(self.aag),
+            "aag": bytes(self.aag),
         }))
 
     @classmethod
     def parse(cls, payload: bytes) -> AttenCharInd:
         f = _parse(_AttenCharInd, payload, cls.MMTYPE)
         return cls(source_address=_b(f["source_address"]), run_id=_b(f["run_id"]),
-                   num_sounds=_i(f["num_sounds"]), aag=_aag(f["aag"]), source_id=_b(f["source_id"]),
+                   num_sounds=_i(f["num_sounds"]), aag=_aag(f, cls.MMTYPE), source_id=_b(f["source_id"]),
                    resp_id=_b(f["resp_id"]), application_type=_i(f["application_type"]),
                    security_type=_i(f["security_type"]))
 

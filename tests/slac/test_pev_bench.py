@@ -159,7 +159,7 @@ def test_matches_while_malformed_and_foreign_mmes_are_injected(bench: SlacBench)
     injector = bench.inject(injected_frames(), interval=0.002, duration=60)
     try:
         for i in range(5):
-            secc = bench.start_secc("--once", "--timeout", "30", name=f"secc{i}")
+            secc = bench.start_secc("--once", "--timeout", "30", name=f"secc{i}", verbose=True)
             result = bench.run_pev(timeout=20)
             status = secc.wait(timeout=35)
             log = secc.text()
