@@ -245,6 +245,9 @@ ATTEMPT_TRANSITIONS: dict[tuple[Phase, Step], Phase] = {
 }
 
 
+_InAttempt = f.StartAttenCharInd | f.MnbcSoundInd | f.AttenCharRsp | f.SlacMatchReq
+
+
 @dataclass(slots=True)
 class _Attempt:
     ev_mac: bytes
@@ -482,7 +485,13 @@ class SlacMatcher:
                                       time_out=cfg.sounding_time_out))
         self._events.append(ParmAnswered(src, msg.run_id))
 
-    def _attempt_of(self, src: bytes, mmtype: int, run_id: bytes) -> _Attempt | None:
+    def _attempt_of(self, src: bytes, msg: _InAttempt) -> _Attempt | None:
+        """The attempt a message belongs to by RunID, if it comes from that EV with SLAC's types (0/0)."""
+        mmtype, run_id = msg.MMTYPE, msg.run_id
+        if (msg.application_type, msg.security_type) != (0, 0):
+            # [V2G3-A09-41/47]: a wrong type is ignored, not a failure of the attempt
+            self._drop(src, mmtype, f"application/security type {msg.application_type}/{msg.security_type}")
+            return None
         attempt = self._attempts.get(run_id)
         if attempt is None:
             self._drop(src, mmtype, f"unknown RunID {run_id.hex()}")
@@ -493,7 +502,7 @@ class SlacMatcher:
         return attempt
 
     def _on_start_atten_char(self, src: bytes, msg: f.StartAttenCharInd, now: float) -> None:
-        attempt = self._attempt_of(src, msg.MMTYPE, msg.run_id)
+        attempt = self._attempt_of(src, msg)
         if attempt is None:
             return
         if attempt.phase is Phase.WAIT_START_ATTEN:
@@ -506,7 +515,7 @@ class SlacMatcher:
         self._events.append(SoundingStarted(attempt.ev_mac, attempt.run_id))
 
     def _on_sound(self, src: bytes, msg: f.MnbcSoundInd, now: float) -> None:
-        attempt = self._attempt_of(src, msg.MMTYPE, msg.run_id)
+        attempt = self._attempt_of(src, msg)
         if attempt is None:
             return
         if attempt.phase is Phase.WAIT_START_ATTEN:
@@ -557,14 +566,15 @@ class SlacMatcher:
                                             attempt.mean_db, attempt.atten_char_repeats))
 
     def _on_atten_char_rsp(self, src: bytes, msg: f.AttenCharRsp, now: float) -> None:
-        attempt = self._attempt_of(src, msg.MMTYPE, msg.run_id)
+        attempt = self._attempt_of(src, msg)
         if attempt is None:
             return
         if attempt.phase is not Phase.WAIT_ATTEN_RSP:
             self._drop(src, msg.MMTYPE, f"unexpected while {attempt.phase.value}")
             return
         if msg.result != 0:
-            self._fail(attempt, f"EV answered CM_ATTEN_CHAR.IND with result {msg.result}")
+            # Ignored like any invalid RSP [V2G3-A09-47]: CM_ATTEN_CHAR.IND is repeated, then the attempt ends.
+            self._drop(src, msg.MMTYPE, f"result {msg.result}")
             return
         self._step(attempt, Step.ATTEN_RSP)
         attempt.deadline = now + self.config.match_session_timeout
@@ -584,7 +594,7 @@ class SlacMatcher:
         if self.state is State.MATCHED and src == self.matched_ev and msg.run_id == self._matched_run_id:
             self._out.append(self._match_cnf)  # our CNF was lost; the EV asks again
             return
-        attempt = self._attempt_of(src, msg.MMTYPE, msg.run_id)
+        attempt = self._attempt_of(src, msg)
         if attempt is None:
             return
         if msg.pev_mac != src or msg.evse_mac != self.evse_mac:

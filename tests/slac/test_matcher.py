@@ -295,15 +295,31 @@ def test_atten_char_is_repeated_then_the_attempt_fails() -> None:
     assert of(matcher.events(), m.AttemptFailed) and matcher.attempts == {}
 
 
-def test_atten_char_rsp_with_failure_ends_the_attempt() -> None:
+@pytest.mark.parametrize("rsp", [
+    f.AttenCharRsp(source_address=pev.EV_MAC, run_id=pev.RUN_ID, result=1),
+    f.AttenCharRsp(source_address=pev.EV_MAC, run_id=pev.RUN_ID, application_type=1),
+    f.AttenCharRsp(source_address=pev.EV_MAC, run_id=pev.RUN_ID, security_type=1),
+])
+def test_invalid_atten_char_rsp_is_ignored_not_fatal(rsp: f.AttenCharRsp) -> None:
     matcher = keyed()
     matcher.receive_frame(pev.SLAC_PARM_REQ, 0.0)
     matcher.receive_frame(pev.START_ATTEN_CHAR_IND, 0.0)
     for _ in range(10):
         matcher.receive_frame(profile(pev.EV_MAC, 20), 0.1)
-    rsp = f.AttenCharRsp(source_address=pev.EV_MAC, run_id=pev.RUN_ID, result=1)
     matcher.receive_frame(ev_frame(pev.EV_MAC, rsp, EVSE), 0.11)
-    assert matcher.attempts == {}
+    assert matcher.attempts == {pev.RUN_ID: m.Phase.WAIT_ATTEN_RSP}
+    assert of(matcher.events(), m.FrameDropped)
+    matcher.receive_frame(pev.ATTEN_CHAR_RSP, 0.12)  # the EV's real answer still counts
+    assert matcher.attempts == {pev.RUN_ID: m.Phase.WAIT_MATCH_REQ}
+
+
+def test_start_atten_char_with_a_wrong_application_type_is_ignored() -> None:
+    matcher = keyed()
+    matcher.receive_frame(pev.SLAC_PARM_REQ, 0.0)
+    bad = f.StartAttenCharInd(run_id=pev.RUN_ID, num_sounds=10, time_out=6, forwarding_sta=pev.EV_MAC,
+                              application_type=1)
+    matcher.receive_frame(ev_frame(pev.EV_MAC, bad), 0.01)
+    assert matcher.attempts == {pev.RUN_ID: m.Phase.WAIT_START_ATTEN}
 
 
 def test_match_req_must_come_within_tt_evse_match_session() -> None:

@@ -146,6 +146,8 @@ def injected_frames() -> list[bytes]:
         # our EV's MAC with RunIDs nobody issued
         f.encode(evse, ev, f.SlacMatchReq(pev_mac=ev, evse_mac=evse, run_id=b"\xde\xad" * 4)),
         f.encode(evse, ev, f.AttenCharRsp(source_address=ev, run_id=b"\xbe\xef" * 4)),
+        # a spoofed failing CM_ATTEN_CHAR.RSP for our EV's first RunID: ignored, not fatal
+        f.encode(evse, ev, f.AttenCharRsp(source_address=ev, run_id=pev_run, result=1)),
         # truncated CM_SLAC_MATCH.REQ, an EVSE-only message, unknown MMTYPEs, a vendor (MMV 0) MME
         f.build_frame(evse, rogue, f.CM_SLAC_MATCH_REQ, bytes(10)),
         f.encode(evse, rogue, f.AttenCharInd(source_address=rogue, run_id=pev_run, num_sounds=1, aag=(1,) * 58)),
