@@ -54,6 +54,20 @@ class SlacConfig:
     # We count no CP toggles, so CM_VALIDATE is answered "not required" (EVerest answers "failure").
     validate_result: int = f.VALIDATE_NOT_REQUIRED
 
+    def __post_init__(self) -> None:
+        if len(self.evse_id) != f.ID_LEN:
+            raise ValueError(f"evse_id must be {f.ID_LEN} bytes")
+        if not (1 <= self.num_sounds <= 255 and 1 <= self.sounding_time_out <= 255):
+            raise ValueError("num_sounds and sounding_time_out are 1..255 (one byte on the wire)")
+        timers = (self.slac_init_timeout, self.match_sequence_timeout, self.match_response_timeout,
+                  self.match_session_timeout, self.set_key_timeout)
+        if min(timers) <= 0:
+            raise ValueError("every timeout must be positive")
+        if min(self.match_retries, self.max_attempts) < 1 or min(self.atten_char_repeats, self.set_key_repeats) < 0:
+            raise ValueError("match_retries and max_attempts >= 1, repeats >= 0")
+        if self.validate_result not in range(5):
+            raise ValueError("validate_result is a CM_VALIDATE result code 0..4")
+
     @property
     def sounding_timeout(self) -> float:
         return self.sounding_time_out / 10

@@ -560,3 +560,13 @@ def test_random_frames_never_raise_and_never_break_a_following_match(
     # Junk may have started attempts or replaced pev's; a fresh PARM.REQ from pev still matches.
     match_pev(matcher, 1.0)
     assert matcher.state is m.State.MATCHED
+
+
+@pytest.mark.parametrize("bad", [
+    {"evse_id": b"short"}, {"num_sounds": 0}, {"num_sounds": 256}, {"sounding_time_out": 0},
+    {"match_response_timeout": 0.0}, {"match_retries": 0}, {"max_attempts": 0}, {"set_key_repeats": -1},
+    {"validate_result": 7},
+])
+def test_config_refuses_values_the_wire_or_the_timers_cannot_carry(bad: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        m.SlacConfig(**bad)  # type: ignore[arg-type]
