@@ -25,11 +25,16 @@ async def main() -> int:
     parser.add_argument("iface")
     parser.add_argument("pki", type=Path)
     parser.add_argument("--policy", default="accept_client_offer")
+    parser.add_argument("--groups", default=",".join(tls.V2G20_GROUPS), help="TLS groups (default: the -20 set)")
+    parser.add_argument("--client-root", type=Path, action="append", default=[], help="require client auth")
     args = parser.parse_args()
     logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
     log = EchoLog()
+    auth = tls.ClientAuth.REQUIRED if args.client_root else tls.ClientAuth.OFF
     context = tls.server_context(tls.TlsServerConfig(args.pki / "certs" / "secc_chain.pem",
-                                                     args.pki / "private" / "secc_leaf.key"))  # fmt: skip
+                                                     args.pki / "private" / "secc_leaf.key",
+                                                     client_auth=auth, client_roots=tuple(args.client_root),
+                                                     groups=tuple(args.groups.split(","))))  # fmt: skip
     listeners = await start_secc_listeners(
         args.iface, lambda c: EchoHandler(log, c), tls_context=context, policy=sdp.SecurityPolicy(args.policy)
     )
@@ -39,7 +44,13 @@ async def main() -> int:
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, sys.stdin.read)  # until the test closes our stdin
     await listeners.close()
-    print(json.dumps({"answered": listeners.sdp.answered, "messages": len(log.messages)}), flush=True)
+    summary = {
+        "answered": listeners.sdp.answered,
+        "messages": [[m.payload_type, len(m.payload)] for m in log.messages],
+        "tls": [[c.tls.version, c.tls.cipher, c.tls.peer_certificate is not None] for c in log.connections if c.tls],
+        "tls_failures": listeners.tls.stats.last_tls_error,
+    }
+    print(json.dumps(summary), flush=True)
     return 0
 
 
