@@ -65,6 +65,17 @@ class ContactorMonitor:
     def confirmed_open(self) -> bool:
         return not self._commanded and self._confirmed
 
+    @property
+    def confirmed_closed(self) -> bool:
+        return self._commanded and self._confirmed
+
+    def feedback_lost(self, now: float) -> None:
+        """The mirror inputs could not be read: nothing can be confirmed, so this is a fault."""
+        for index in range(self.count):
+            if index not in self._faults:
+                self._faults[index] = ContactorFaultKind.FEEDBACK_LOST
+                self._events.append(ContactorFault(now, ContactorFaultKind.FEEDBACK_LOST, index))
+
     def events(self) -> list[ContactorEvent]:
         out = list(self._events)
         self._events.clear()
@@ -119,7 +130,7 @@ class ContactorMonitor:
         self._faults = {i: k for i, k in self._faults.items() if k is not ContactorFaultKind.WELDED}
 
     def clear_faults(self) -> None:
-        """Clear non-latched faults (failed-to-close) once the contactors are open again."""
+        """Clear the non-latched faults (failed-to-close, feedback lost); WELDED stays."""
         self._faults = {i: k for i, k in self._faults.items() if k is ContactorFaultKind.WELDED}
 
     def _fault(self, now: float, index: int, feedback_closed: bool) -> None:

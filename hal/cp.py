@@ -321,8 +321,9 @@ class ControlPilotMachine:
         self._pending_duty = None
         if self._state in _CHARGING_STATES and self._power_permitted:
             self._pwm_off_deadline = now + self.config.pwm_off_force_s
+        in_sequence = self._sequence is not _Sequence.NONE
         self._end_sequence()
-        if self._output.mode is CpMode.PWM:
+        if self._output.mode is CpMode.PWM or in_sequence:  # F from set_unavailable stays F
             self._set_output(now, CP_X1)
         self._update(now)
 
@@ -344,7 +345,6 @@ class ControlPilotMachine:
         """Leave F/E: back to X1 (the session then starts 5 % or basic-charging PWM)."""
         if self._output.mode in (CpMode.F, CpMode.E):
             self._set_output(now, CP_X1)
-            self._resume_measuring(now)
         self._update(now)
 
     def restart_hlc(self, now: float) -> None:
@@ -423,7 +423,6 @@ class ControlPilotMachine:
                 self._sequence = _Sequence.EF_X1
                 self._sequence_until = now + cfg.stay_in_x1_after_ef_s
                 self._set_output(now, CP_X1)
-                self._resume_measuring(now)
             elif self._sequence is _Sequence.EF_X1:
                 self._end_sequence()
                 self._apply_wanted_pwm(now)
@@ -480,8 +479,11 @@ class ControlPilotMachine:
 
     def _set_output(self, now: float, output: CpOutput) -> None:
         if output != self._output:
+            was_forced_level = self._output.mode in (CpMode.F, CpMode.E)
             self._output = output
             self._events.append(OutputChanged(now, output))
+            if was_forced_level and output.mode not in (CpMode.F, CpMode.E):
+                self._resume_measuring(now)
 
     def _end_sequence(self) -> None:
         self._sequence = _Sequence.NONE
@@ -508,9 +510,11 @@ class ControlPilotMachine:
         if new in _EV_PRESENT_STATES and not self._ev_present:
             self._ev_present = True
             self._events.append(EvPlugged(now))
-        if new is CpState.A and self._ev_present:
-            self._ev_present = False
-            self._events.append(EvUnplugged(now))
+        if new is CpState.A:
+            self._power_requested = False  # the next EV needs the session's own decision
+            if self._ev_present:
+                self._ev_present = False
+                self._events.append(EvUnplugged(now))
         if new in _CHARGING_STATES and old not in _CHARGING_STATES:
             self._events.append(ChargeRequested(now, ventilation=new is CpState.D))
         if old in _CHARGING_STATES and new not in _CHARGING_STATES:

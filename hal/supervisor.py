@@ -24,9 +24,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from hal.board import Board
-from hal.contactors import ContactorConfig, ContactorEvent, ContactorFault, ContactorMonitor
+from hal.contactors import ContactorConfig, ContactorEvent, ContactorMonitor
 from hal.cp import ControlPilotMachine, CpConfig, CpEvent, EvUnplugged, PowerOffRequired
-from hal.types import ContactorFaultKind
+from hal.types import CpMode
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,9 +131,10 @@ class ChargePortSupervisor:
         self._open_when_safe(now)
 
     def power_on(self, now: float, voltage_v: float, current_a: float) -> bool:
-        """Switch the stage on with a target; refused unless power is allowed and contactors are closed."""
-        if not self.power_allowed() or not self.board.contactors.commanded_closed:
-            return False
+        """Switch the stage on with a target; refused unless power is allowed and the contactors are
+        confirmed closed by their mirror contacts."""
+        if not self.power_allowed() or not self.contactor_monitor.confirmed_closed:
+            return False  # power only through contactors whose mirrors confirmed them closed
         self.board.power_stage.set_target(voltage_v, current_a)
         self.board.power_stage.switch_on()
         return True
@@ -164,8 +165,8 @@ class ChargePortSupervisor:
         try:
             feedback = board.contactors.feedback_closed()
         except OSError:
-            feedback = None
-        if feedback is not None:
+            self.contactor_monitor.feedback_lost(now)
+        else:
             self.contactor_monitor.feed(now, feedback)
         self.contactor_monitor.handle_timer(now)
         self._watch_isolation(now)
@@ -176,13 +177,14 @@ class ChargePortSupervisor:
                     self._off_deadline, ev.deadline
                 )
             if isinstance(ev, EvUnplugged):
-                self._isolation_fault = False
+                self._isolation_fault = False  # latched until the EV (and its cable) left
+                if not board.contactors.commanded_closed:
+                    self.contactor_monitor.clear_faults()  # a new session may try again; WELDED stays
         self._events.extend(cp_events)
         contactor_events = self.contactor_monitor.events()
         self._events.extend(contactor_events)
-        welded = ContactorFaultKind.WELDED
-        if any(isinstance(e, ContactorFault) and e.kind is welded for e in contactor_events):
-            self.cp.set_unavailable(now)  # never offer charging on a welded contactor
+        if self.contactor_monitor.welded and self.cp.output.mode is not CpMode.F:
+            self.cp.set_unavailable(now)  # never offer charging on a welded contactor, whatever is asked
             self._apply_cp_output()
             self._events.extend(self.cp.events())
         self._enforce(now)

@@ -475,3 +475,31 @@ def test_no_automatic_wake_up_in_hlc_mode() -> None:
     d.ev = CpState.B
     d.run(40.0, period=0.05)
     assert not of(d.log, WakeUpSent)
+
+
+def test_unplug_resets_the_session_permission() -> None:
+    d = Driver(ControlPilotMachine())
+    d.m.start_hlc(0.0)
+    d.ev = CpState.B
+    d.run(0.1)
+    d.m.allow_power(d.now, True)
+    d.ev = CpState.A
+    d.run(0.1)
+    d.ev = CpState.B  # another EV
+    d.run(0.1)
+    d.ev = CpState.C
+    d.run(0.1)
+    assert not d.m.power_permitted
+
+
+def test_stop_pwm_during_ef_pulse_resumes_measuring() -> None:
+    d = Driver(ControlPilotMachine())
+    d.m.start_hlc(0.0)
+    d.ev = CpState.B
+    d.run(0.1)
+    d.m.restart_hlc(d.now)
+    d.run(1.0)
+    d.m.stop_pwm(d.now)
+    assert d.m.output.mode is CpMode.X1
+    d.ev = CpState.A
+    assert of(d.run(0.1), EvUnplugged)

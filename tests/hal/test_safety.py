@@ -224,3 +224,63 @@ def test_diode_fault_prevents_charging() -> None:
     rig.run(0.1)
     assert any(isinstance(e, CpFault) and e.kind is CpFaultKind.DIODE for e in rig.log)
     assert not rig.sup.close_contactors(rig.now)
+
+
+def test_welded_contactor_keeps_cp_in_f_whatever_the_session_asks() -> None:
+    rig = Rig()
+    rig.charge()
+    rig.sim.faults.contactor_welded[1] = True
+    rig.sup.open_contactors(rig.now)
+    rig.run(0.3)
+    assert rig.sup.contactor_monitor.welded
+    rig.sup.cp.enable(rig.now)
+    rig.sup.cp.start_hlc(rig.now)
+    rig.run(0.05)
+    assert rig.sim.control_pilot.output.mode is CpMode.F
+
+
+def test_power_only_after_mirrors_confirm_closed() -> None:
+    rig = Rig()
+    rig.sim.ev.plug()
+    rig.sup.cp.start_hlc(rig.now)
+    rig.run(0.1)
+    rig.sup.cp.allow_power(rig.now, True)
+    rig.sim.ev.request_charge()
+    rig.run(0.1)
+    assert rig.sup.close_contactors(rig.now)
+    assert not rig.sup.power_on(rig.now, 400.0, 10.0)  # 30 ms operate time not over yet
+    rig.run(0.05)
+    assert rig.sup.power_on(rig.now, 400.0, 10.0)
+
+
+def test_unreadable_mirror_inputs_cut_power() -> None:
+    rig = Rig()
+    rig.charge()
+
+    def broken() -> tuple[bool, ...]:
+        raise OSError("gpio read failed")
+
+    rig.sim.contactors.feedback_closed = broken  # type: ignore[method-assign]
+    events = rig.run(0.1)
+    faults = [e for e in of(events, ContactorFault) if isinstance(e, ContactorFault)]
+    assert faults and faults[0].kind is ContactorFaultKind.FEEDBACK_LOST
+    assert of(events, PowerCut) and not rig.sim.power_stage.enabled
+
+
+def test_failed_to_close_clears_for_the_next_ev() -> None:
+    rig = Rig()
+    rig.sim.faults.contactor_stuck_open[0] = True
+    rig.sim.ev.plug()
+    rig.sup.cp.start_hlc(rig.now)
+    rig.run(0.1)
+    rig.sup.cp.allow_power(rig.now, True)
+    rig.sim.ev.request_charge()
+    rig.run(0.1)
+    rig.sup.close_contactors(rig.now)
+    rig.run(0.3)
+    assert rig.sup.contactor_monitor.faults
+    rig.sim.faults.contactor_stuck_open[0] = False
+    rig.sim.ev.unplug()
+    rig.run(0.1)
+    assert not rig.sup.contactor_monitor.faults
+    rig.charge()
