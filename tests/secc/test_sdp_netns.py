@@ -62,7 +62,8 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bench]:
             ip("link", "set", iface, "netns", ns)
             ip("-n", ns, "link", "set", iface, "address", mac)
             # DAD off: the link-local address is usable at once (as on the PLC bench); IPv6 only.
-            b.in_ns(ns, "sysctl", "-qw", f"net.ipv6.conf.{iface}.accept_dad=0")
+            dad = b.in_ns(ns, "sh", "-c", f"echo 0 > /proc/sys/net/ipv6/conf/{iface}/accept_dad")  # no procps needed
+            assert dad.returncode == 0, dad.stderr
             ip("-n", ns, "link", "set", "lo", "up")
             ip("-n", ns, "link", "set", iface, "up")
         yield b
