@@ -70,6 +70,7 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bench]:
     finally:
         for ns in (b.ev_ns, b.evse_ns):  # deleting a namespace deletes its end of the veth pair
             ip("netns", "del", ns, check=False)
+        ip("link", "del", b.ev_if, check=False)  # in case setup failed before the veth moved
 
 
 @pytest.fixture
