@@ -14,6 +14,7 @@ and the diode keeps the negative half at -12 V.
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -84,6 +85,7 @@ class SimFaultState:
     cp_offset_v: float = 0.0
     cp_level_override_v: float | None = None  # force the measured high level (in-between bands, glitches)
     cp_adc_dead: bool = False  # measure() raises OSError
+    cp_noise_v: float = 0.0  # uniform noise amplitude on both plateaus (seeded: runs are repeatable)
     contactor_welded: list[bool] = field(default_factory=lambda: [False, False])
     contactor_stuck_open: list[bool] = field(default_factory=lambda: [False, False])
     isolation_resistance_ohm: float = 5_000_000.0
@@ -98,6 +100,7 @@ class SimControlPilot:
     def __init__(self, board: SimBoard) -> None:
         self._board = board
         self._output = CP_X1
+        self._rng = random.Random(61851)
         self.applied: list[tuple[float, CpOutput]] = []
 
     @property
@@ -142,6 +145,8 @@ class SimControlPilot:
             raise OSError("simulated CP ADC failure")
         out = self._output
         offset = faults.cp_offset_v
+        if faults.cp_noise_v:
+            offset += self._rng.uniform(-faults.cp_noise_v, faults.cp_noise_v)
         if out.mode is CpMode.E:
             return CpMeasurement(0.0 + offset, 0.0 + offset)
         if out.mode is CpMode.F:

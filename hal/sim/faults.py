@@ -84,6 +84,7 @@ FAULTS: dict[str, Fault] = {
     "cp-offset": Fault("add volts to every CP measurement", _set("cp_offset_v", _number)),
     "cp-level": Fault("hold the CP high level at volts ('off' releases)", _set("cp_level_override_v",
                                                                               _optional_number)),
+    "cp-noise": Fault("uniform noise of +-volts on CP measurements", _set("cp_noise_v", _number)),
     "cp-adc-dead": Fault("CP measurement raises OSError (bool)", _set("cp_adc_dead", _bool)),
     "contactor-welded": Fault("contactor INDEX stays closed when released", _set_indexed("contactor_welded")),
     "contactor-stuck-open": Fault("contactor INDEX never closes", _set_indexed("contactor_stuck_open")),

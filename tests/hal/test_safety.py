@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hal.contactors import ContactorFault
-from hal.cp import ChargeRequested, CpFault, CpFaultKind, EvUnplugged, PowerOffRequired
+from hal.cp import ChargeRequested, CpFault, CpFaultKind, EvPlugged, EvUnplugged, PowerOffRequired
 from hal.sim.board import SimBoard
 from hal.supervisor import ChargePortSupervisor, ContactorsOpened, CpReadFailed, Event, IsolationFault, PowerCut
 from hal.types import ContactorFaultKind, CpMode
@@ -284,3 +284,44 @@ def test_failed_to_close_clears_for_the_next_ev() -> None:
     rig.run(0.1)
     assert not rig.sup.contactor_monitor.faults
     rig.charge()
+
+
+def test_noisy_cp_levels_cause_no_spurious_events() -> None:
+    rig = Rig()
+    rig.sim.faults.cp_noise_v = 0.8  # inside the +-1 V tolerance
+    rig.charge()
+    events = rig.run(5.0, tick=0.002)
+    assert not of(events, PowerCut) and not of(events, CpFault)
+    assert rig.sim.power_stage.enabled
+
+
+def test_asyncio_adapter_ticks_and_stops() -> None:
+    import asyncio
+
+    from hal.supervisor import run_supervisor
+
+    rig = Rig()
+    rig.sim.ev.plug()
+    seen: list[Event] = []
+    stop = asyncio.Event()
+
+    def clock() -> float:
+        rig.sim.advance(0.005)  # model time moves on every look at the clock: no real waiting
+        return rig.sim.now
+
+    def on_events(events: list[Event]) -> None:
+        seen.extend(events)
+        if of(seen, EvPlugged):
+            stop.set()
+
+    rig.sup.sample_period_s = 0.0
+    asyncio.run(asyncio.wait_for(run_supervisor(rig.sup, clock, on_events, stop), timeout=10))
+    assert of(seen, EvPlugged)
+
+
+def test_board_close_puts_everything_in_the_safe_state() -> None:
+    rig = Rig()
+    rig.charge()
+    rig.sim.board().close()
+    assert not rig.sim.power_stage.enabled and not rig.sim.contactors.commanded_closed
+    assert rig.sim.control_pilot.output.mode is CpMode.F

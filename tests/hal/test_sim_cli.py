@@ -101,3 +101,13 @@ def test_run_scenario_writes_human_lines() -> None:
     out = io.StringIO()
     run_scenario([(0.1, "plug")], 0.5, out=out)
     assert "event=EvPlugged" in out.getvalue()
+
+
+def test_the_invariant_check_catches_a_supervisor_that_does_not_cut_power(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from hal.supervisor import ChargePortSupervisor
+
+    monkeypatch.setattr(ChargePortSupervisor, "_enforce", lambda self, now: None)
+    _, violations = run_scenario([(0.5, "plug"), (1.0, "charge"), (2.0, "fault:isolation-resistance=10k")], 4.0)
+    assert violations and "power stage on" in violations[0]
