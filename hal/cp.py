@@ -42,6 +42,8 @@ Events (frozen dataclasses, all carry `now`), consumed by slac/ and the session:
                                         CpFaultKind: DIODE, SHORT_TO_PE (measured E), UNEXPECTED_F,
                                         INVALID_LEVEL, VENTILATION_UNAVAILABLE, MEASUREMENT_TIMEOUT
     OutputChanged(output)               the generator setting to apply (the port applies it)
+    HlcAvailable                        EV connected (B/C/D) and 5 % PWM on, whichever came last: SLAC
+                                        starts matching. Again after every E/F pulse or PWM pause.
     HlcRestarted                        E/F pulse finished, 5 % is back: SLAC must match again
     WakeUpSent                          the X1 wake-up step finished, the PWM is back
 """
@@ -200,6 +202,11 @@ class WakeUpSent(CpEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class HlcAvailable(CpEvent):
+    """An EV is connected (B/C/D) and 5 % PWM is on: SLAC may match now (either order of the two)."""
+
+
+@dataclass(frozen=True, slots=True)
 class CpConfig:
     """Timing and tolerance. Defaults: hardware-and-safety.md §1 (EVerest quoting IEC 61851-1/ISO 15118-3)."""
 
@@ -264,6 +271,7 @@ class ControlPilotMachine:
         self._pwm_off_deadline: float | None = None
         self._b2_since: float | None = None
         self._wakeup_done_this_b2 = False
+        self._hlc_available = False
 
     # ------------------------------------------------------------------ outputs
     @property
@@ -555,6 +563,11 @@ class ControlPilotMachine:
     def _update(self, now: float) -> None:
         """Recompute the power permission from every rule; emit the edge events."""
         cfg = self.config
+        out = self._output
+        hlc = self._ev_present and out.mode is CpMode.PWM and is_digital_communication(out.duty)
+        if hlc and not self._hlc_available:
+            self._events.append(HlcAvailable(now))
+        self._hlc_available = hlc
         if self._pwm_off_deadline is not None and self._state not in _CHARGING_STATES:
             self._pwm_off_deadline = None
         reason = ""

@@ -16,6 +16,7 @@ from hal.cp import (
     CpFaultKind,
     EvPlugged,
     EvUnplugged,
+    HlcAvailable,
     HlcRestarted,
     OutputChanged,
     PowerOffRequired,
@@ -162,7 +163,7 @@ def test_plug_b_c_b_unplug_event_sequence() -> None:
     assert d.m.output.mode is CpMode.PWM and d.m.output.duty == PWM_5_PERCENT
     d.ev = CpState.B
     ev = d.run(0.05)
-    assert [type(e) for e in ev if not isinstance(e, OutputChanged)] == [StateChanged, EvPlugged]
+    assert [type(e) for e in ev if not isinstance(e, OutputChanged)] == [StateChanged, EvPlugged, HlcAvailable]
     d.ev = CpState.C
     ev = d.run(0.05)
     assert of(ev, ChargeRequested) == [ChargeRequested(of(ev, ChargeRequested)[0].now, ventilation=False)]
@@ -503,3 +504,29 @@ def test_stop_pwm_during_ef_pulse_resumes_measuring() -> None:
     assert d.m.output.mode is CpMode.X1
     d.ev = CpState.A
     assert of(d.run(0.1), EvUnplugged)
+
+
+def test_hlc_available_in_either_order_and_after_an_ef_pulse() -> None:
+    d = Driver(ControlPilotMachine())
+    d.ev = CpState.B  # EV first, 5 % later
+    d.run(0.1)
+    assert not of(d.log, HlcAvailable)
+    d.m.start_hlc(d.now)
+    assert len(of(d.drain(), HlcAvailable)) == 1
+    d.run(1.0)
+    assert len(of(d.log, HlcAvailable)) == 1  # an edge, not a level
+    d.m.restart_hlc(d.now)
+    d.run(5.0)
+    assert len(of(d.log, HlcAvailable)) == 2
+    assert len(of(d.log, HlcRestarted)) == 1
+
+    d2 = Driver(ControlPilotMachine())
+    d2.m.start_hlc(0.0)  # 5 % first, EV later
+    d2.run(0.1)
+    assert not of(d2.log, HlcAvailable)
+    d2.ev = CpState.B
+    ev = d2.run(0.05)
+    assert [type(e) for e in ev if isinstance(e, (EvPlugged, HlcAvailable))] == [EvPlugged, HlcAvailable]
+    d2.m.set_max_current(d2.now, 16.0)  # basic charging: no HLC
+    d2.m.start_hlc(d2.now)
+    assert len(of(d2.drain(), HlcAvailable)) == 1
