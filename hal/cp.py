@@ -272,6 +272,8 @@ class ControlPilotMachine:
         self._b2_since: float | None = None
         self._wakeup_done_this_b2 = False
         self._hlc_available = False
+        self._diode_bad_since: float | None = None
+        self._diode_bad_samples = 0
 
     # ------------------------------------------------------------------ outputs
     @property
@@ -366,8 +368,8 @@ class ControlPilotMachine:
 
     def wake_up(self, now: float) -> None:
         """X1 for T_step_X1, then the PWM again (IEC 61851-1 A.5.3 wake-up)."""
-        if self._wanted_pwm is None:
-            return  # nothing to come back to: waking up needs a PWM to return to
+        if self._wanted_pwm is None or self._state in _CHARGING_STATES:
+            return  # nothing to come back to, or the EV is awake and charging: never cut power for it
         self._sequence = _Sequence.WAKEUP_X1
         self._sequence_until = now + self.config.t_step_x1_s
         self._wakeup_done_this_b2 = True
@@ -389,7 +391,14 @@ class ControlPilotMachine:
         raw = classify(measurement, cfg.tolerance_v)
         pwm_on = self._output.mode is CpMode.PWM
         if raw in _EV_PRESENT_STATES and pwm_on and diode_missing(measurement, cfg.tolerance_v):
-            self._raise_fault(now, CpFaultKind.DIODE)
+            # Debounced like a state change: one noisy negative plateau must not latch a fault.
+            if self._diode_bad_since is None:
+                self._diode_bad_since, self._diode_bad_samples = now, 0
+            self._diode_bad_samples += 1
+            if self._diode_bad_samples >= cfg.min_samples and now - self._diode_bad_since >= cfg.debounce_s - _EPS:
+                self._raise_fault(now, CpFaultKind.DIODE)
+        else:
+            self._diode_bad_since = None
         # Leaving C/D is tracked separately from entering the next state, so any non-charging level
         # (B, an in-between level, E, ...) withdraws power within the debounce time.
         if self._state in _CHARGING_STATES and raw not in _CHARGING_STATES:
@@ -488,6 +497,8 @@ class ControlPilotMachine:
     def _set_output(self, now: float, output: CpOutput) -> None:
         if output != self._output:
             was_forced_level = self._output.mode in (CpMode.F, CpMode.E)
+            if output.mode is CpMode.PWM and self._output.mode is not CpMode.PWM and self._state is CpState.B:
+                self._b2_since = now  # B2 (and so the legacy wake-up timeout) starts with the PWM
             self._output = output
             self._events.append(OutputChanged(now, output))
             if was_forced_level and output.mode not in (CpMode.F, CpMode.E):

@@ -530,3 +530,34 @@ def test_hlc_available_in_either_order_and_after_an_ef_pulse() -> None:
     d2.m.set_max_current(d2.now, 16.0)  # basic charging: no HLC
     d2.m.start_hlc(d2.now)
     assert len(of(d2.drain(), HlcAvailable)) == 1
+
+
+def test_one_noisy_negative_plateau_does_not_latch_a_diode_fault() -> None:
+    m = ControlPilotMachine()
+    m.start_hlc(0.0)
+    for i in range(10):
+        m.feed(i * PERIOD, CpMeasurement(9.0, -12.0))
+    m.feed(10 * PERIOD, CpMeasurement(9.0, -8.8))  # one bad sample
+    for i in range(11, 30):
+        m.feed(i * PERIOD, CpMeasurement(9.0, -12.0))
+    assert CpFaultKind.DIODE not in m.faults
+
+
+def test_wake_up_never_interrupts_charging() -> None:
+    d = Driver(ControlPilotMachine())
+    charging(d)
+    d.m.wake_up(d.now)
+    assert d.m.output.mode is CpMode.PWM and d.m.power_permitted
+
+
+def test_legacy_wake_up_counts_from_the_start_of_b2() -> None:
+    d = Driver(ControlPilotMachine())
+    d.ev = CpState.B
+    d.run(20.0, period=0.05)  # B1: no PWM yet
+    d.m.set_max_current(d.now, 16.0)
+    t_b2 = d.now
+    d.run(29.0, period=0.05)
+    assert not of(d.log, WakeUpSent) and d.m.output.mode is CpMode.PWM
+    d.run(4.5, period=0.05)
+    sent = of(d.log, WakeUpSent)
+    assert sent and sent[0].now == pytest.approx(t_b2 + 30.0 + 3.0, abs=0.1)
