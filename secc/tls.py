@@ -23,10 +23,13 @@ alternatives considered:
 The calls go through ctypes to the libssl that the `_ssl` extension is linked against: `dlopen()` of the
 already-loaded `_ssl` module returns its handle, and `dlsym()` on that handle searches its dependencies, so
 the symbols are the ones `ssl` itself uses (checked: `OpenSSL_version()` must equal `ssl.OPENSSL_VERSION`).
-The SSL_CTX pointer is the first field after PyObject_HEAD of CPython's `PySSLContext` (unchanged since
-Python 3.0). Before anything is written through it, the pointer is checked against two values read through
-the public API (`options` and the TLS 1.3 minimum version); afterwards the suite list is read back through
-`get_ciphers()`. Any mismatch, missing symbol, non-CPython interpreter or OpenSSL failure raises
+The SSL_CTX pointer is the first field after PyObject_HEAD of `PySSLContext` in CPython's Modules/_ssl.c.
+That layout is not a public API, so before anything is written through the pointer it is checked against two
+values read through the public API (`options` and the TLS 1.3 minimum version), and afterwards the suite
+list is read back through `get_ciphers()`. OpenSSL 3.0 has no getter for a context's group list: the group
+restriction is read back by `self_test()`: the finished context is fed a ClientHello offering only a
+forbidden group, and one offering only TLS_AES_128_GCM_SHA256, and must refuse both (no signature needed).
+Any mismatch, missing symbol, non-CPython interpreter or OpenSSL failure raises
 `TlsProfileError`: the server never starts with the stdlib defaults by accident.
 
 Behaviour proven with `openssl s_client` in tests/secc/test_tls_profile.py.
@@ -34,6 +37,7 @@ Behaviour proven with `openssl s_client` in tests/secc/test_tls_profile.py.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import enum
 import importlib
@@ -154,6 +158,55 @@ def restrict_tls13(
         raise TlsProfileError(f"TLS 1.3 suites read back as {offered}, wanted {list(cipher_suites)}")
 
 
+def _server_reaction(server: ssl.SSLContext, suites: Sequence[str], groups: Sequence[str]) -> str | None:
+    """Feed `server` one ClientHello offering only these suites/groups: None if it answers, else its error.
+
+    No certificate is ever used: the server decides on suites and key shares from the ClientHello alone.
+    """
+    client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client.check_hostname = False
+    client.verify_mode = ssl.CERT_NONE
+    client.minimum_version = ssl.TLSVersion.TLSv1_3
+    restrict_tls13(client, suites, groups)
+    c_in, c_out, s_in, s_out = ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO()
+    client_side = client.wrap_bio(c_in, c_out)
+    server_side = server.wrap_bio(s_in, s_out, server_side=True)
+    with contextlib.suppress(ssl.SSLWantReadError):
+        client_side.do_handshake()
+    s_in.write(c_out.read())
+    try:
+        server_side.do_handshake()
+    except ssl.SSLWantReadError:
+        return None  # ServerHello sent, waiting for the client's Finished: accepted
+    except ssl.SSLError as exc:
+        return exc.reason or str(exc)
+    return None
+
+
+def self_test(context: ssl.SSLContext, groups: Sequence[str] = V2G20_GROUPS) -> None:
+    """Prove on `context` itself that it refuses clients outside the profile; TlsProfileError if not.
+
+    OpenSSL cannot report a context's group list, so this is the read-back for the groups (and a second one
+    for the suites): a ClientHello offering only a forbidden group must fail with NO_SUITABLE_KEY_SHARE, one
+    offering only TLS_AES_128_GCM_SHA256 with NO_SHARED_CIPHER, and (control) one inside the profile must be
+    answered. Three ClientHellos in memory, one signature.
+    """
+    outside = next((g for g in ("X25519", "prime256v1", "secp384r1", "ffdhe2048") if g not in groups), None)
+    probes: list[tuple[Sequence[str], Sequence[str], str | None]] = [
+        (("TLS_AES_128_GCM_SHA256",), groups, "NO_SHARED_CIPHER"),
+        (V2G20_CIPHER_SUITES, groups[:1], None),
+    ]
+    if outside is not None:
+        probes.append((V2G20_CIPHER_SUITES, (outside,), "NO_SUITABLE_KEY_SHARE"))
+    for suites, offered_groups, expected in probes:
+        reaction = _server_reaction(context, suites, offered_groups)
+        if reaction != expected:
+            raise TlsProfileError(
+                f"self-test: a client offering {':'.join(suites)} / {':'.join(offered_groups)} got "
+                f"{reaction or 'a ServerHello'}, expected {expected or 'a ServerHello'}"
+            )
+
+
 def tls13_cipher_suites(context: ssl.SSLContext) -> list[str]:
     """The TLS 1.3 cipher suites the context would negotiate, in preference order."""
     return [c["name"] for c in context.get_ciphers() if c.get("protocol") == "TLSv1.3"]
@@ -205,4 +258,5 @@ def server_context(config: TlsServerConfig) -> ssl.SSLContext:
     if config.groups != V2G20_GROUPS:
         log.warning("TLS key exchange groups %s deviate from the ISO 15118-20 profile %s", config.groups, V2G20_GROUPS)
     restrict_tls13(context, groups=config.groups)
+    self_test(context, config.groups)
     return context

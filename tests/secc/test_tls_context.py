@@ -96,3 +96,31 @@ def test_missing_files_fail_with_profile_error(pki_dir: Path, tmp_path: Path) ->
         tls.server_context(TlsServerConfig(tmp_path / "nope.pem", tmp_path / "nope.key"))
     with pytest.raises(TlsProfileError):  # key of another certificate
         tls.server_context(TlsServerConfig(pki_dir / "certs" / "secc_chain.pem", pki_dir / "private" / "oem_leaf.key"))
+
+
+def test_self_test_catches_a_context_whose_groups_were_not_restricted(pki_dir: Path) -> None:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(pki_dir / "certs" / "secc_chain.pem", pki_dir / "private" / "secc_leaf.key")
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    tls.restrict_tls13(ctx, groups=("secp521r1", "X448", "X25519"))  # as if the groups call had not applied
+    with pytest.raises(TlsProfileError, match="X25519|prime256v1"):
+        tls.self_test(ctx, groups=tls.V2G20_GROUPS)
+
+
+def test_self_test_catches_unrestricted_suites(pki_dir: Path) -> None:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(pki_dir / "certs" / "secc_chain.pem", pki_dir / "private" / "secc_leaf.key")
+    tls.restrict_tls13(ctx, cipher_suites=(*tls.V2G20_CIPHER_SUITES, "TLS_AES_128_GCM_SHA256"))
+    with pytest.raises(TlsProfileError, match="TLS_AES_128_GCM_SHA256"):
+        tls.self_test(ctx)
+
+
+def test_self_test_passes_on_the_profile_context(pki_dir: Path) -> None:
+    tls.self_test(tls.server_context(config(pki_dir)))  # server_context runs it too; must not raise
+
+
+def test_self_test_control_fails_without_a_certificate() -> None:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)  # no certificate: nothing can be answered
+    tls.restrict_tls13(ctx)
+    with pytest.raises(TlsProfileError, match="self-test"):
+        tls.self_test(ctx)
