@@ -15,6 +15,21 @@ and maps each application write to one SSL_write, i.e. one TLS record in one TCP
 
 The SDP server answers on UDP port 15118 of one interface, joined to ff02::1 there, with the link-local
 address of that interface (secc/sdp.py does the deciding).
+
+Use from the session layer (one handler per EV connection):
+
+    class Session:                                    # implements ConnectionHandler
+        def __init__(self, connection: Connection): ...
+        async def on_message(self, message: V2GTPMessage) -> Reply | Close | None:
+            # message.payload_type / message.schema ('app', 'cm', 'dc', ...) / message.payload (EXI)
+            return Reply(v2gtp.DC_MAINSTREAM, exi_bytes, close=False)
+        def on_closed(self, reason: CloseReason) -> None: ...   # contactors open, power off, etc.
+
+    context = secc.tls.server_context(TlsServerConfig(chain, key))          # or None: TCP only
+    listeners = await start_secc_listeners("eth1", Session, tls_context=context,
+                                           policy=SecurityPolicy.ACCEPT_CLIENT_OFFER, message_timeout=60)
+    ...
+    await listeners.close()
 """
 
 from __future__ import annotations
