@@ -127,7 +127,9 @@ class V2GTPStreamParser:
 
     `feed()` returns every message completed by the new bytes, in order. The header is checked as soon as
     its 8 bytes are in, so an oversized length is refused before any payload is buffered. After an error
-    the parser stays failed: every later `feed()` raises the same error.
+    the parser stays failed: every later `feed()` raises the same error. Messages completed in the same
+    `feed()` call as the bad header are discarded with it: the connection is closed anyway, and answering
+    a request the EV followed with garbage would only delay that.
     """
 
     __slots__ = ("_accepted", "_buffer", "_error", "_max_payload", "_pending")
