@@ -64,11 +64,16 @@ def test_oversized_length_refused_before_payload_arrives() -> None:
     assert info.value.fault is HeaderFault.PAYLOAD_TOO_LONG
 
 
-def test_good_messages_before_a_bad_header_are_not_lost_but_error_raises() -> None:
+def test_messages_of_earlier_feeds_are_delivered_before_a_bad_header() -> None:
     parser = V2GTPStreamParser()
     assert parser.feed(v2gtp.frame(0x8002, b"one")) == [V2GTPMessage(0x8002, b"one")]
     with pytest.raises(V2GTPHeaderError):
         parser.feed(raw(1, 0xFE, 0x1234, 0))
+
+
+def test_a_bad_header_in_the_same_chunk_discards_the_whole_chunk() -> None:
+    with pytest.raises(V2GTPHeaderError):
+        V2GTPStreamParser().feed(v2gtp.frame(0x8002, b"one") + raw(1, 0xFE, 0x1234, 0))
 
 
 def test_partial_header_and_payload_wait_for_more() -> None:
