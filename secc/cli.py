@@ -20,6 +20,7 @@ SUBCOMMANDS: dict[str, str] = {
     "exi": "exi.cli",
     "slac": "slac.cli",
     "sim": "hal.sim_cli",
+    "board": "hal.board_cli",
 }
 
 
