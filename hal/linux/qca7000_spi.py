@@ -84,76 +84,51 @@ def frame_for_tx(frame: bytes) -> bytes:
 
 
 class QcaFrameDecoder:
-    """Byte-wise decoder of the SPI read buffer (the kernel's qcafrm_fsm_decode, re-implemented)."""
+    """Decoder of the SPI read buffer: the checks of the kernel's qcafrm_fsm_decode, done on slices.
+
+    Per frame: 4-byte hardware length whose first two bytes are 0, SOF AA AA AA AA, FL (u16 LE,
+    60..1522), 2 reserved bytes, the frame, EOF 55 55. On a violation the decoder drops one byte and
+    hunts for the next frame start; `errors` counts lost frames (not the bytes skipped while hunting).
+    Bytes of an incomplete frame wait for the next `feed`.
+    """
+
+    HEADER = 4 + 4 + 2 + 2
 
     def __init__(self) -> None:
         self.errors = 0
         self._hunting = False
-        self._reset()
-
-    def _reset(self) -> None:
-        self._stage = "hwlen"
-        self._count = 0
-        self._length = 0
-        self._frame = bytearray()
+        self._buffer = bytearray()
 
     def feed(self, data: bytes) -> list[bytes]:
+        buf = self._buffer
+        buf += data
         frames: list[bytes] = []
-        for byte in data:
-            frame = self._byte(byte)
-            if frame is not None:
-                frames.append(frame)
+        pos = 0
+        while len(buf) - pos >= self.HEADER:
+            if buf[pos] or buf[pos + 1] or buf[pos + 4:pos + 8] != b"\xaa\xaa\xaa\xaa":
+                pos = self._skip(pos)
+                continue
+            length = buf[pos + 8] | (buf[pos + 9] << 8)
+            if not FRAME_MIN_LEN <= length <= FRAME_MAX_LEN:
+                pos = self._skip(pos)
+                continue
+            end = pos + self.HEADER + length
+            if len(buf) < end + 2:
+                break  # the rest of this frame comes with the next read
+            if buf[end:end + 2] != b"\x55\x55":
+                pos = self._skip(pos)
+                continue
+            frames.append(bytes(buf[pos + self.HEADER:end]))
+            self._hunting = False
+            pos = end + 2
+        del buf[:pos]
         return frames
 
-    def _fail(self) -> None:
-        if not self._hunting:  # count a lost frame once, not every byte skipped while resyncing
+    def _skip(self, pos: int) -> int:
+        if not self._hunting:
             self.errors += 1
-        self._hunting = True
-        self._reset()
-
-    def _byte(self, b: int) -> bytes | None:
-        stage = self._stage
-        if stage == "hwlen":
-            if self._count < 2 and b != 0:
-                self._fail()  # a frame never exceeds 64 KiB: the first two length bytes are zero
-                return None
-            self._count += 1
-            if self._count == 4:
-                self._stage, self._count = "sof", 0
-        elif stage == "sof":
-            if b != 0xAA:
-                self._fail()
-                return None
-            self._count += 1
-            if self._count == 4:
-                self._stage, self._count = "len", 0
-                self._hunting = False
-        elif stage == "len":
-            self._length |= b << (8 * self._count)
-            self._count += 1
-            if self._count == 2:
-                self._stage, self._count = "rsvd", 0
-        elif stage == "rsvd":
-            self._count += 1
-            if self._count == 2:
-                if not FRAME_MIN_LEN <= self._length <= FRAME_MAX_LEN:
-                    self._fail()
-                    return None
-                self._stage, self._count = "frame", 0
-        elif stage == "frame":
-            self._frame.append(b)
-            if len(self._frame) == self._length:
-                self._stage = "eof"
-        elif stage == "eof":
-            if b != 0x55:
-                self._fail()
-                return None
-            self._count += 1
-            if self._count == 2:
-                frame = bytes(self._frame)
-                self._reset()
-                return frame
-        return None
+            self._hunting = True
+        return pos + 1
 
 
 class SyncState(enum.Enum):

@@ -265,3 +265,12 @@ def test_modem_status_and_reset() -> None:
     qca.service(0.0)
     assert modem.status().state is PlcLinkState.UP_NO_PEER
     modem.close()
+
+
+def test_decoder_skips_garbage_before_a_frame_and_counts_it_once() -> None:
+    d = QcaFrameDecoder()
+    assert d.feed(b"\x13\x37" * 50 + spi_frame(eth(4))) == [eth(4)]
+    assert d.errors == 1
+    assert d.feed(spi_frame(eth(5))[:30]) == []  # incomplete: kept for the next read
+    assert d.feed(spi_frame(eth(5))[30:]) == [eth(5)]
+    assert d.errors == 1
