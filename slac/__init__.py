@@ -12,7 +12,9 @@ Wiring to the Control Pilot (hal.cp events; `now` is the same monotonic clock):
 
     EvPlugged with 5 % PWM on, HlcRestarted  ->  cp_b_with_5_percent()   start (or restart) matching
     EvUnplugged                              ->  cp_unplugged()          abort, new NMK [V2G3-M09-17]
-    event Matched                            ->  the data link is up: start SDP / V2G on the interface
+    event Matched                            ->  the EV has our key: start SDP / V2G on the interface
+                                                 (or wait for LinkUp if link_status_interval is set)
+    event LinkFailed                         ->  no AVLN after TT_match_join, or it went down: restart_hlc
     event MatchingFailed                     ->  cp.restart_hlc(now): E/F for T_step_EF, then 5 % again,
                                                  whose HlcRestarted starts matching anew
     event KeyFailed                          ->  the modem did not take the key: reset the modem; the next
@@ -27,6 +29,8 @@ from slac.matcher import (
     KeyConfirmed,
     KeyFailed,
     KeyRequested,
+    LinkFailed,
+    LinkUp,
     Matched,
     MatchingAborted,
     MatchingFailed,
@@ -49,6 +53,8 @@ __all__ = [
     "KeyConfirmed",
     "KeyFailed",
     "KeyRequested",
+    "LinkFailed",
+    "LinkUp",
     "Matched",
     "MatchingAborted",
     "MatchingFailed",

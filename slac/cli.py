@@ -4,9 +4,13 @@ It sets a fresh key and starts matching at once, as if CP had just entered B wit
 step to stderr. With --once it exits after the first match; without, it keeps serving: --hold seconds after
 each match it plays an unplug and a new plug-in (new key, matching again), so EVs can match back to back.
 
-Exit status: 0 matched (--once) or stopped by SIGINT/SIGTERM (without --once); 1 matching failed (modem
-never confirmed the key, C_EV_match_retry x TT_EVSE_SLAC_init without a match, or --once stopped by a
-signal first); 3 --timeout passed; 4 the interface cannot be opened (missing, or no CAP_NET_RAW).
+With --link-check it also asks the modem after the match whether the EV joined the AVLN, and counts the
+match as done only when the link is up.
+
+Exit status: 0 matched (--once; with --link-check: and the link is up) or stopped by SIGINT/SIGTERM
+(without --once); 1 matching failed (modem never confirmed the key, C_EV_match_retry x TT_EVSE_SLAC_init
+without a match, the EV never joined or left the AVLN, or --once stopped by a signal first); 3 --timeout
+passed; 4 the interface cannot be opened (missing, or no CAP_NET_RAW).
 """
 
 from __future__ import annotations
@@ -42,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--evse-id", default="", help="EVSE_ID sent in CM_ATTEN_CHAR.IND (up to 17 bytes)")
     parser.add_argument("--init-timeout", type=float, default=m.SlacConfig().slac_init_timeout,
                         help="TT_EVSE_SLAC_init in seconds (40)")
+    parser.add_argument("--link-check", type=float, default=None, metavar="SECONDS",
+                        help="after the match, ask the modem (VS_LINK_STATUS) this often whether the EV joined; "
+                             "with --once, exit 0 only once the link is up")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="also log dropped frames and the NMK handed to the EV")
 
@@ -50,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s.%(msecs)03d %(name)s: %(message)s", datefmt="%H:%M:%S")
     evse_id = args.evse_id.encode()[:ID_LEN].ljust(ID_LEN, b"\x00")
-    config = m.SlacConfig(evse_id=evse_id, slac_init_timeout=args.init_timeout)
+    config = m.SlacConfig(evse_id=evse_id, slac_init_timeout=args.init_timeout,
+                          link_status_interval=args.link_check)
     return asyncio.run(_serve(args, config))
 
 
@@ -89,6 +97,10 @@ def describe(event: m.Event) -> tuple[int, str]:
             return logging.ERROR, f"matching failed: {event.reason}"
         case m.MatchingAborted():
             return logging.INFO, f"matching aborted: {event.reason}"
+        case m.LinkUp():
+            return logging.INFO, f"LINK UP: {mac_str(event.ev_mac)} joined the AVLN"
+        case m.LinkFailed():
+            return logging.ERROR, f"link failed with {mac_str(event.ev_mac)}: {event.reason}"
         case m.FrameDropped():
             what = mmtype_name(event.mmtype) if event.mmtype is not None else "frame"
             return logging.DEBUG, f"dropped {what} from {mac_str(event.src)}: {event.reason}"
@@ -112,13 +124,15 @@ async def _serve(args: argparse.Namespace, config: m.SlacConfig) -> int:
     def on_event(event: m.Event) -> None:
         level, text = describe(event)
         log.log(level, "%s", text)
+        done_at = m.LinkUp if args.link_check is not None else m.Matched
         if isinstance(event, m.Matched):
             log.debug("NMK handed to the EV: %s", event.nmk.hex())
+        if isinstance(event, done_at):
             if args.once:
                 finish(EXIT_MATCHED)
             else:
                 loop.call_later(args.hold, replug)
-        elif isinstance(event, m.KeyFailed | m.MatchingFailed):
+        elif isinstance(event, m.KeyFailed | m.MatchingFailed) or (args.once and isinstance(event, m.LinkFailed)):
             finish(EXIT_FAILED)
 
     try:

@@ -28,11 +28,14 @@ from construct import (  # type: ignore[import-untyped]
 
 ETH_P_HPAV = 0x88E1
 MMV_HOMEPLUG_AV_1_1 = 0x01
+MMV_VENDOR = 0x00  # Qualcomm vendor-specific MMEs: no FMI, the OUI first in the payload
+QUALCOMM_OUI = bytes.fromhex("00B052")
 BROADCAST = b"\xff" * 6
 # Frames to this address are consumed by the host's own modem (Qualcomm "local management" address).
 LOCAL_MODEM = bytes.fromhex("00B052000001")
 MIN_FRAME_LEN = 60  # Ethernet minimum without FCS
 HEADER_LEN = 19  # dst 6, src 6, ethertype 2, MMV 1, MMTYPE 2, FMI 2
+VENDOR_HEADER_LEN = 17  # the same without FMI
 MAX_GROUPS = 58  # attenuation groups of HomePlug Green PHY
 ID_LEN = 17  # PEV_ID, EVSE_ID, SenderID: a VIN-sized field
 RUN_ID_LEN = 8
@@ -51,6 +54,8 @@ CM_VALIDATE_CNF = 0x6079
 CM_SLAC_MATCH_REQ = 0x607C
 CM_SLAC_MATCH_CNF = 0x607D
 CM_ATTEN_PROFILE_IND = 0x6086
+VS_LINK_STATUS_REQ = 0xA0B8  # Qualcomm: is this modem in an AVLN with another station?
+VS_LINK_STATUS_CNF = 0xA0B9
 
 MMTYPE_NAMES: dict[int, str] = {
     CM_SET_KEY_REQ: "CM_SET_KEY.REQ",
@@ -66,6 +71,8 @@ MMTYPE_NAMES: dict[int, str] = {
     CM_SLAC_MATCH_REQ: "CM_SLAC_MATCH.REQ",
     CM_SLAC_MATCH_CNF: "CM_SLAC_MATCH.CNF",
     CM_ATTEN_PROFILE_IND: "CM_ATTEN_PROFILE.IND",
+    VS_LINK_STATUS_REQ: "VS_LINK_STATUS.REQ",
+    VS_LINK_STATUS_CNF: "VS_LINK_STATUS.CNF",
 }
 
 
@@ -95,33 +102,37 @@ _Header = Struct(
 
 @dataclass(frozen=True, slots=True)
 class Frame:
-    """An Ethernet frame carrying one HomePlug AV 1.1 MME; `payload` starts after the FMI."""
+    """An Ethernet frame carrying one MME; `payload` starts after the FMI (MMV 1) or the MMTYPE (MMV 0)."""
 
     dst: bytes
     src: bytes
     mmtype: int
     payload: bytes
+    mmv: int = MMV_HOMEPLUG_AV_1_1
 
 
 def parse_frame(data: bytes) -> Frame:
-    """Split a received frame into addresses, MMTYPE and payload; MalformedFrame if it is no AV 1.1 MME."""
+    """Split a received frame into addresses, MMTYPE and payload; MalformedFrame if it is no MME we read."""
     if len(data) < HEADER_LEN:
         raise MalformedFrame(f"frame of {len(data)} bytes is shorter than the {HEADER_LEN}-byte MME header")
     header = _parse(_Header, data, 0)
     if header["ethertype"] != ETH_P_HPAV.to_bytes(2, "big"):
         raise MalformedFrame(f"ethertype 0x{header['ethertype'].hex()} is not HomePlug AV")
+    addresses = _b(header["dst"]), _b(header["src"])
+    if header["mmv"] == MMV_VENDOR:
+        return Frame(*addresses, _i(header["mmtype"]), bytes(data[VENDOR_HEADER_LEN:]), MMV_VENDOR)
     if header["mmv"] != MMV_HOMEPLUG_AV_1_1:
-        # MMV 0 is Qualcomm's vendor format (no FMI, OUI instead); nothing of SLAC uses it.
-        raise MalformedFrame(f"MMV {header['mmv']} is not HomePlug AV 1.1")
-    return Frame(_b(header["dst"]), _b(header["src"]), _i(header["mmtype"]), bytes(data[HEADER_LEN:]))
+        raise MalformedFrame(f"MMV {header['mmv']} is neither HomePlug AV 1.1 nor vendor-specific")
+    return Frame(*addresses, _i(header["mmtype"]), bytes(data[HEADER_LEN:]))
 
 
-def build_frame(dst: bytes, src: bytes, mmtype: int, payload: bytes) -> bytes:
+def build_frame(dst: bytes, src: bytes, mmtype: int, payload: bytes, mmv: int = MMV_HOMEPLUG_AV_1_1) -> bytes:
     """An MME frame, zero-padded to the Ethernet minimum."""
-    frame: bytes = _build(_Header,
-        {"dst": dst, "src": src, "ethertype": ETH_P_HPAV.to_bytes(2, "big"), "mmv": MMV_HOMEPLUG_AV_1_1,
+    header: bytes = _build(_Header,
+        {"dst": dst, "src": src, "ethertype": ETH_P_HPAV.to_bytes(2, "big"), "mmv": mmv,
          "mmtype": mmtype, "fmi": b"\x00\x00"}
-    ) + payload
+    )
+    frame = (header if mmv == MMV_HOMEPLUG_AV_1_1 else header[:VENDOR_HEADER_LEN]) + payload
     return frame.ljust(MIN_FRAME_LEN, b"\x00")
 
 
@@ -655,33 +666,76 @@ class SlacMatchCnf:
                    application_type=_i(f["application_type"]), security_type=_i(f["security_type"]))
 
 
+_LinkStatus = Struct("oui" / Bytes(3), "mstatus" / Int8ub, "link_status" / Int8ub)
+
+
+@dataclass(frozen=True, slots=True)
+class LinkStatusReq:
+    """VS_LINK_STATUS.REQ (Qualcomm, MMV 0) to the local modem: is it in an AVLN with another station?"""
+
+    MMTYPE: ClassVar[int] = VS_LINK_STATUS_REQ
+    MMV: ClassVar[int] = MMV_VENDOR
+
+    def payload(self) -> bytes:
+        return QUALCOMM_OUI
+
+    @classmethod
+    def parse(cls, payload: bytes) -> LinkStatusReq:
+        if payload[:3] != QUALCOMM_OUI:
+            raise MalformedFrame(f"{mmtype_name(cls.MMTYPE)}: OUI {payload[:3].hex()} is not Qualcomm's")
+        return cls()
+
+
+@dataclass(frozen=True, slots=True)
+class LinkStatusCnf:
+    """VS_LINK_STATUS.CNF: `link_status` 1 = the AVLN with the EV's modem is up (mstatus 0 = answered)."""
+
+    MMTYPE: ClassVar[int] = VS_LINK_STATUS_CNF
+    MMV: ClassVar[int] = MMV_VENDOR
+    link_status: int
+    mstatus: int = 0
+
+    def payload(self) -> bytes:
+        return _build(_LinkStatus, {"oui": QUALCOMM_OUI, "mstatus": self.mstatus, "link_status": self.link_status})
+
+    @classmethod
+    def parse(cls, payload: bytes) -> LinkStatusCnf:
+        f = _parse(_LinkStatus, payload, cls.MMTYPE)
+        if f["oui"] != QUALCOMM_OUI:
+            raise MalformedFrame(f"{mmtype_name(cls.MMTYPE)}: OUI {f['oui'].hex()} is not Qualcomm's")
+        return cls(link_status=_i(f["link_status"]), mstatus=_i(f["mstatus"]))
+
+
 AnyMessage = (
     SetKeyReq | SetKeyCnf | SlacParmReq | SlacParmCnf | StartAttenCharInd | MnbcSoundInd | AttenProfileInd
     | AttenCharInd | AttenCharRsp | ValidateReq | ValidateCnf | SlacMatchReq | SlacMatchCnf
+    | LinkStatusReq | LinkStatusCnf
 )
 
-MESSAGE_TYPES: dict[int, type[AnyMessage]] = {
-    cls.MMTYPE: cls
+# (MMV, MMTYPE) -> message class
+MESSAGE_TYPES: dict[tuple[int, int], type[AnyMessage]] = {
+    (getattr(cls, "MMV", MMV_HOMEPLUG_AV_1_1), cls.MMTYPE): cls
     for cls in (SetKeyReq, SetKeyCnf, SlacParmReq, SlacParmCnf, StartAttenCharInd, MnbcSoundInd,
                 AttenProfileInd, AttenCharInd, AttenCharRsp, ValidateReq, ValidateCnf, SlacMatchReq,
-                SlacMatchCnf)
+                SlacMatchCnf, LinkStatusReq, LinkStatusCnf)
 }
 
 
 def decode(frame: Frame) -> AnyMessage | None:
-    """The message in `frame`, None for an MMTYPE SLAC does not use; MalformedFrame if it cannot be read."""
-    cls = MESSAGE_TYPES.get(frame.mmtype)
+    """The message in `frame`, None for an MME SLAC does not use; MalformedFrame if it cannot be read."""
+    cls = MESSAGE_TYPES.get((frame.mmv, frame.mmtype))
     if cls is None:
         return None
     return cls.parse(frame.payload)
 
 
 def encode(dst: bytes, src: bytes, message: AnyMessage) -> bytes:
-    return build_frame(dst, src, message.MMTYPE, message.payload())
+    mmv = getattr(message, "MMV", MMV_HOMEPLUG_AV_1_1)
+    return build_frame(dst, src, message.MMTYPE, message.payload(), mmv)
 
 
 # Compile every table at import (about 20 ms), so the first matching does not pay for it between frames.
 for _struct in (_Header, _SetKeyReq, _SetKeyCnf, _SlacParmReq, _SlacParmCnf, _StartAttenCharInd, _MnbcSoundIndHead,
                 _MnbcSoundIndTail, _AttenProfileInd, _AttenCharInd, _AttenCharRsp, _Validate, _SlacMatchReq,
-                _SlacMatchCnf):
+                _SlacMatchCnf, _LinkStatus):
     _compiled(_struct)

@@ -53,6 +53,10 @@ class SlacConfig:
     max_attempts: int = 8  # EVs matched in parallel; bounds memory under a PARM.REQ flood
     # We count no CP toggles, so CM_VALIDATE is answered "not required" (EVerest answers "failure").
     validate_result: int = f.VALIDATE_NOT_REQUIRED
+    # Ask the modem (VS_LINK_STATUS, Qualcomm) every this many seconds after the match whether the EV has
+    # joined our AVLN, and keep asking while matched (EVerest link_status_detection). None: do not ask.
+    link_status_interval: float | None = None
+    link_join_timeout: float = 12.0  # TT_match_join: the EV joins the AVLN after CM_SLAC_MATCH.CNF
 
     def __post_init__(self) -> None:
         if len(self.evse_id) != f.ID_LEN:
@@ -65,6 +69,8 @@ class SlacConfig:
             raise ValueError("every timeout must be positive")
         if min(self.match_retries, self.max_attempts) < 1 or min(self.atten_char_repeats, self.set_key_repeats) < 0:
             raise ValueError("match_retries and max_attempts >= 1, repeats >= 0")
+        if self.link_status_interval is not None and not 0 < self.link_status_interval < self.link_join_timeout:
+            raise ValueError("link_status_interval must be positive and shorter than link_join_timeout")
         if self.validate_result not in range(5):
             raise ValueError("validate_result is a CM_VALIDATE result code 0..4")
 
@@ -176,6 +182,24 @@ class MatchingAborted:
 
 
 @dataclass(frozen=True, slots=True)
+class LinkUp:
+    """Our modem reports the AVLN with the EV up: the data link is ready for SDP and V2G."""
+
+    ev_mac: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class LinkFailed:
+    """The EV did not join within TT_match_join, or the link went down while matched.
+
+    The host decides: usually restart matching through the CP (E/F, then B) or end the session.
+    """
+
+    ev_mac: bytes
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class FrameDropped:
     """A received frame was ignored; `reason` says why."""
 
@@ -187,7 +211,7 @@ class FrameDropped:
 Event = (
     KeyRequested | KeyConfirmed | KeyFailed | MatchingStarted | ParmAnswered | SoundingStarted
     | AttenuationSent | ValidateAnswered | Matched | AttemptFailed | MatchingRetry | MatchingFailed
-    | MatchingAborted | FrameDropped
+    | MatchingAborted | LinkUp | LinkFailed | FrameDropped
 )
 
 # --------------------------------------------------------------------------------------------- states
@@ -307,6 +331,9 @@ class SlacMatcher:
         self._attempts: dict[bytes, _Attempt] = {}  # by RunID
         self._match_cnf = b""  # sent again if the matched EV repeats its REQ
         self._matched_run_id = b""
+        self._link_deadline: float | None = None  # next VS_LINK_STATUS.REQ
+        self._link_join_deadline = 0.0
+        self._link_up = False
         self._out: list[bytes] = []
         self._events: list[Event] = []
 
@@ -378,6 +405,8 @@ class SlacMatcher:
                 self._on_validate_req(src, message, now)
             case f.SlacMatchReq():
                 self._on_match_req(src, message, now)
+            case f.LinkStatusCnf():
+                self._on_link_status(src, message, now)
             case _:
                 self._drop(src, frame.mmtype, "a message the EVSE side does not receive")
 
@@ -388,6 +417,8 @@ class SlacMatcher:
             deadlines.append(self._key_deadline)
         if self._init_deadline is not None:
             deadlines.append(self._init_deadline)
+        if self._link_deadline is not None:
+            deadlines.append(self._link_deadline)
         return min(deadlines, default=None)
 
     def handle_timer(self, now: float) -> None:
@@ -399,6 +430,8 @@ class SlacMatcher:
                 self._attempt_timeout(attempt, now)
         if self._init_deadline is not None and now >= self._init_deadline:
             self._init_timeout(now)
+        if self._link_deadline is not None and now >= self._link_deadline:
+            self._link_timeout(now)
 
     # ----------------------------------------------------------------- host outputs
 
@@ -420,6 +453,7 @@ class SlacMatcher:
     def _new_key(self, now: float) -> None:
         self._attempts.clear()
         self._init_deadline = None
+        self._link_deadline = None
         self.matched_ev = None
         self._match_cnf = b""
         self.nmk = random_nmk(self._random_bytes)
@@ -630,6 +664,39 @@ class SlacMatcher:
                 self._fail(other, f"EVSE matched {f.mac_str(src)}")
         self._attempts.clear()
         self._events.append(Matched(src, msg.run_id, self.nid, self.nmk))
+        if self.config.link_status_interval is not None:
+            self._link_up = False
+            self._link_join_deadline = now + self.config.link_join_timeout
+            self._ask_link_status(now)
+
+    # ----------------------------------------------------------------- link supervision after the match
+
+    def _ask_link_status(self, now: float) -> None:
+        assert self.config.link_status_interval is not None
+        self._send(f.LOCAL_MODEM, f.LinkStatusReq())
+        self._link_deadline = now + self.config.link_status_interval
+
+    def _link_timeout(self, now: float) -> None:
+        if not self._link_up and now >= self._link_join_deadline:
+            self._link_deadline = None
+            self._events.append(LinkFailed(self.matched_ev or b"", "EV did not join the AVLN within TT_match_join"))
+            return
+        self._ask_link_status(now)
+
+    def _on_link_status(self, src: bytes, msg: f.LinkStatusCnf, now: float) -> None:
+        if self._link_deadline is None or src != self.modem_mac:
+            self._drop(src, msg.MMTYPE, "no link status asked of this station")
+            return
+        if msg.mstatus != 0:
+            self._drop(src, msg.MMTYPE, f"modem could not tell (status {msg.mstatus})")
+            return
+        ev = self.matched_ev or b""
+        if msg.link_status == 1 and not self._link_up:
+            self._link_up = True
+            self._events.append(LinkUp(ev))
+        elif msg.link_status != 1 and self._link_up:
+            self._link_deadline = None  # reported once; the host decides what follows
+            self._events.append(LinkFailed(ev, "the AVLN with the EV went down"))
 
     def _attempt_timeout(self, attempt: _Attempt, now: float) -> None:
         if attempt.phase is Phase.WAIT_START_ATTEN:

@@ -12,7 +12,9 @@ modem, and all modems share one segment:
     the EVSE-role QCA firmware does.
   * every other HomePlug MME goes to the host with that destination MAC, or to all hosts if broadcast or
     unknown (SLAC runs before any AVLN exists);
-  * other frames (IPv6) pass only between hosts whose modems hold the same NMK (the AVLN).
+  * other frames (IPv6) pass only between hosts whose modems hold the same NMK (the AVLN);
+  * VS_LINK_STATUS.REQ (Qualcomm, MMV 0) to the local address is answered with link 1 while the modem
+    shares its NMK with another modem.
 
 --log-json writes one JSON line per HomePlug frame a host sent: {"t": CLOCK_MONOTONIC seconds, "port": ...,
 "hex": ...}, which the bench uses to time SLAC on the wire, and {"t", "avln": EV port, "nid"} whenever an EV's
@@ -40,6 +42,8 @@ BROADCAST = b"\xff" * 6
 CM_SET_KEY_REQ = 0x6008
 CM_MNBC_SOUND_IND = 0x6076
 CM_ATTEN_PROFILE_IND = 0x6086
+VS_LINK_STATUS_REQ = 0xA0B8
+QCA_OUI = bytes.fromhex("00b052")
 GROUPS = 58
 
 
@@ -89,6 +93,10 @@ class Segment:
             if dst in (LOCAL_MODEM, port.modem_mac):
                 if frame[14] == 1 and mmtype == CM_SET_KEY_REQ and len(frame) >= 19 + 38:
                     self.set_key(port, frame)
+                elif frame[14] == 0 and mmtype == VS_LINK_STATUS_REQ and frame[17:20] == QCA_OUI:
+                    up = port.nmk is not None and any(p.nmk == port.nmk for p in self.ports if p is not port)
+                    port.to_host(src + port.modem_mac + struct.pack("!HB", ETH_P_HPAV, 0)
+                                 + struct.pack("<H", VS_LINK_STATUS_REQ | 1) + QCA_OUI + bytes([0, 1 if up else 0]))
                 return  # other local MMEs (vendor specific) are not needed for SLAC
             if mmtype == CM_MNBC_SOUND_IND and port.role == "ev":
                 if self.args.sound_loss and self.rng.random() < self.args.sound_loss:

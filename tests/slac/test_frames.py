@@ -115,6 +115,19 @@ def test_pev_frames_parse() -> None:
     assert match == f.SlacMatchReq(pev_mac=EV, evse_mac=EVSE, run_id=RUN)
 
 
+def test_link_status_frames() -> None:
+    """Qualcomm's vendor layout (MMV 0, no FMI, OUI 00:B0:52), as open-plc-utils and EVerest use it."""
+    req = f.encode(f.LOCAL_MODEM, EVSE, f.LinkStatusReq())
+    assert req[:20] == f.LOCAL_MODEM + EVSE + bytes.fromhex("88e100b8a000b052") and len(req) == 60
+    cnf = f.LOCAL_MODEM + EVSE + bytes.fromhex("88e100b9a000b0520001").ljust(46, b"\x00")
+    assert f.decode(f.parse_frame(cnf)) == f.LinkStatusCnf(link_status=1)
+    other_oui = cnf[:17] + b"\x00\x11\x22" + cnf[20:]
+    with pytest.raises(f.MalformedFrame):
+        f.decode(f.parse_frame(other_oui))
+    sw_ver = cnf[:15] + bytes.fromhex("01a0") + cnf[17:]
+    assert f.decode(f.parse_frame(sw_ver)) is None  # a vendor MME SLAC does not use
+
+
 @pytest.mark.peer
 def test_tshark_shows_none_of_our_frames_as_malformed(tmp_path: Path) -> None:
     need(shutil.which("tshark") is not None, "tshark missing (apt-get install tshark)")
@@ -142,9 +155,10 @@ def test_tshark_does_flag_a_broken_frame(tmp_path: Path) -> None:
 
 @settings(max_examples=500, deadline=None)
 @given(st.sampled_from(sorted(f.MESSAGE_TYPES)), st.binary(max_size=300))
-def test_any_payload_decodes_or_is_malformed(mmtype: int, payload: bytes) -> None:
+def test_any_payload_decodes_or_is_malformed(kind: tuple[int, int], payload: bytes) -> None:
     """The compiled tables raise nothing but MalformedFrame, and a decoded message re-encodes to itself."""
-    frame = f.Frame(EVSE, EV, mmtype, payload)
+    mmv, mmtype = kind
+    frame = f.Frame(EVSE, EV, mmtype, payload, mmv)
     try:
         message = f.decode(frame)
     except f.MalformedFrame:

@@ -550,11 +550,11 @@ def test_validate_from_an_ev_not_matching_is_dropped() -> None:
                           st.sampled_from([EVSE, f.BROADCAST]), st.sampled_from([pev.EV_MAC, MODEM, EV2])),
                 max_size=30))
 def test_random_frames_never_raise_and_never_break_a_following_match(
-    junk: list[tuple[int, bytes, bytes, bytes]]
+    junk: list[tuple[tuple[int, int], bytes, bytes, bytes]]
 ) -> None:
     matcher = keyed()
-    for i, (mmtype, payload, dst, src) in enumerate(junk):
-        matcher.receive_frame(f.build_frame(dst, src, mmtype, payload), 0.001 * i)
+    for i, ((mmv, mmtype), payload, dst, src) in enumerate(junk):
+        matcher.receive_frame(f.build_frame(dst, src, mmtype, payload, mmv), 0.001 * i)
         matcher.handle_timer(0.001 * i)
     matcher.frames_to_send()
     # Junk may have started attempts or replaced pev's; a fresh PARM.REQ from pev still matches.
@@ -562,7 +562,54 @@ def test_random_frames_never_raise_and_never_break_a_following_match(
     assert matcher.state is m.State.MATCHED
 
 
+def link_cnf(up: int, src: bytes = MODEM, mstatus: int = 0) -> bytes:
+    return f.encode(EVSE, src, f.LinkStatusCnf(link_status=up, mstatus=mstatus))
+
+
+def test_link_supervision_reports_the_join_and_a_later_loss() -> None:
+    matcher = keyed(link_status_interval=0.1, link_join_timeout=12.0)
+    t = match_pev(matcher)
+    assert [type(msg) for _, msg in sent(matcher)][-2:] == [f.SlacMatchCnf, f.LinkStatusReq]
+    assert matcher.get_timer() == pytest.approx(t + 0.1)
+    matcher.receive_frame(link_cnf(0), t + 0.01)  # not joined yet
+    matcher.handle_timer(t + 0.1)
+    assert [(dst, type(msg)) for dst, msg in sent(matcher)] == [(f.LOCAL_MODEM, f.LinkStatusReq)]
+    matcher.receive_frame(link_cnf(1, src=EV2), t + 0.11)  # not our modem
+    matcher.receive_frame(link_cnf(1, mstatus=1), t + 0.11)  # modem could not tell
+    assert not of(matcher.events(), m.LinkUp)
+    matcher.receive_frame(link_cnf(1), t + 0.12)
+    assert of(matcher.events(), m.LinkUp) == [m.LinkUp(pev.EV_MAC)]
+    matcher.handle_timer(t + 0.2)  # supervision goes on while matched
+    matcher.receive_frame(link_cnf(1), t + 0.21)
+    assert matcher.events() == []
+    matcher.handle_timer(t + 0.3)
+    matcher.receive_frame(link_cnf(0), t + 0.31)
+    [lost] = of(matcher.events(), m.LinkFailed)
+    assert "went down" in lost.reason  # type: ignore[attr-defined]
+    assert matcher.get_timer() is None
+
+
+def test_link_supervision_gives_up_after_tt_match_join() -> None:
+    matcher = keyed(link_status_interval=1.0, link_join_timeout=12.0)
+    t = match_pev(matcher)
+    while (deadline := matcher.get_timer()) is not None and deadline < t + 20:
+        matcher.handle_timer(deadline)
+        matcher.receive_frame(link_cnf(0), deadline + 0.01)
+    [failed] = of(matcher.events(), m.LinkFailed)
+    assert "TT_match_join" in failed.reason  # type: ignore[attr-defined]
+    assert len([1 for _, msg in sent(matcher) if isinstance(msg, f.LinkStatusReq)]) == 12  # t, t+1 .. t+11
+
+
+def test_no_link_status_traffic_unless_configured() -> None:
+    matcher = keyed()
+    match_pev(matcher)
+    assert not [msg for _, msg in sent(matcher) if isinstance(msg, f.LinkStatusReq)]
+    matcher.receive_frame(link_cnf(1), 1.0)
+    assert of(matcher.events(), m.FrameDropped)
+
+
 @pytest.mark.parametrize("bad", [
+    {"link_status_interval": 0.0}, {"link_status_interval": 20.0},
     {"evse_id": b"short"}, {"num_sounds": 0}, {"num_sounds": 256}, {"sounding_time_out": 0},
     {"match_response_timeout": 0.0}, {"match_retries": 0}, {"max_attempts": 0}, {"set_key_repeats": -1},
     {"validate_result": 7},

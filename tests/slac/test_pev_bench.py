@@ -153,7 +153,9 @@ def injected_frames() -> list[bytes]:
         f.encode(evse, rogue, f.AttenCharInd(source_address=rogue, run_id=pev_run, num_sounds=1, aag=(1,) * 58)),
         f.build_frame(evse, rogue, 0x6100, b"\xff" * 30),
         f.build_frame(f.BROADCAST, rogue, 0x60FF, b"\x00" * 30),
-        evse + rogue + b"\x88\xe1\x00\x01\xa0\x00\xb0\x52" + b"\x00" * 40,
+        evse + rogue + b"\x88\xe1\x00\x01\xa0\x00\xb0\x52" + b"\x00" * 40,  # VS_SW_VER.CNF (MMV 0)
+        f.encode(evse, rogue, f.LinkStatusCnf(link_status=1)),  # nobody asked the rogue
+        evse + rogue + b"\x88\xe1\x02\x64\x60" + b"\x00" * 45,  # MMV 2
     ]
 
 
@@ -173,8 +175,23 @@ def test_matches_while_malformed_and_foreign_mmes_are_injected(bench: SlacBench)
     # The junk did reach our SLAC and was dropped for its own reasons.
     for reason in ("attenuation profile not from our modem", "payload too short", "unsupported application",
                    "belongs to 02:00:00:00:e0:01", "unknown RunID", "not a SLAC message",
-                   "does not receive", "is not HomePlug AV 1.1"):
+                   "does not receive", "neither HomePlug AV 1.1", "no link status asked"):
         assert reason in log, reason
+
+
+def test_link_check_sees_pev_join_and_leave_the_avln(bench: SlacBench) -> None:
+    """VS_LINK_STATUS after the match: up once pev wrote our NMK into its modem, down when it restored its own."""
+    secc = bench.start_secc("--once", "--link-check", "0.05", "--timeout", "30")
+    result = bench.run_pev(timeout=20, charge=1)
+    assert result.matched and secc.wait(timeout=35) == 0, secc.text()
+    assert "LINK UP: 02:00:00:00:e0:01 joined the AVLN" in secc.text()
+    secc = bench.start_secc("--link-check", "0.05", "--hold", "60", name="supervising")
+    result = bench.run_pev(timeout=20, charge=1)  # pev holds the AVLN for 1 s, then restores its key
+    assert result.matched, result.output[-2000:]
+    secc.wait_for("the AVLN with the EV went down", timeout=10)
+    secc.stop()
+    log = secc.text()
+    assert log.index("LINK UP") < log.index("went down")
 
 
 def test_once_exits_non_zero_when_nobody_matches(bench: SlacBench) -> None:
