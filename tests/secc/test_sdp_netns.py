@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import need_root
+from tests.conftest import need, need_root
 
 pytestmark = pytest.mark.root
 
@@ -75,10 +75,10 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bench]:
 
 @pytest.fixture
 def secc(bench: Bench, request: pytest.FixtureRequest) -> Iterator[dict[str, object]]:
-    policy = getattr(request, "param", "accept_client_offer")
+    extra = [str(bench.pki / "certs" / "oem_root.pem") if a == "OEM_ROOT" else a for a in getattr(request, "param", [])]
     proc = subprocess.Popen(
         ["ip", "netns", "exec", bench.evse_ns, sys.executable, "-m", "tests.secc.sdp_netns_server",
-         bench.evse_if, str(bench.pki), "--policy", policy],
+         bench.evse_if, str(bench.pki), *extra],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
     )  # fmt: skip
     try:
@@ -120,7 +120,7 @@ def test_tls_request_gets_the_tls_server_and_a_tls13_session(bench: Bench, secc:
     assert answer["reply"] == (bytes.fromhex("01fe800200000007") + b"ack:bye").hex()
 
 
-@pytest.mark.parametrize("secc", ["enforce_tls"], indirect=True)
+@pytest.mark.parametrize("secc", [["--policy", "enforce_tls"]], indirect=True)
 def test_enforce_tls_answers_tls_to_a_no_tls_request(bench: Bench, secc: dict[str, object]) -> None:
     rc, answer = bench.probe("--security", "none")
     assert rc == 0 and (answer["port"], answer["security"]) == (secc["tls_port"], "tls"), answer
@@ -155,3 +155,64 @@ def test_namespaces_are_ours_and_prefixed(bench: Bench) -> None:
     assert bench.ev_ns in names and bench.evse_ns in names
     assert all(n.startswith("secc-sdp-") for n in (bench.ev_ns, bench.evse_ns, bench.ev_if, bench.evse_if))
     assert os.geteuid() == 0
+
+
+JOSEV_PY = REPO / ".peers" / "josev" / "venv" / "bin" / "python"
+
+
+def josev_pki(bench: Bench) -> Path:
+    """Our -20 test PKI laid out the way Josev's get_ssl_context() reads it."""
+    root = bench.pki / "josev"
+    (root / "iso15118_2" / "certs").mkdir(parents=True, exist_ok=True)
+    (root / "iso15118_2" / "private_keys").mkdir(parents=True, exist_ok=True)
+    certs, keys = root / "iso15118_2" / "certs", root / "iso15118_2" / "private_keys"
+    (certs / "v2gRootCACert.pem").write_bytes((bench.pki / "certs" / "v2g_root.pem").read_bytes())
+    (certs / "oemCertChain.pem").write_bytes((bench.pki / "certs" / "oem_chain.pem").read_bytes())
+    (keys / "oemLeaf.key").write_bytes((bench.pki / "private" / "oem_leaf.key").read_bytes())
+    (keys / "oemLeafPassword.txt").write_text("")
+    return root
+
+
+def run_josev(bench: Bench, *args: str) -> tuple[int, dict[str, object]]:
+    need(JOSEV_PY.exists(), "Josev venv missing (make peers)")
+    r = bench.in_ns(bench.ev_ns, str(JOSEV_PY), "-m", "tests.secc.josev_probe", bench.ev_if,
+                    str(josev_pki(bench)) + "/", *args)  # fmt: skip
+    assert r.stdout.strip(), r.stderr[-2000:]
+    return r.returncode, json.loads(r.stdout.strip().splitlines()[-1])
+
+
+SAP_REPLY = (b"ack:" + bytes.fromhex("8000") + b"sap").hex()
+
+
+@pytest.mark.peer
+def test_josev_sdp_and_framing_over_plain_tcp(bench: Bench, secc: dict[str, object]) -> None:
+    rc, out = run_josev(bench)
+    assert rc == 0, out
+    assert (out["sdp_security"], out["port"], out["address"]) == ("NO_TLS", secc["tcp_port"], secc["address"])
+    assert (out["reply_type"], out["reply"]) == (0x8001, SAP_REPLY)  # parsed by Josev from ONE read
+
+
+@pytest.mark.peer
+def test_josev_tls12_client_is_refused_with_protocol_version_alert(bench: Bench, secc: dict[str, object]) -> None:
+    rc, out = run_josev(bench, "--tls")
+    assert rc == 3 and out["sdp_security"] == "TLS", out
+    assert "TLSV1_ALERT_PROTOCOL_VERSION" in str(out["connect_error"])
+
+
+@pytest.mark.peer
+def test_josev_tls13_client_offers_only_p256_and_is_refused(bench: Bench, secc: dict[str, object]) -> None:
+    # Josev --tls13 sends only secp256r1 (peers.md section 6.10): outside the -20 profile.
+    rc, out = run_josev(bench, "--tls", "--tls13")
+    assert rc == 3, out
+    assert "ALERT_HANDSHAKE_FAILURE" in str(out["connect_error"])
+
+
+@pytest.mark.peer
+@pytest.mark.parametrize(
+    "secc", [["--groups", "secp521r1,X448,prime256v1", "--client-root", "OEM_ROOT"]], indirect=True
+)
+def test_josev_tls13_mutual_auth_with_widened_groups(bench: Bench, secc: dict[str, object]) -> None:
+    rc, out = run_josev(bench, "--tls", "--tls13")
+    assert rc == 0, out
+    assert (out["tls_version"], out["cipher"]) == ("TLSv1.3", "TLS_AES_256_GCM_SHA384")
+    assert (out["reply_type"], out["reply"]) == (0x8001, SAP_REPLY)
