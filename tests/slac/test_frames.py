@@ -38,6 +38,7 @@ OURS: dict[str, bytes] = {
     "CM_VALIDATE.CNF": f.encode(EV, EVSE, f.ValidateCnf(signal_type=0, toggle_num=0, result=4)),
     "CM_SLAC_MATCH.CNF": f.encode(EV, EVSE, f.SlacMatchCnf(pev_mac=EV, evse_mac=EVSE, run_id=RUN, nid=NID,
                                                            nmk=NMK, evse_id=EVSE_ID)),
+    "VS_LINK_STATUS.REQ": f.encode(f.LOCAL_MODEM, EVSE, f.LinkStatusReq()),
 }
 
 
@@ -50,16 +51,20 @@ def scapy(frame: bytes):  # type: ignore[no-untyped-def]
 def test_sizes_are_the_spec_sizes() -> None:
     assert {name: len(frame) for name, frame in OURS.items()} == {
         "CM_SET_KEY.REQ": 60, "CM_SLAC_PARM.CNF": 60, "CM_ATTEN_CHAR.IND": 129, "CM_VALIDATE.CNF": 60,
-        "CM_SLAC_MATCH.CNF": 109,
+        "CM_SLAC_MATCH.CNF": 109, "VS_LINK_STATUS.REQ": 60,
     }
 
 
 def test_header_is_homeplug_av_1_1() -> None:
-    for frame in OURS.values():
+    for name, frame in OURS.items():
         pkt = scapy(frame)["HomePlugAV"]
-        assert pkt.version == 1
         assert pkt.HPtype == struct.unpack("<H", frame[15:17])[0]
-        assert frame[17:19] == b"\x00\x00"
+        if name.startswith("VS_"):  # Qualcomm vendor MME: MMV 0, OUI instead of FMI
+            assert pkt.version == 0 and pkt.VendorField[0].OUI == 0x00B052
+            assert scapy_hp.QualcommTypeList[pkt.HPtype] == "VS_PL_LINK_STATUS"
+        else:
+            assert pkt.version == 1
+            assert frame[17:19] == b"\x00\x00"
 
 
 def test_set_key_req_in_scapy() -> None:
@@ -138,7 +143,8 @@ def test_tshark_shows_none_of_our_frames_as_malformed(tmp_path: Path) -> None:
     assert len(frames) == len(OURS)
     assert problems(out) == [], out
     # The dissector read the SLAC fields, not just the header.
-    for needle in ("homeplug", "CM_SLAC_PARM", "CM_ATTEN_CHAR", "CM_SLAC_MATCH", "CM_SET_KEY"):
+    for needle in ("homeplug", "CM_SLAC_PARM", "CM_ATTEN_CHAR", "CM_SLAC_MATCH", "CM_SET_KEY",
+                   "Result: Not required (0x04)", "LINK_STATUS.REQ (0xa0b8)", "OUI: Qualcomm"):
         assert needle.lower() in out.lower(), needle
     assert f"Network Membership Key (NMK): {NMK.hex()}" in out
     assert "Run ID: 02:00:00:00:e0:01:00:01" in out
