@@ -383,7 +383,12 @@ def open_plc_modem(config: Mapping[str, Any]) -> Qca7000SpiModem:
 
     spidev = import_hardware_library("spidev")
     spi = spidev.SpiDev()
-    spi.open_path(str(config.get("spi_device", "/dev/spidev0.0")))
+    path = str(config.get("spi_device", "/dev/spidev0.0"))
+    if hasattr(spi, "open_path"):  # spidev >= 3.8: also follows udev symlinks
+        spi.open_path(path)
+    else:
+        bus, _, device = path.rpartition("spidev")[2].partition(".")
+        spi.open(int(bus), int(device))
     spi.mode = 3
     spi.bits_per_word = 8
     spi.max_speed_hz = int(config.get("spi_hz", 8_000_000))

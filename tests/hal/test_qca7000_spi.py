@@ -274,3 +274,49 @@ def test_decoder_skips_garbage_before_a_frame_and_counts_it_once() -> None:
     assert d.feed(spi_frame(eth(5))[:30]) == []  # incomplete: kept for the next read
     assert d.feed(spi_frame(eth(5))[30:]) == [eth(5)]
     assert d.errors == 1
+
+
+@pytest.mark.parametrize("with_open_path", [True, False])
+def test_open_plc_modem_from_config(gpiod: types.ModuleType, monkeypatch: pytest.MonkeyPatch,
+                                    with_open_path: bool) -> None:
+    import sys
+
+    from hal.linux import qca7000_spi
+    from hal.registry import open_device
+
+    chip = FakeQca7000(irq=lambda level: fake_gpiod.chip().drive(23, level))
+    opened: list[object] = []
+
+    class SpiDev:
+        def __init__(self) -> None:
+            self.mode = 0
+            self.max_speed_hz = 0
+            self.bits_per_word = 0
+
+        def open(self, bus: int, device: int) -> None:
+            opened.append((bus, device))
+
+        def xfer2(self, data: list[int]) -> list[int]:
+            return chip.xfer2(data)
+
+        def close(self) -> None:
+            pass
+
+    if with_open_path:
+        SpiDev.open_path = lambda self, path: opened.append(path)  # type: ignore[attr-defined]
+    spidev = types.ModuleType("spidev")
+    spidev.SpiDev = SpiDev  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "spidev", spidev)
+    tap, peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    monkeypatch.setattr(qca7000_spi, "open_tap", lambda name: os.dup(tap.fileno()))
+    modem = open_device("plc", {"backend": "qca7000-spidev", "spi_device": "/dev/spidev1.0", "tap": "plc7",
+                                "irq_gpio": {"line": 23}, "reset_gpio": {"line": 24}})
+    try:
+        assert opened == (["/dev/spidev1.0"] if with_open_path else [(1, 0)])
+        assert modem.interface_name == "plc7"
+        spi = modem.qca.spi
+        assert spi.mode == 3 and spi.max_speed_hz == 8_000_000 and spi.bits_per_word == 8
+    finally:
+        modem.close()
+        tap.close()
+        peer.close()
