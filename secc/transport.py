@@ -364,7 +364,12 @@ class _TlsServerSession(asyncio.Protocol, asyncio.Transport):
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self._closing or self._raw is None or self._raw.is_closing():
             return
-        self._ssl.write(data)  # one SSL_write: one record for anything up to 16 KiB
+        try:
+            self._ssl.write(data)  # one SSL_write: one record for anything up to 16 KiB
+        except (ssl.SSLError, OSError) as exc:  # the TLS state is broken: nothing sensible can follow
+            log.info("TLS write failed: %s", exc)
+            self.abort()
+            return
         self._flush()  # one TCP write
 
     def close(self) -> None:
