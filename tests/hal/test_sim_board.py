@@ -245,3 +245,23 @@ def test_plc_modem_key_and_faults() -> None:
 def test_time_only_moves_forward() -> None:
     with pytest.raises(ValueError):
         SimBoard().advance(-1.0)
+
+
+def test_sim_devices_satisfy_the_protocols() -> None:
+    from hal.interfaces import Contactors, ControlPilot, IsolationMonitor, Meter, PlcModem, PowerStage
+
+    b = SimBoard().board()
+    for device, protocol in ((b.control_pilot, ControlPilot), (b.contactors, Contactors),
+                             (b.isolation_monitor, IsolationMonitor), (b.power_stage, PowerStage),
+                             (b.meter, Meter), (b.plc_modem, PlcModem)):
+        assert isinstance(device, protocol)
+
+
+def test_importing_hal_and_opening_the_sim_board_loads_no_hardware_library() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, hal; hal.open_board('sim'); import hal.sim_cli, hal.board_cli; "
+            "print([m for m in ('gpiod', 'spidev', 'smbus2', 'serial') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
