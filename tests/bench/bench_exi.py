@@ -55,7 +55,7 @@ def time_ours(call: Callable[[], object]) -> float:
     """Median per-call µs over batches of OUR_BATCH calls, for about OUR_SECONDS after one warm-up batch."""
     for _ in range(OUR_BATCH):
         call()
-    means = []
+    means: list[float] = []
     clock = time.perf_counter_ns
     stop = time.monotonic() + OUR_SECONDS
     while time.monotonic() < stop or len(means) < 5:
