@@ -37,7 +37,9 @@ Events (frozen dataclasses, all carry `now`), consumed by slac/ and the session:
     ChargeRequested(ventilation)        B -> C/D (the EV closed S2; "StateC")
     ChargeStopped                       C/D -> B (the EV opened S2; "StateB")
     PowerPermitted                      power may now flow (all rules agree)
-    PowerOffRequired(reason, deadline)  power must be off by `deadline` (absolute, seconds)
+    PowerOffRequired(reason, deadline)  switch power off now; contactors open by `deadline` at the latest
+                                        (absolute seconds: last C sample + 100 ms for "left-c", else
+                                        now + 100 ms, time for the current to ramp down first)
     CpFault(kind) / CpFaultCleared(kind)
                                         CpFaultKind: DIODE, SHORT_TO_PE (measured E), UNEXPECTED_F,
                                         INVALID_LEVEL, VENTILATION_UNAVAILABLE, MEASUREMENT_TIMEOUT
@@ -582,7 +584,9 @@ class ControlPilotMachine:
         if self._pwm_off_deadline is not None and self._state not in _CHARGING_STATES:
             self._pwm_off_deadline = None
         reason = ""
-        deadline = now
+        # Power is cut at once; the deadline is when the contactors must be open at the latest, giving
+        # the stage the same 100 ms to ramp the current down that the C->B rule gives.
+        deadline = now + cfg.power_off_after_c_to_b_s
         if self._faults:
             reason = "cp-fault:" + ",".join(sorted(f.value for f in self._faults))
         elif self._sequence in (_Sequence.EF_PULSE, _Sequence.EF_X1):

@@ -325,3 +325,15 @@ def test_board_close_puts_everything_in_the_safe_state() -> None:
     rig.sim.board().close()
     assert not rig.sim.power_stage.enabled and not rig.sim.contactors.commanded_closed
     assert rig.sim.control_pilot.output.mode is CpMode.F
+
+
+def test_ef_pulse_under_load_ramps_down_before_opening() -> None:
+    rig = Rig()
+    rig.charge(200.0)
+    t0 = rig.now
+    rig.sup.cp.restart_hlc(t0)
+    events = rig.run(0.2)
+    opened = [e for e in of(events, ContactorsOpened) if isinstance(e, ContactorsOpened)]
+    assert opened and not opened[0].forced and opened[0].now - t0 <= 0.100
+    assert rig.sim.contactors.opened_under_load_a == []
+    assert rig.sim.control_pilot.output.mode is CpMode.F
