@@ -32,7 +32,6 @@ VENV = PEER_DIR / "venv"
 VENV_PYTHON = VENV / "bin" / "python"
 STAMP = PEER_DIR / "installed"
 SERVER = Path(__file__).with_name("josev_exi_server.py")
-SERVER_LOG = PEER_DIR / "exi_server.log"
 
 REQUIREMENTS = ("iso15118==0.31.2", "aiofile>=3.8,<4")
 STAMP_TEXT = " ".join(REQUIREMENTS) + f" python{sys.version_info[0]}.{sys.version_info[1]}\n"
@@ -162,7 +161,9 @@ class JosevExi:
         self.timeout = timeout
         self.last_call_ns = 0
         self._buffer = b""
-        self._log = open(SERVER_LOG, "wb")  # noqa: SIM115 - lives as long as the server process
+        # One log per client process: test sessions of several checkouts may run at once.
+        self.log_path = PEER_DIR / f"exi_server.{os.getpid()}.{id(self):x}.log"
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - lives as long as the server process
         # cwd is the peer dir: Josev reads ./.env, which must not be one of ours.
         self._proc = subprocess.Popen(
             [str(VENV_PYTHON), str(SERVER)], cwd=PEER_DIR, env=env,
@@ -190,7 +191,7 @@ class JosevExi:
         while b"\n" not in self._buffer:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise JosevError(f"Josev EXI server silent for {self.timeout} s (log: {SERVER_LOG})")
+                raise JosevError(f"Josev EXI server silent for {self.timeout} s (log: {self.log_path})")
             ready, _, _ = select.select([fd], [], [], left)
             if ready:
                 chunk = os.read(fd, 1 << 16)
@@ -203,7 +204,7 @@ class JosevExi:
 
     def _log_tail(self) -> str:
         try:
-            return " | ".join(SERVER_LOG.read_text(errors="replace").strip().splitlines()[-5:])
+            return " | ".join(self.log_path.read_text(errors="replace").strip().splitlines()[-5:])
         except OSError:
             return "(no log)"
 
@@ -253,3 +254,5 @@ class JosevExi:
         if self._proc.stdout is not None:
             self._proc.stdout.close()
         self._log.close()
+        if self._proc.returncode == 0:  # keep the log of a server that failed
+            self.log_path.unlink(missing_ok=True)
