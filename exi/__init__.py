@@ -15,6 +15,7 @@ exi/generated is missing or stale.
 from __future__ import annotations
 
 import importlib
+import os
 from typing import TYPE_CHECKING, Any
 
 from .errors import ExiDecodeError, ExiEncodeError, ExiError, ExiSchemaError, ExiValidationError
@@ -24,17 +25,43 @@ if TYPE_CHECKING:
     from .codec import decode, decode_fragment, encode, encode_fragment, grammar, resolve, schema_names
     from .xml import from_xml, to_json, to_xml
 
-backend = "python"
+    backend: str  # "c" or "python": which codec exi.decode/encode/... are (chosen on first use)
+
+_BACKEND_NAMES = ("decode", "decode_fragment", "encode", "encode_fragment")
+
+
+def _select_backend() -> str:
+    """The C accelerator when it is built, else the pure-Python codec; SECC_EXI_BACKEND=python|c forces one."""
+    wanted = os.environ.get("SECC_EXI_BACKEND", "").strip().lower()
+    if wanted not in ("", "python", "c"):
+        raise ImportError(f"SECC_EXI_BACKEND={wanted!r}: use 'python' or 'c', or leave it unset (automatic)")
+    if wanted == "python":
+        return "python"
+    try:
+        from . import _speedups  # noqa: F401
+    except ImportError as e:
+        if wanted == "c":
+            raise ImportError(f"SECC_EXI_BACKEND=c but the EXI C accelerator exi._speedups is not built ({e}); "
+                              "install a C compiler and reinstall (pip install -e .), or use "
+                              "SECC_EXI_BACKEND=python") from e
+        return "python"
+    return "c"
+
 
 _LAZY = {
-    "decode": "codec", "decode_fragment": "codec", "encode": "codec", "encode_fragment": "codec",
     "grammar": "codec", "resolve": "codec", "schema_names": "codec",
     "from_xml": "xml", "to_json": "xml", "to_xml": "xml",
 }
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
+    if name == "backend":
+        globals()["backend"] = value = _select_backend()
+        return value
+    if name in _BACKEND_NAMES:
+        module: str | None = "_c" if __getattr__("backend") == "c" else "codec"
+    else:
+        module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'exi' has no attribute {name!r}")
     value = getattr(importlib.import_module(f"exi.{module}"), name)
