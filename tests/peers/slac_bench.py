@@ -13,6 +13,7 @@ run inside a namespace (AF_PACKET, stdlib only).
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
 import re
@@ -52,6 +53,17 @@ def _ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
 
 
+def _sysctl(ns: str, setting: str) -> None:
+    subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw", setting], capture_output=True, timeout=10)
+
+
+def link_local(mac: str) -> str:
+    """The EUI-64 IPv6 link-local address of `mac`."""
+    b = bytes.fromhex(mac.replace(":", ""))
+    eui = bytes([b[0] ^ 0x02]) + b[1:3] + b"\xff\xfe" + b[3:]
+    return str(ipaddress.IPv6Address(b"\xfe\x80" + b"\x00" * 6 + eui))
+
+
 @dataclass
 class PevResult:
     matched: bool
@@ -88,8 +100,16 @@ class SlacBench:
         _ip("link", "add", ifname, "netns", ns, "address", mac, "type", "veth",
             "peer", "name", f"p-{ifname}", "netns", self.ns("plc"))
         _ip("-n", ns, "link", "set", "lo", "up")
+        # IPv6 link-local at once (no DAD wait); the modem side carries frames but has no address of its own
+        _sysctl(ns, f"net.ipv6.conf.{ifname}.accept_dad=0")
+        _sysctl(self.ns("plc"), f"net.ipv6.conf.p-{ifname}.disable_ipv6=1")
         _ip("-n", ns, "link", "set", ifname, "up")
         _ip("-n", self.ns("plc"), "link", "set", f"p-{ifname}", "promisc", "on", "up")
+        if shutil.which("ethtool"):
+            # veth leaves checksums to "hardware"; frames the modem re-injects would then arrive with bad
+            # UDP/TCP checksums. A real qcaspi netdev checksums in software.
+            subprocess.run(["ip", "netns", "exec", ns, "ethtool", "-K", ifname, "tx", "off"], capture_output=True,
+                           timeout=10)
 
     def up(self) -> SlacBench:
         try:
@@ -190,6 +210,17 @@ class SlacBench:
         return self.popen("rogue", [sys.executable, "-m", "tests.peers.slac_bench", "inject", "rogue0",
                                     f"--interval={interval}", f"--duration={duration}",
                                     *[frame.hex() for frame in frames]])
+
+    def udp_echo_server(self, port: int = 47000) -> subprocess.Popen[bytes]:
+        """A UDP echo on [::]:port in the EVSE namespace (stands in for the charger's IP side)."""
+        return self.popen("evse", [sys.executable, "-m", "tests.peers.slac_bench", "echo", str(port)])
+
+    def udp_reaches_evse(self, ev: int = 0, port: int = 47000, timeout: float = 0.3) -> bool:
+        """Whether a UDP datagram from EV `ev` to the EVSE's link-local address comes back."""
+        target = f"{link_local(EVSE_MAC)}%ev{ev}"
+        proc = self.popen(f"ev{ev}", [sys.executable, "-m", "tests.peers.slac_bench", "probe", target, str(port),
+                                      str(timeout)])
+        return proc.wait(timeout=timeout + 10) == 0
 
     def modem_frames(self) -> list[dict[str, object]]:
         """Every HomePlug frame a host sent onto the segment, with CLOCK_MONOTONIC times."""
@@ -315,8 +346,32 @@ def _inject(argv: list[str]) -> int:
     return 0
 
 
+def _echo(port: int) -> int:
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    sock.bind(("::", port))
+    while True:
+        data, addr = sock.recvfrom(2048)
+        sock.sendto(data, addr)
+
+
+def _probe(target: str, port: int, timeout: float) -> int:
+    address, _, scope = target.partition("%")
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    sock.settimeout(timeout)
+    sock.sendto(b"secc-slac-probe", (address, port, 0, socket.if_nametoindex(scope)))
+    try:
+        return 0 if sock.recv(2048) == b"secc-slac-probe" else 1
+    except TimeoutError:
+        return 1
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["inject"]:
         sys.exit(_inject(sys.argv[2:]))
-    print("usage: python -m tests.peers.slac_bench inject IFACE HEX... [--interval S] [--duration S]")
+    if sys.argv[1:2] == ["echo"]:
+        sys.exit(_echo(int(sys.argv[2])))
+    if sys.argv[1:2] == ["probe"]:
+        sys.exit(_probe(sys.argv[2], int(sys.argv[3]), float(sys.argv[4])))
+    print("usage: python -m tests.peers.slac_bench inject IFACE HEX... [--interval S] [--duration S]\n"
+          "       python -m tests.peers.slac_bench echo PORT | probe ADDR%IFACE PORT TIMEOUT")
     sys.exit(2)

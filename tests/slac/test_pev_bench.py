@@ -194,6 +194,19 @@ def test_link_check_sees_pev_join_and_leave_the_avln(bench: SlacBench) -> None:
     assert log.index("LINK UP") < log.index("went down")
 
 
+def test_ipv6_reaches_the_charger_only_after_the_match(bench: SlacBench) -> None:
+    """What SLAC is for: the EV's IP traffic (SDP next) crosses the powerline once it holds our NMK."""
+    bench.udp_echo_server()
+    time.sleep(0.3)
+    assert not bench.udp_reaches_evse()  # no AVLN yet: the modems keep IP off the powerline
+    secc = bench.start_secc("--once", "--timeout", "30")
+    pev = bench.start_pev(charge=3)  # pev keeps our key in its modem for 3 s after the match
+    assert secc.wait(timeout=35) == 0, secc.text()
+    # pev writes our NMK into its modem right after the CNF; the AVLN lets the datagram through
+    assert any(bench.udp_reaches_evse() for _ in range(5))
+    pev.communicate(timeout=20)
+
+
 def test_once_exits_non_zero_when_nobody_matches(bench: SlacBench) -> None:
     started = time.monotonic()
     secc = bench.start_secc("--once", "--timeout", "1")
