@@ -4,6 +4,7 @@ Layers, top to bottom:
 
     hal.supervisor.ChargePortSupervisor   the one path that switches DC power and contactors; enforces the
                                           CP, contactor and isolation rules on every tick(now)
+    hal.cablecheck.CableCheck             IEC 61851-23 CableCheck over the supervisor, sans-IO
     hal.cp.ControlPilotMachine            IEC 61851-1 CP state machine, sans-IO (events: hal.cp docstring)
     hal.contactors.ContactorMonitor       welding / failed-to-close detection from mirror contacts, sans-IO
     hal.interfaces                        typing.Protocol per device: ControlPilot, Contactors,
