@@ -21,6 +21,8 @@ SUBCOMMANDS: dict[str, str] = {
     "slac": "slac.cli",
     "sim": "hal.sim_cli",
     "board": "hal.board_cli",
+    "config": "secc.config_cli",
+    "status": "secc.status",
 }
 
 

@@ -1,0 +1,594 @@
+"""The daemon's TOML configuration (`secc run --config FILE`, default /etc/secc/secc.toml).
+
+`load_config` reads and validates the whole file before anything is opened, and raises `ConfigError` whose
+message names the key and the reason ("connector[0].plc_interface: unknown network interface 'plc9'").
+Unknown keys are errors too: a typo must not silently fall back to a default on a 1000 V charger.
+
+Host checks (network interfaces exist, certificates and keys readable and PEM, /dev and /sys paths exist)
+run by default; `host_checks=False` validates a file meant for another machine. Every option is documented
+in docs/config.md; systemd/secc.toml.example is a complete example.
+
+Sign convention as in secc.session: schedule power > 0 charges the EV, < 0 discharges it; discharge limits
+are magnitudes (>= 0) and `negative_discharge_limits` only changes how they are written on the wire.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+DEFAULT_CONFIG_PATH: Final = Path("/etc/secc/secc.toml")
+DEFAULT_STATUS_SOCKET: Final = Path("/run/secc/status.sock")
+DEFAULT_TRACE_DIRECTORY: Final = Path("/var/log/secc/traces")
+SYS_CLASS_NET: Final = Path("/sys/class/net")
+DEFAULT_MAX_FILE_BYTES: Final = 16 * 1024 * 1024
+DEFAULT_MAX_TOTAL_BYTES: Final = 256 * 1024 * 1024
+
+LOG_LEVELS: Final = ("debug", "info", "warning", "error")
+LOG_FORMATS: Final = ("auto", "journal", "console", "json")
+SERVICES: Final = {"DC": 2, "DC_BPT": 6}  # -20 energy transfer service IDs (ISO 15118-20 Table 204)
+IFNAMSIZ: Final = 16  # kernel limit including the NUL
+
+
+class ConfigError(ValueError):
+    """A configuration that must not be run. `key` is the dotted key, `reason` says what is wrong."""
+
+    def __init__(self, key: str, reason: str, source: str = "") -> None:
+        self.key = key
+        self.reason = reason
+        self.source = source
+        where = f"{source}: " if source else ""
+        super().__init__(f"{where}{key}: {reason}" if key else f"{where}{reason}")
+
+
+class TlsMode(enum.Enum):
+    """What SDP offers: both servers (the EV picks), TLS only, or plain TCP only."""
+
+    BOTH = "both"
+    TLS_ONLY = "tls-only"
+    NO_TLS = "no-tls"
+
+
+@dataclass(frozen=True, slots=True)
+class LoggingConfig:
+    level: str = "info"
+    format: str = "auto"  # auto: journald when stderr is the journal, a readable renderer on a TTY, else JSON
+    identifier: str = "secc"  # SYSLOG_IDENTIFIER
+
+
+@dataclass(frozen=True, slots=True)
+class TraceConfig:
+    enabled: bool = True
+    directory: Path = DEFAULT_TRACE_DIRECTORY
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES  # one session's capture is cut (and rotated) at this size
+    max_total_bytes: int = DEFAULT_MAX_TOTAL_BYTES  # oldest captures are deleted beyond this
+    udp_key_disclosure_port: int | None = None  # dsV2Gshark's UDP key disclosure; None = off
+
+
+@dataclass(frozen=True, slots=True)
+class TlsConfig:
+    mode: TlsMode = TlsMode.BOTH
+    chain: Path | None = None  # PEM: SECC leaf, then its sub-CAs
+    key: Path | None = None
+    key_password_file: Path | None = None
+    client_auth: str = "off"  # off | optional | required (secc.tls.ClientAuth values)
+    client_roots: tuple[Path, ...] = ()
+    key_log: Path | None = None  # NSS key log: anyone holding it can decrypt the sessions
+
+    @property
+    def tls_enabled(self) -> bool:
+        return self.mode is not TlsMode.NO_TLS
+
+    @property
+    def tcp_enabled(self) -> bool:
+        return self.mode is not TlsMode.TLS_ONLY
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Field names and meaning as secc.session.config.EvseDcLimits."""
+
+    max_charge_power_w: float
+    max_charge_current_a: float
+    max_voltage_v: float
+    min_voltage_v: float = 0.0
+    min_charge_power_w: float = 0.0
+    min_charge_current_a: float = 0.0
+    max_discharge_power_w: float = 0.0
+    max_discharge_current_a: float = 0.0
+    min_discharge_power_w: float = 0.0
+    min_discharge_current_a: float = 0.0
+
+    @property
+    def bidirectional(self) -> bool:
+        return self.max_discharge_power_w > 0 and self.max_discharge_current_a > 0
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulePeriod:
+    duration_s: int
+    power_w: float  # > 0 charges the EV, < 0 discharges it
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectorConfig:
+    evse_id: str
+    plc_interface: str
+    board: str  # HAL board backend: "sim", "linux" or a registered/entry-point name
+    hal: Mapping[str, Any]  # the board backend's configuration (for "linux": one section per device)
+    limits: Limits
+    schedule: tuple[SchedulePeriod, ...]
+    services: tuple[int, ...]  # -20 service IDs in our order of preference
+    negative_discharge_limits: bool = False
+    auto_authorize: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    connectors: tuple[ConnectorConfig, ...]
+    tls: TlsConfig = TlsConfig()
+    logging: LoggingConfig = LoggingConfig()
+    traces: TraceConfig = TraceConfig()
+    status_socket: Path = DEFAULT_STATUS_SOCKET
+    source: str = ""
+
+    def connector(self, evse_id: str) -> ConnectorConfig:
+        for c in self.connectors:
+            if c.evse_id == evse_id:
+                return c
+        raise KeyError(evse_id)
+
+
+@dataclass
+class HostChecks:
+    """What `load_config` checks on this machine; `enabled=False` for files meant for another machine."""
+
+    enabled: bool = True
+    sys_class_net: Path = SYS_CLASS_NET
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A table reader that knows its dotted key, so every error names where it is.
+
+_TOML_TYPE_NAMES: Final = {str: "a string", bool: "a boolean", int: "an integer", float: "a number",
+                           list: "an array", dict: "a table"}
+
+
+def _type_name(value: object) -> str:
+    for t, name in _TOML_TYPE_NAMES.items():
+        if type(value) is t:
+            return name
+    return type(value).__name__
+
+
+class _Table:
+    def __init__(self, data: Mapping[str, Any], key: str) -> None:
+        self.data = data
+        self.key = key
+        self.used: set[str] = set()
+
+    def path(self, name: str) -> str:
+        return f"{self.key}.{name}" if self.key else name
+
+    def error(self, name: str, reason: str) -> ConfigError:
+        return ConfigError(self.path(name), reason)
+
+    def has(self, name: str) -> bool:
+        return name in self.data
+
+    def _get(self, name: str, required: bool) -> Any:
+        self.used.add(name)
+        if name not in self.data:
+            if required:
+                raise ConfigError(self.path(name), "missing required key")
+            return None
+        return self.data[name]
+
+    def get_str(self, name: str, default: str | None = None) -> str:
+        value = self._get(name, default is None)
+        if value is None:
+            assert default is not None
+            return default
+        if not isinstance(value, str):
+            raise self.error(name, f"must be a string, not {_type_name(value)}")
+        if not value:
+            raise self.error(name, "must not be empty")
+        return value
+
+    def opt_str(self, name: str) -> str | None:
+        if name not in self.data:
+            self.used.add(name)
+            return None
+        return self.get_str(name)
+
+    def choice(self, name: str, choices: tuple[str, ...], default: str) -> str:
+        value = self.get_str(name, default)
+        if value not in choices:
+            raise self.error(name, f"must be one of {', '.join(choices)}, not {value!r}")
+        return value
+
+    def get_bool(self, name: str, default: bool) -> bool:
+        value = self._get(name, False)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise self.error(name, f"must be true or false, not {_type_name(value)}")
+        return value
+
+    def get_int(self, name: str, default: int | None = None, minimum: int | None = None,
+            maximum: int | None = None) -> int:
+        value = self._get(name, default is None)
+        if value is None:
+            assert default is not None
+            return default
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.error(name, f"must be an integer, not {_type_name(value)}")
+        if minimum is not None and value < minimum:
+            raise self.error(name, f"must be >= {minimum}, not {value}")
+        if maximum is not None and value > maximum:
+            raise self.error(name, f"must be <= {maximum}, not {value}")
+        return value
+
+    def get_float(self, name: str, default: float | None = None, minimum: float | None = None) -> float:
+        value = self._get(name, default is None)
+        if value is None:
+            assert default is not None
+            return default
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.error(name, f"must be a number, not {_type_name(value)}")
+        if value != value or value in (float("inf"), float("-inf")):
+            raise self.error(name, "must be a finite number")
+        if minimum is not None and value < minimum:
+            raise self.error(name, f"must be >= {minimum:g}, not {value:g}")
+        return float(value)
+
+    def table(self, name: str) -> _Table:
+        value = self._get(name, False)
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            raise self.error(name, f"must be a table, not {_type_name(value)}")
+        return _Table(value, self.path(name))
+
+    def tables(self, name: str, required: bool = False) -> list[_Table]:
+        value = self._get(name, required)
+        if value is None:
+            return []
+        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+            raise self.error(name, f"must be an array of tables ([[{self.path(name)}]]), not {_type_name(value)}")
+        return [_Table(v, f"{self.path(name)}[{i}]") for i, v in enumerate(value)]
+
+    def str_list(self, name: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
+        value = self._get(name, False)
+        if value is None:
+            return default
+        if not isinstance(value, list):
+            raise self.error(name, f"must be an array of strings, not {_type_name(value)}")
+        for i, item in enumerate(value):
+            if not isinstance(item, str) or not item:
+                raise ConfigError(f"{self.path(name)}[{i}]", "must be a non-empty string")
+        return tuple(value)
+
+    def finish(self) -> None:
+        """Unknown keys are errors: a misspelt limit must not silently keep its default."""
+        for name in self.data:
+            if name not in self.used:
+                raise self.error(name, "unknown key")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Host checks
+
+
+def _check_interface(key: str, name: str, checks: HostChecks) -> None:
+    if len(name) >= IFNAMSIZ or "/" in name or name in (".", "..") or any(c.isspace() for c in name):
+        raise ConfigError(key, f"{name!r} is not a valid network interface name")
+    if checks.enabled and not (checks.sys_class_net / name).exists():
+        raise ConfigError(key, f"unknown network interface {name!r} (not in {checks.sys_class_net})")
+
+
+def _read_file(key: str, path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(key, f"{path} does not exist") from None
+    except PermissionError:
+        raise ConfigError(key, f"{path} is not readable by uid {os.geteuid()} (permission denied)") from None
+    except IsADirectoryError:
+        raise ConfigError(key, f"{path} is a directory, not a file") from None
+    except OSError as exc:
+        raise ConfigError(key, f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _check_certificates(key: str, path: Path) -> None:
+    from cryptography import x509
+
+    data = _read_file(key, path)
+    try:
+        certs = x509.load_pem_x509_certificates(data)
+    except ValueError as exc:
+        raise ConfigError(key, f"{path} holds no readable PEM certificate ({exc})") from None
+    if not certs:
+        raise ConfigError(key, f"{path} holds no PEM certificate")
+
+
+def _check_private_key(key: str, path: Path) -> None:
+    data = _read_file(key, path)
+    # Encrypted keys cannot be parsed without the password; the PEM label is enough to catch a swapped file.
+    if not re.search(rb"-----BEGIN (?:[A-Z]+ )?(?:ENCRYPTED )?PRIVATE KEY-----", data):
+        raise ConfigError(key, f"{path} holds no PEM private key")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Sections
+
+
+def _path(table: _Table, name: str, default: Path | None = None) -> Path | None:
+    text = table.opt_str(name)
+    if text is None:
+        return default
+    path = Path(text)
+    if not path.is_absolute():
+        raise table.error(name, f"must be an absolute path, not {text!r}")
+    return path
+
+
+def _logging(t: _Table) -> LoggingConfig:
+    cfg = LoggingConfig(
+        level=t.choice("level", LOG_LEVELS, "info"),
+        format=t.choice("format", LOG_FORMATS, "auto"),
+        identifier=t.get_str("identifier", "secc"),
+    )
+    t.finish()
+    return cfg
+
+
+def _traces(t: _Table) -> TraceConfig:
+    directory = _path(t, "directory", DEFAULT_TRACE_DIRECTORY)
+    assert directory is not None
+    max_file = t.get_int("max_file_bytes", DEFAULT_MAX_FILE_BYTES, minimum=64 * 1024)
+    max_total = t.get_int("max_total_bytes", DEFAULT_MAX_TOTAL_BYTES, minimum=64 * 1024)
+    if max_total < max_file:
+        raise t.error("max_total_bytes", f"must be >= max_file_bytes ({max_file})")
+    udp_port = t.get_int("udp_key_disclosure_port", 0, minimum=0, maximum=65535) if t.has(
+        "udp_key_disclosure_port") else None
+    if udp_port == 0:
+        raise t.error("udp_key_disclosure_port", "must be 1..65535 (leave it out to disable)")
+    cfg = TraceConfig(
+        enabled=t.get_bool("enabled", True), directory=directory, max_file_bytes=max_file,
+        max_total_bytes=max_total, udp_key_disclosure_port=udp_port,
+    )
+    t.finish()
+    return cfg
+
+
+def _tls(t: _Table, checks: HostChecks) -> TlsConfig:
+    mode_text = t.choice("mode", tuple(m.value for m in TlsMode), TlsMode.BOTH.value)
+    mode = TlsMode(mode_text)
+    chain = _path(t, "chain")
+    key = _path(t, "key")
+    password_file = _path(t, "key_password_file")
+    client_auth = t.choice("client_auth", ("off", "optional", "required"), "off")
+    roots = t.str_list("client_roots")
+    key_log = _path(t, "key_log")
+    t.finish()
+    root_paths: list[Path] = []
+    for i, r in enumerate(roots):
+        if not Path(r).is_absolute():
+            raise ConfigError(f"{t.path('client_roots')}[{i}]", f"must be an absolute path, not {r!r}")
+        root_paths.append(Path(r))
+    if mode is not TlsMode.NO_TLS:
+        if chain is None:
+            raise ConfigError(t.path("chain"), f"missing required key (tls.mode is {mode.value!r})")
+        if key is None:
+            raise ConfigError(t.path("key"), f"missing required key (tls.mode is {mode.value!r})")
+        if client_auth != "off" and not root_paths:
+            raise ConfigError(t.path("client_roots"), f"needed when client_auth is {client_auth!r}")
+        if checks.enabled:
+            _check_certificates(t.path("chain"), chain)
+            _check_private_key(t.path("key"), key)
+            if password_file is not None:
+                _read_file(t.path("key_password_file"), password_file)
+            for i, p in enumerate(root_paths):
+                _check_certificates(f"{t.path('client_roots')}[{i}]", p)
+    if key_log is not None and checks.enabled and not key_log.parent.is_dir():
+        raise ConfigError(t.path("key_log"), f"directory {key_log.parent} does not exist")
+    return TlsConfig(mode=mode, chain=chain, key=key, key_password_file=password_file, client_auth=client_auth,
+                     client_roots=tuple(root_paths), key_log=key_log)
+
+
+_LIMIT_FIELDS: Final = tuple(Limits.__dataclass_fields__)
+_REQUIRED_LIMITS: Final = ("max_charge_power_w", "max_charge_current_a", "max_voltage_v")
+
+
+def _limits(defaults: Mapping[str, Any], t: _Table) -> Limits:
+    merged = _Table({**defaults, **t.data}, t.key)
+    values: dict[str, float] = {}
+    for name in _LIMIT_FIELDS:
+        if name in _REQUIRED_LIMITS:
+            values[name] = merged.get_float(name, minimum=0.0)
+        else:
+            values[name] = merged.get_float(name, 0.0, minimum=0.0)
+    merged.finish()
+    limits = Limits(**values)
+    if limits.min_voltage_v > limits.max_voltage_v:
+        raise ConfigError(t.path("min_voltage_v"), f"must be <= max_voltage_v ({limits.max_voltage_v:g})")
+    for lo, hi in (("min_charge_power_w", "max_charge_power_w"), ("min_charge_current_a", "max_charge_current_a"),
+                   ("min_discharge_power_w", "max_discharge_power_w"),
+                   ("min_discharge_current_a", "max_discharge_current_a")):
+        if values[lo] > values[hi]:
+            raise ConfigError(t.path(lo), f"must be <= {hi} ({values[hi]:g})")
+    return limits
+
+
+def _schedule(periods: list[_Table], key: str) -> tuple[SchedulePeriod, ...]:
+    out: list[SchedulePeriod] = []
+    for p in periods:
+        out.append(SchedulePeriod(duration_s=p.get_int("duration_s", minimum=1), power_w=p.get_float("power_w")))
+        p.finish()
+    if not out:
+        raise ConfigError(key, "needs at least one [[schedule]] period")
+    return tuple(out)
+
+
+def _check_schedule_fits(key: str, schedule: tuple[SchedulePeriod, ...], limits: Limits, bpt: bool) -> None:
+    for i, p in enumerate(schedule):
+        if p.power_w > limits.max_charge_power_w:
+            raise ConfigError(f"{key}[{i}].power_w",
+                              f"{p.power_w:g} W exceeds limits.max_charge_power_w ({limits.max_charge_power_w:g})")
+        if p.power_w < 0 and not bpt:
+            raise ConfigError(f"{key}[{i}].power_w", "negative (discharge) but DC_BPT is not offered")
+        if -p.power_w > limits.max_discharge_power_w:
+            raise ConfigError(f"{key}[{i}].power_w", f"discharge of {-p.power_w:g} W exceeds "
+                              f"limits.max_discharge_power_w ({limits.max_discharge_power_w:g})")
+
+
+def _hal(t: _Table, board: str, plc_interface: str, checks: HostChecks) -> dict[str, Any]:
+    """The board's own sections are passed to its factory; here only what can be known without opening."""
+    from hal.registry import DEVICES, available_boards
+
+    if board not in available_boards():
+        raise ConfigError(t.path("board"), f"unknown HAL board backend {board!r}; known: "
+                          f"{', '.join(available_boards())}")
+    hal = t.table("hal")
+    config: dict[str, Any] = dict(hal.data)
+    if board == "linux":
+        from hal.linux.board import SECTIONS
+
+        for section in SECTIONS:
+            s = hal.table(section)
+            if section not in hal.data:
+                raise ConfigError(s.key, "missing required table for the linux board")
+            backend = s.get_str("backend")
+            known = [n for kind, n in DEVICES if kind == section]
+            # power-stage backends register at runtime (vendor CAN protocols); others must be known here
+            if known and backend not in known:
+                raise ConfigError(s.path("backend"), f"unknown {section} backend {backend!r}; known: "
+                                  f"{', '.join(known)}")
+        plc = dict(config["plc"])
+        if "interface" in plc and plc["interface"] != plc_interface:
+            raise ConfigError(f"{hal.key}.plc.interface",
+                              f"{plc['interface']!r} differs from plc_interface {plc_interface!r}")
+        plc["interface"] = plc_interface
+        config["plc"] = plc
+    if checks.enabled:
+        _check_device_paths(hal.key, hal.data)
+    return config
+
+
+def _check_device_paths(key: str, data: Mapping[str, Any]) -> None:
+    """Every /dev/... or /sys/... string in the HAL tables must exist on this machine."""
+    for name, value in data.items():
+        k = f"{key}.{name}"
+        if isinstance(value, dict):
+            _check_device_paths(k, value)
+        elif isinstance(value, str) and value.startswith(("/dev/", "/sys/")) and not os.path.exists(value):
+            raise ConfigError(k, f"{value} does not exist on this machine")
+
+
+def _connector(t: _Table, defaults: _Table, default_schedule: list[_Table],
+               checks: HostChecks) -> ConnectorConfig:
+    evse_id = t.get_str("evse_id")
+    plc_interface = t.get_str("plc_interface")
+    _check_interface(t.path("plc_interface"), plc_interface, checks)
+    board = t.get_str("board", "sim")
+    hal = _hal(t, board, plc_interface, checks)
+    service_names = t.str_list("services", ("DC", "DC_BPT"))
+    services: list[int] = []
+    for i, name in enumerate(service_names):
+        if name not in SERVICES:
+            raise ConfigError(f"{t.path('services')}[{i}]", f"unknown service {name!r}; known: "
+                              f"{', '.join(SERVICES)}")
+        if SERVICES[name] in services:
+            raise ConfigError(f"{t.path('services')}[{i}]", f"{name} listed twice")
+        services.append(SERVICES[name])
+    if not services:
+        raise t.error("services", "must name at least one service")
+    limits_table = t.table("limits")
+    limits = _limits(defaults.data, limits_table)
+    bpt = SERVICES["DC_BPT"] in services
+    if bpt and not limits.bidirectional:
+        raise ConfigError(limits_table.path("max_discharge_power_w"),
+                          "DC_BPT is offered but the limits allow no discharge (power and current must be > 0)")
+    own_schedule = t.tables("schedule")
+    schedule = _schedule(own_schedule or default_schedule, t.path("schedule") if own_schedule else "schedule")
+    _check_schedule_fits(t.path("schedule") if own_schedule else "schedule", schedule, limits, bpt)
+    cfg = ConnectorConfig(
+        evse_id=evse_id, plc_interface=plc_interface, board=board, hal=hal, limits=limits, schedule=schedule,
+        services=tuple(services), negative_discharge_limits=t.get_bool("negative_discharge_limits", False),
+        auto_authorize=t.get_bool("auto_authorize", False),
+    )
+    t.finish()
+    return cfg
+
+
+def parse_config(data: Mapping[str, Any], checks: HostChecks | None = None, source: str = "") -> Config:
+    """Validate an already-parsed TOML document. Raises ConfigError naming the first bad key."""
+    checks = checks or HostChecks()
+    try:
+        root = _Table(data, "")
+        logging_cfg = _logging(root.table("logging"))
+        traces = _traces(root.table("traces"))
+        tls = _tls(root.table("tls"), checks)
+        status = root.table("status")
+        status_socket = _path(status, "socket", DEFAULT_STATUS_SOCKET)
+        assert status_socket is not None
+        status.finish()
+        defaults = root.table("limits")
+        default_schedule = root.tables("schedule")
+        connectors = [
+            _connector(c, defaults, default_schedule, checks)
+            for c in (root.tables("connector", required=True))
+        ]
+        if not connectors:
+            raise ConfigError("connector", "needs at least one [[connector]]")
+        seen: dict[str, int] = {}
+        for i, c in enumerate(connectors):
+            if c.evse_id in seen:
+                raise ConfigError(f"connector[{i}].evse_id", f"{c.evse_id!r} is also connector[{seen[c.evse_id]}]")
+            seen[c.evse_id] = i
+        ifaces: dict[str, int] = {}
+        for i, c in enumerate(connectors):
+            if c.plc_interface in ifaces:
+                raise ConfigError(f"connector[{i}].plc_interface",
+                                  f"{c.plc_interface!r} is also used by connector[{ifaces[c.plc_interface]}]")
+            ifaces[c.plc_interface] = i
+        root.finish()
+    except ConfigError as exc:
+        raise ConfigError(exc.key, exc.reason, source) from None
+    return Config(connectors=tuple(connectors), tls=tls, logging=logging_cfg, traces=traces,
+                  status_socket=status_socket, source=source)
+
+
+def load_config(path: Path | str = DEFAULT_CONFIG_PATH, checks: HostChecks | None = None) -> Config:
+    """Read and validate a config file; every failure is a ConfigError with one readable line."""
+    path = Path(path)
+    source = str(path)
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError("", "config file does not exist", source) from None
+    except PermissionError:
+        raise ConfigError("", f"config file is not readable by uid {os.geteuid()}", source) from None
+    except IsADirectoryError:
+        raise ConfigError("", "is a directory, not a config file", source) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("", f"invalid TOML: {exc}", source) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError("", f"not UTF-8 text: {exc.reason} at byte {exc.start}", source) from None
+    except OSError as exc:
+        raise ConfigError("", f"cannot read: {exc.strerror or exc}", source) from None
+    return parse_config(data, checks, source)
+
+
+__all__ = [
+    "DEFAULT_CONFIG_PATH", "Config", "ConfigError", "ConnectorConfig", "HostChecks", "Limits", "LoggingConfig",
+    "SchedulePeriod", "TlsConfig", "TlsMode", "TraceConfig", "load_config", "parse_config",
+]

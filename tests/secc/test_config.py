@@ -1,0 +1,279 @@
+"""secc.config and `secc config check`: valid files load, each bad file gives one line naming key and reason."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from certs.pki import generate
+from secc.cli import main
+from secc.config import ConfigError, HostChecks, TlsMode, load_config, parse_config
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "systemd" / "secc.toml.example"
+
+
+@pytest.fixture(scope="module")
+def pki() -> Iterator[Path]:
+    # world-readable directory: the permission test re-runs the check as an unprivileged user
+    out = Path(tempfile.mkdtemp(prefix="secc-config-pki-"))
+    out.chmod(0o755)
+    generate(out)
+    (out / "private").chmod(0o755)
+    for key in (out / "private").iterdir():
+        key.chmod(0o644)
+    yield out
+    shutil.rmtree(out)
+
+
+def sim_config(pki: Path, **tls: str) -> str:
+    tls_lines = "\n".join(f'{k} = "{v}"' for k, v in tls.items())
+    return f"""
+[tls]
+chain = "{tls.get('chain', pki / 'certs' / 'secc_chain.pem')}"
+key = "{pki / 'private' / 'secc_leaf.key'}"
+client_auth = "optional"
+client_roots = ["{pki / 'certs' / 'v2g_root.pem'}"]
+{tls_lines if 'chain' not in tls else ''}
+
+[limits]
+max_charge_power_w = 150000
+max_charge_current_a = 200
+max_voltage_v = 1000
+max_discharge_power_w = 50000
+max_discharge_current_a = 100
+
+[[schedule]]
+duration_s = 60
+power_w = 11000
+
+[[schedule]]
+duration_s = 60
+power_w = -7000
+
+[[connector]]
+evse_id = "DE*SEC*E0001*1"
+plc_interface = "lo"
+board = "sim"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "secc.toml"
+    path.write_text(text)
+    return path
+
+
+def check(path: Path, *extra: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    rc = main(["config", "check", str(path), *extra])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_example_config_is_accepted(capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out, err = check(EXAMPLE, "--no-host-checks", capsys=capsys)
+    assert (rc, err) == (0, "")
+    assert "1 connector(s): DE*SEC*E0001*1 on plc0 (linux)" in out
+    config = load_config(EXAMPLE, HostChecks(enabled=False))
+    c = config.connectors[0]
+    # connector limits override single keys of the defaults
+    assert c.limits.max_charge_power_w == 100_000 and c.limits.max_discharge_power_w == 50_000
+    assert [p.power_w for p in c.schedule] == [11_000, -7_000]
+    assert c.services == (2, 6)
+    assert c.hal["plc"] == {"backend": "qcaspi", "interface": "plc0"}
+    assert config.tls.mode is TlsMode.BOTH and config.tls.tls_enabled and config.tls.tcp_enabled
+
+
+def test_valid_sim_config_with_host_checks(tmp_path: Path, pki: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out, err = check(write(tmp_path, sim_config(pki)), capsys=capsys)
+    assert (rc, err) == (0, ""), err
+    assert "OK: 1 connector(s)" in out
+
+
+def one_error_line(tmp_path: Path, text: str, capsys: pytest.CaptureFixture[str], *extra: str) -> str:
+    rc, out, err = check(write(tmp_path, text), *extra, capsys=capsys)
+    assert rc == 2
+    assert out == ""
+    assert err.count("\n") == 1 and "Traceback" not in err
+    return err.strip()
+
+
+def test_missing_key(tmp_path: Path, pki: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = sim_config(pki).replace('evse_id = "DE*SEC*E0001*1"\n', "")
+    assert one_error_line(tmp_path, text, capsys).endswith("connector[0].evse_id: missing required key")
+
+
+def test_wrong_type(tmp_path: Path, pki: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = sim_config(pki).replace("max_voltage_v = 1000", 'max_voltage_v = "1000"')
+    err = one_error_line(tmp_path, text, capsys)
+    assert err.endswith("connector[0].limits.max_voltage_v: must be a number, not a string")
+
+
+def test_unknown_interface(tmp_path: Path, pki: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = sim_config(pki).replace('plc_interface = "lo"', 'plc_interface = "plc9"')
+    err = one_error_line(tmp_path, text, capsys)
+    assert err.endswith("connector[0].plc_interface: unknown network interface 'plc9' (not in /sys/class/net)")
+    # a file meant for another board can skip what depends on this machine
+    rc, _, _ = check(tmp_path / "secc.toml", "--no-host-checks", capsys=capsys)
+    assert rc == 0
+
+
+def test_missing_and_non_pem_certificate(tmp_path: Path, pki: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    err = one_error_line(tmp_path, sim_config(pki, chain=str(tmp_path / "nope.pem")), capsys)
+    assert err.endswith(f"tls.chain: {tmp_path / 'nope.pem'} does not exist")
+    err = one_error_line(tmp_path, sim_config(pki, chain=str(pki / "private" / "secc_leaf.key")), capsys)
+    assert "tls.chain: " in err and "holds no readable PEM certificate" in err
+    swapped = sim_config(pki).replace(str(pki / "private" / "secc_leaf.key"), str(pki / "certs" / "secc_leaf.pem"))
+    assert one_error_line(tmp_path, swapped, capsys).endswith("holds no PEM private key")
+
+
+def test_unreadable_certificate(pki: Path) -> None:
+    """Permission denied, checked as an unprivileged user when the test runs as root (root reads anything)."""
+    work = Path(tempfile.mkdtemp(prefix="secc-config-perm-"))
+    try:
+        work.chmod(0o755)
+        chain = work / "chain.pem"
+        shutil.copy(pki / "certs" / "secc_chain.pem", chain)
+        chain.chmod(0)
+        config = work / "secc.toml"
+        config.write_text(sim_config(pki, chain=str(chain)))
+        config.chmod(0o644)
+        cmd = [sys.executable, "-m", "secc.cli", "config", "check", str(config)]
+        if os.geteuid() == 0:
+            setpriv = shutil.which("setpriv")
+            assert setpriv, "setpriv (util-linux) is part of every Debian install"
+            cmd = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", *cmd]
+        env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONDONTWRITEBYTECODE": "1"}
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd="/", timeout=60)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stdout == ""
+        assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+        uid = 65534 if os.geteuid() == 0 else os.geteuid()
+        assert proc.stderr.strip().endswith(f"tls.chain: {chain} is not readable by uid {uid} (permission denied)")
+    finally:
+        shutil.rmtree(work)
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (("max_voltage_v = 1000", "max_voltage_v = 1000\nmax_votlage_v = 900"), "limits.max_votlage_v: unknown key"),
+        (('board = "sim"', 'board = "sim"\ncolour = "red"'), "connector[0].colour: unknown key"),
+        (('board = "sim"', 'board = "tesla-coil"'), "connector[0].board: unknown HAL board backend 'tesla-coil'"),
+        (('board = "sim"', 'board = "sim"\nservices = ["DC"]'),
+         "schedule[1].power_w: negative (discharge) but DC_BPT is not offered"),
+        (("power_w = 11000", "power_w = 200000"),
+         "schedule[0].power_w: 200000 W exceeds limits.max_charge_power_w (150000)"),
+        (("max_discharge_power_w = 50000", "max_discharge_power_w = 0"),
+         "connector[0].limits.max_discharge_power_w: DC_BPT is offered but the limits allow no discharge"),
+        (("max_charge_current_a = 200", "max_charge_current_a = -1"),
+         "connector[0].limits.max_charge_current_a: must be >= 0, not -1"),
+        (("duration_s = 60", "duration_s = 0"), "schedule[0].duration_s: must be >= 1, not 0"),
+        (('client_auth = "optional"', 'client_auth = "maybe"'),
+         "tls.client_auth: must be one of off, optional, required, not 'maybe'"),
+        (("[[connector]]", "[connector]"), "connector: must be an array of tables ([[connector]]), not a table"),
+        (("[tls]", "tls = 1\n[tlsx]"), "tls: must be a table, not an integer"),
+        (('board = "sim"', 'board = "sim"\nnegative_discharge_limits = "yes"'),
+         "connector[0].negative_discharge_limits: must be true or false, not a string"),
+    ],
+)
+def test_bad_values_name_the_key(tmp_path: Path, pki: Path, capsys: pytest.CaptureFixture[str],
+                                 edit: tuple[str, str], expected: str) -> None:
+    text = sim_config(pki)
+    assert edit[0] in text
+    err = one_error_line(tmp_path, text.replace(edit[0], edit[1], 1), capsys)
+    assert expected in err
+
+
+def test_two_connectors_on_one_interface(tmp_path: Path, pki: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = sim_config(pki) + '\n[[connector]]\nevse_id = "DE*SEC*E0001*2"\nplc_interface = "lo"\n'
+    err = one_error_line(tmp_path, text, capsys)
+    assert err.endswith("connector[1].plc_interface: 'lo' is also used by connector[0]")
+    text = sim_config(pki) + '\n[[connector]]\nevse_id = "DE*SEC*E0001*1"\nplc_interface = "eth9"\n'
+    assert "connector[1].evse_id: 'DE*SEC*E0001*1' is also connector[0]" in one_error_line(
+        tmp_path, text, capsys, "--no-host-checks")
+
+
+def test_no_tls_needs_no_certificates(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = ('[tls]\nmode = "no-tls"\n[[schedule]]\nduration_s = 10\npower_w = 1000\n'
+            '[[connector]]\nevse_id = "X"\nplc_interface = "lo"\nservices = ["DC"]\n'
+            "[connector.limits]\nmax_charge_power_w = 1000\nmax_charge_current_a = 10\nmax_voltage_v = 500\n")
+    rc, out, err = check(write(tmp_path, text), capsys=capsys)
+    assert rc == 0, err
+    config = load_config(tmp_path / "secc.toml")
+    assert not config.tls.tls_enabled and config.tls.tcp_enabled
+    # and TLS modes without a chain name the missing key
+    err = one_error_line(tmp_path, text.replace('"no-tls"', '"tls-only"'), capsys)
+    assert err.endswith("tls.chain: missing required key (tls.mode is 'tls-only')")
+
+
+def test_linux_board_sections(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = EXAMPLE.read_text()
+    imd = '[connector.hal.imd]\nbackend = "bender-isocha425hv"\ndevice = "/dev/ttymxc2"\nunit = 3\n'
+    no_imd = text.replace(imd, "")
+    assert no_imd != text
+    err = one_error_line(tmp_path, no_imd, capsys, "--no-host-checks")
+    assert err.endswith("connector[0].hal.imd: missing required table for the linux board")
+    bad = text.replace('backend = "eastron-sdm630"', 'backend = "sdm120"')
+    assert "connector[0].hal.meter.backend: unknown meter backend 'sdm120'; known: eastron-sdm630" in one_error_line(
+        tmp_path, bad, capsys, "--no-host-checks")
+    other_iface = text.replace('backend = "qcaspi"', 'backend = "qcaspi"\ninterface = "eth1"')
+    assert "connector[0].hal.plc.interface: 'eth1' differs from plc_interface 'plc0'" in one_error_line(
+        tmp_path, other_iface, capsys, "--no-host-checks")
+
+
+def test_file_level_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "absent.toml"
+    rc, _, err = check(missing, capsys=capsys)
+    assert rc == 2 and err == f"secc config: {missing}: config file does not exist\n"
+    rc, _, err = check(write(tmp_path, "[connector\n"), capsys=capsys)
+    assert rc == 2 and err.count("\n") == 1 and "invalid TOML" in err and "line 1" in err
+    (tmp_path / "bin.toml").write_bytes(b"\xff\xfe")
+    rc, _, err = check(tmp_path / "bin.toml", capsys=capsys)
+    assert rc == 2 and err.count("\n") == 1
+    rc, _, err = check(tmp_path, capsys=capsys)
+    assert rc == 2 and "is a directory" in err
+
+
+def test_cli_subprocess_never_prints_a_traceback(tmp_path: Path) -> None:
+    path = write(tmp_path, "[tls]\nmode = \"no-tls\"\n[[connector]]\nevse_id = 1\n")
+    proc = subprocess.run([sys.executable, "-m", "secc.cli", "config", "check", str(path)], capture_output=True,
+                          text=True, timeout=60, cwd=REPO)
+    assert proc.returncode == 2
+    assert proc.stderr == f"secc config: {path}: connector[0].evse_id: must be a string, not an integer\n"
+
+
+# Any TOML-shaped document either loads or raises ConfigError: no KeyError/TypeError escapes to a traceback.
+KEYS = ["connector", "evse_id", "plc_interface", "board", "limits", "schedule", "tls", "mode", "chain",
+        "max_voltage_v", "max_charge_power_w", "max_charge_current_a", "duration_s", "power_w", "services", "hal",
+        "plc", "backend", "interface", "traces", "logging", "level", "status", "socket", "client_roots"]
+toml_scalars = st.one_of(st.integers(-(2**63), 2**63 - 1), st.floats(), st.booleans(), st.text(max_size=8))
+toml_values = st.recursive(
+    toml_scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.sampled_from(KEYS), inner, max_size=4)),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(KEYS), toml_values, max_size=6))
+def test_any_document_loads_or_raises_config_error(doc: dict[str, Any]) -> None:
+    try:
+        parse_config(doc, HostChecks(enabled=False))
+    except ConfigError as exc:
+        assert str(exc) and "\n" not in str(exc)
+
+
+def test_example_parses_as_plain_toml() -> None:
+    assert tomllib.loads(EXAMPLE.read_text())["connector"][0]["plc_interface"] == "plc0"
