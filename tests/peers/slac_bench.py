@@ -54,7 +54,11 @@ def _ip(*args: str) -> None:
 
 
 def _sysctl(ns: str, setting: str) -> None:
-    subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw", setting], capture_output=True, timeout=10)
+    """Write a net sysctl inside `ns` through /proc (procps' sysctl may be missing)."""
+    key, _, value = setting.partition("=")
+    path = "/proc/sys/" + key.replace(".", "/")
+    subprocess.run(["ip", "netns", "exec", ns, "sh", "-c", f"echo {value} > {path}"], check=True,
+                   capture_output=True, timeout=10)
 
 
 def link_local(mac: str) -> str:
