@@ -76,7 +76,17 @@ class QcaSpiNetdevModem:
             carrier = False
         if not carrier:
             return PlcStatus(PlcLinkState.DOWN, f"operstate {operstate}, no carrier (modem not in sync)")
-        return PlcStatus(PlcLinkState.UP_NO_PEER, f"operstate {operstate}, driver {self.driver()}")
+        return PlcStatus(PlcLinkState.UP_NO_PEER, f"operstate {operstate}, driver {self.driver()}{self._counters()}")
+
+    def _counters(self) -> str:
+        """The netdev counters (what `ip -s link` shows), when the kernel exposes them."""
+        parts = []
+        for name in ("rx_packets", "tx_packets", "rx_errors", "tx_errors", "tx_dropped"):
+            try:
+                parts.append(f"{name} {int((self.sysfs / 'statistics' / name).read_text())}")
+            except (OSError, ValueError):
+                continue
+        return ", " + ", ".join(parts) if parts else ""
 
     def _mme(self) -> MmeChannel:
         if self._channel is None:

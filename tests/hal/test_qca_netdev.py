@@ -139,8 +139,10 @@ def test_link_state_from_sysfs(tmp_path: Path) -> None:
     make_iface(tmp_path, "eth1", "up", "1")
     make_iface(tmp_path, "eth2", "down", "0")
     make_iface(tmp_path, "eth3", "down", None)  # carrier unreadable while down
+    (tmp_path / "eth1" / "statistics").mkdir()
+    (tmp_path / "eth1" / "statistics" / "rx_packets").write_text("42\n")
     up = QcaSpiNetdevModem("eth1", sysfs_net=tmp_path).status()
-    assert up.state is PlcLinkState.UP_NO_PEER and "qcaspi" in up.detail
+    assert up.state is PlcLinkState.UP_NO_PEER and "qcaspi" in up.detail and "rx_packets 42" in up.detail
     assert QcaSpiNetdevModem("eth2", sysfs_net=tmp_path).status().state is PlcLinkState.DOWN
     assert QcaSpiNetdevModem("eth3", sysfs_net=tmp_path).status().state is PlcLinkState.DOWN
     missing = QcaSpiNetdevModem("plc9", sysfs_net=tmp_path).status()
