@@ -12,7 +12,7 @@ Commands (from the session / charging logic above):
     stop_pwm(now)               X1 (constant +12 V). If the EV stays in C, power is forced off after 6 s
     set_unavailable(now)        F (-12 V); set_error(now): E.  enable(now): back to X1
     restart_hlc(now)            E/F pulse: F for T_step_EF (4 s), X1 for 750 ms, then 5 % again
-    wake_up(now)                X1 for T_step_X1 (3 s), then the PWM again
+    wake_up(now)                X1 (or F: config wakeup_via_f) for T_step_X1 (3 s), then the PWM again
     allow_power(now, bool)      the session's wish; power is permitted only if the CP rules agree
 
 Inputs from the CP circuit:
@@ -224,6 +224,7 @@ class CpConfig:
     t_step_x1_s: float = 3.0
     legacy_wakeup_timeout_s: float = 30.0
     auto_wakeup: bool = True  # basic charging only: wake an EV idling in B2 after legacy_wakeup_timeout_s
+    wakeup_via_f: bool = False  # hold -12 V instead of X1 during the wake-up (Phoenix "activation mode")
     pwm_update_interval_s: float = 5.0
     ventilation_available: bool = False
 
@@ -369,13 +370,13 @@ class ControlPilotMachine:
         self._update(now)
 
     def wake_up(self, now: float) -> None:
-        """X1 for T_step_X1, then the PWM again (IEC 61851-1 A.5.3 wake-up)."""
+        """X1 (or F, `wakeup_via_f`) for T_step_X1, then the PWM again (IEC 61851-1 A.5.3 wake-up)."""
         if self._wanted_pwm is None or self._state in _CHARGING_STATES:
             return  # nothing to come back to, or the EV is awake and charging: never cut power for it
         self._sequence = _Sequence.WAKEUP_X1
         self._sequence_until = now + self.config.t_step_x1_s
         self._wakeup_done_this_b2 = True
-        self._set_output(now, CP_X1)
+        self._set_output(now, CP_F if self.config.wakeup_via_f else CP_X1)
         self._update(now)
 
     def allow_power(self, now: float, allowed: bool) -> None:

@@ -561,3 +561,15 @@ def test_legacy_wake_up_counts_from_the_start_of_b2() -> None:
     d.run(4.5, period=0.05)
     sent = of(d.log, WakeUpSent)
     assert sent and sent[0].now == pytest.approx(t_b2 + 30.0 + 3.0, abs=0.1)
+
+
+def test_wake_up_via_f_like_phoenix_activation_mode() -> None:
+    d = Driver(ControlPilotMachine(CpConfig(wakeup_via_f=True)))
+    d.m.set_max_current(0.0, 16.0)
+    d.ev = CpState.B
+    d.run(0.1)
+    d.m.wake_up(d.now)
+    assert d.m.output.mode is CpMode.F
+    ev = d.run(3.1)
+    assert of(ev, WakeUpSent) and d.m.output.mode is CpMode.PWM
+    assert not of(d.log, EvUnplugged) and not any(isinstance(e, CpFault) for e in d.log)
