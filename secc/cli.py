@@ -20,6 +20,8 @@ SUBCOMMANDS: dict[str, str] = {
     "exi": "exi.cli",
     "slac": "slac.cli",
     "sim": "hal.sim_cli",
+    "run": "secc.run",
+    "trace": "secc.trace.cli",
     "board": "hal.board_cli",
     "config": "secc.config_cli",
     "status": "secc.status",

@@ -1,0 +1,142 @@
+"""`secc trace`: read session traces (and take one by hand).
+
+    secc trace decode FILE [--keylog FILE] [--json] [--verbose]
+    secc trace capture --interface plc0 --dir DIR [--evse-id ID] [--seconds N]     (needs CAP_NET_RAW)
+
+`decode` prints one line per message in capture order: time since the first packet, direction, protocol,
+message name and key values; `--verbose` adds the full XML of each EXI message, `--json` prints one JSON
+object per message instead. A file that is not a readable capture gives one error line and exit status 1;
+a capture cut short is decoded up to the cut, then reported the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+HELP = "decode a session trace (pcap/pcapng, TLS 1.3 with a key log) or capture one"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="trace_command", metavar="ACTION", required=True)
+    dec = sub.add_parser("decode", help="print every message of a capture, decoded")
+    dec.add_argument("file", type=Path, help="capture file (classic pcap or pcapng)")
+    dec.add_argument("--keylog", type=Path, help="NSS key log file with the TLS 1.3 secrets of the session")
+    dec.add_argument("--json", action="store_true", help="one JSON object per message")
+    dec.add_argument("--verbose", "-v", action="store_true", help="also print each EXI message as XML")
+    cap = sub.add_parser("capture", help="capture SLAC, SDP and V2G traffic on an interface into DIR")
+    cap.add_argument("--interface", "-i", required=True)
+    cap.add_argument("--dir", type=Path, default=Path("."), help="directory for the pcap (default: .)")
+    cap.add_argument("--evse-id", default="manual", help="EVSE id used in the file name")
+    cap.add_argument("--seconds", type=float, default=0.0, help="stop after this long (default: until Ctrl-C)")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.trace_command == "capture":
+        return _capture(args)
+    return _decode(args)
+
+
+def _error(text: str) -> int:
+    print(f"secc trace: error: {text}", file=sys.stderr)
+    return 1
+
+
+def _decode(args: argparse.Namespace) -> int:
+    from secc.trace.decode import TraceDecoder
+    from secc.trace.pcap import PcapFormatError, read_packets
+    from secc.trace.tls13 import KeyLog
+
+    keylog = None
+    try:
+        data = args.file.read_bytes()
+        if args.keylog is not None:
+            keylog = KeyLog.from_file(args.keylog)
+    except OSError as exc:
+        return _error(f"{exc.filename}: {exc.strerror}")
+    if keylog is not None and not len(keylog):
+        return _error(f"{args.keylog}: no NSS key-log lines (LABEL <client random hex> <secret hex>)")
+    decoder = TraceDecoder(keylog)
+    failure = None
+    try:
+        for packet in read_packets(data):
+            decoder.packet(packet)
+    except PcapFormatError as exc:
+        failure = f"{args.file}: {exc}"
+    decoder.finish()
+    start = next((m.time for m in decoder.messages if m.time), 0.0)
+    out = sys.stdout
+    for message in decoder.messages:
+        if args.json:
+            out.write(json.dumps(_as_json(message, start), default=str) + "\n")
+            continue
+        out.write(_line(message, start) + "\n")
+        if args.verbose and message.body is not None:
+            import exi
+
+            out.write(exi.to_xml(message.body) + "\n")
+    if failure is not None:
+        return _error(failure)
+    if not decoder.messages:
+        print(f"secc trace: {args.file}: {decoder.packets} packets, no SLAC, SDP or V2G messages", file=sys.stderr)
+    return 0
+
+
+def _line(message: Any, start: float) -> str:
+    when = f"{message.time - start:10.6f}" if message.time else " " * 10
+    values = " ".join(f"{key}={value}" for key, value in message.values.items())
+    error = f"  ERROR: {message.error}" if message.error else ""
+    return f"{when}  {message.direction:12} {message.protocol:5} {message.name}  {values}{error}".rstrip()
+
+
+def _as_json(message: Any, start: float) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "time": round(message.time, 6) if message.time else None,
+        "utc": dt.datetime.fromtimestamp(message.time, dt.UTC).isoformat() if message.time else None,
+        "offset": round(message.time - start, 6) if message.time else None,
+        "direction": message.direction,
+        "protocol": message.protocol,
+        "name": message.name,
+        "values": message.values,
+    }
+    if message.payload_type is not None:
+        out["payload_type"] = f"0x{message.payload_type:04x}"
+    if message.body is not None:
+        import exi
+
+        out["message"] = exi.to_json(message.body)
+    if message.error:
+        out["error"] = message.error
+    return out
+
+
+def _capture(args: argparse.Namespace) -> int:
+    from secc.trace.capture import CaptureConfig, CaptureError, SessionCapture
+
+    async def main() -> int:
+        capture = SessionCapture(CaptureConfig(args.interface, args.dir), args.evse_id)
+        try:
+            capture.start()
+        except CaptureError as exc:
+            return _error(str(exc))
+        print(f"capturing on {args.interface} into {capture.pcap_path}", file=sys.stderr)
+        try:
+            if args.seconds > 0:
+                await asyncio.sleep(args.seconds)
+            else:
+                await asyncio.Event().wait()
+        finally:
+            result = await capture.stop()
+            print(f"{result.frames} frames, {result.dropped} dropped: {', '.join(map(str, result.parts))}",
+                  file=sys.stderr)
+        return 0
+
+    try:
+        return asyncio.run(main())
+    except KeyboardInterrupt:
+        return 0
