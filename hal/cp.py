@@ -2,8 +2,8 @@
 
 Measurements and commands go in with an explicit `now` (seconds, caller's monotonic clock); the wanted CP
 generator setting (`output`), the power permission (`power_permitted`), the next deadline
-(`next_deadline()`) and events (`events()`) come out. No I/O, no clock, no threads: `ControlPilotPort`
-(hal.supervisor) or a test drives it.
+(`next_deadline()`) and events (`events()`) come out. No I/O, no clock, no threads:
+hal.supervisor.ChargePortSupervisor (or a test) drives it and applies `output` to the CP driver.
 
 Commands (from the session / charging logic above):
     start_hlc(now)              5 % PWM: digital communication required (ISO 15118 via SLAC)
@@ -28,11 +28,14 @@ Safety rules this machine enforces (through `power_permitted` and PowerOffRequir
       debounce_s + measurement_timeout_s <= 100 ms is checked at construction.
     * PWM stopped while the EV stays in C: power stays permitted for 6 s (EV shall open S2), then is
       forced off (reason "pwm-off-ev-stays-in-c").
-    * A leaving-C request resets the session's allow_power: a resumed C needs a fresh allow_power(True).
+    * Leaving C, or unplugging, resets the session's allow_power: a resumed C or the next EV needs a
+      fresh allow_power(True).
+    * Faults: measured E (short to PE), -12 V while driving +12 V, a missing diode (debounced, latched
+      until unplug), a level in no band for 50 ms, D without ventilation, a stalled sample stream.
 
 Events (frozen dataclasses, all carry `now`), consumed by slac/ and the session:
     StateChanged(previous, current)     every debounced state change (A..F)
-    EvPlugged                           A (or start-up) -> B/C/D.  SLAC: start matching if 5 % is on
+    EvPlugged                           A (or start-up) -> B/C/D
     EvUnplugged                         -> A.  SLAC: abort, new NMK.  Session: end
     ChargeRequested(ventilation)        B -> C/D (the EV closed S2; "StateC")
     ChargeStopped                       C/D -> B (the EV opened S2; "StateB")
