@@ -30,7 +30,13 @@ class Field:
     attribute: object | None = None  # model.Attribute for attribute fields
 
 
+# Mixed-case acronyms the generic rule would split in the middle (SupportedServiceIDs, PnC_...).
+ACRONYMS = {"IDs": "Ids", "PnC": "Pnc"}
+
+
 def snake(name: str) -> str:
+    for acronym, word in ACRONYMS.items():
+        name = name.replace(acronym, word)
     parts = []
     for chunk in name.split("_"):
         s = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", chunk)

@@ -132,7 +132,7 @@ class AuthorizationReq():
     header: ct.MessageHeader
     selected_authorization_service: Authorization
     eim_a_req_authorization_mode: EIM_AReqAuthorizationMode | None = None
-    pn_c_a_req_authorization_mode: PnC_AReqAuthorizationMode | None = None
+    pnc_a_req_authorization_mode: PnC_AReqAuthorizationMode | None = None
 
 
 @dataclass(slots=True, kw_only=True)
@@ -160,7 +160,7 @@ class AuthorizationSetupRes():
     authorization_services: list[Authorization] = field(default_factory=list)
     certificate_installation_service: bool
     eim_as_res_authorization_mode: EIM_ASResAuthorizationMode | None = None
-    pn_c_as_res_authorization_mode: PnC_ASResAuthorizationMode | None = None
+    pnc_as_res_authorization_mode: PnC_ASResAuthorizationMode | None = None
 
 
 @dataclass(slots=True, kw_only=True)
@@ -177,9 +177,9 @@ class CertificateInstallationReq():
 
     header: ct.MessageHeader
     oem_provisioning_certificate_chain: SignedCertificateChain
-    list_of_root_certificate_i_ds: ct.ListOfRootCertificateIDs
+    list_of_root_certificate_ids: ct.ListOfRootCertificateIDs
     maximum_contract_certificate_chains: int
-    prioritized_emai_ds: EMAIDList | None = None
+    prioritized_ema_ids: EMAIDList | None = None
 
 
 @dataclass(slots=True, kw_only=True)
@@ -645,7 +645,7 @@ class ServiceDiscoveryReq():
     """XSD ServiceDiscoveryReqType."""
 
     header: ct.MessageHeader
-    supported_service_i_ds: ServiceIDList | None = None
+    supported_service_ids: ServiceIDList | None = None
 
 
 @dataclass(slots=True, kw_only=True)
