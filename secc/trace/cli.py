@@ -77,9 +77,7 @@ def _decode(args: argparse.Namespace) -> int:
             continue
         out.write(_line(message, start) + "\n")
         if args.verbose and message.body is not None:
-            import exi
-
-            out.write(exi.to_xml(message.body) + "\n")
+            out.write(_xml(message.body))
     if failure is not None:
         return _error(failure)
     if not decoder.messages:
@@ -92,6 +90,17 @@ def _line(message: Any, start: float) -> str:
     values = " ".join(f"{key}={value}" for key, value in message.values.items())
     error = f"  ERROR: {message.error}" if message.error else ""
     return f"{when}  {message.direction:12} {message.protocol:5} {message.name}  {values}{error}".rstrip()
+
+
+def _xml(body: Any) -> str:
+    """The EXI message as indented XML, each line indented under its one-line summary."""
+    import xml.dom.minidom
+
+    import exi
+
+    pretty = xml.dom.minidom.parseString(exi.to_xml(body)).toprettyxml(indent="  ")
+    lines = [line for line in pretty.splitlines()[1:] if line.strip()]  # without the <?xml ...?> line
+    return "".join(f"            {line}\n" for line in lines)
 
 
 def _as_json(message: Any, start: float) -> dict[str, Any]:
