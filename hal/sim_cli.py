@@ -8,6 +8,7 @@ violated, 2 on a bad script.
 
     secc sim --at 0.5 plug --at 1 charge --at 5 fault:isolation-resistance=40k --duration 10
     secc sim --at 0.5 plug --at 1 charge --at 4 fault:contactor-welded=0 --at 5 stop --json
+    secc sim --at 0.5 plug --at 1 charge --cable-check --duration 30
     secc sim --list
 """
 
@@ -17,14 +18,15 @@ import argparse
 import enum
 import json
 import sys
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from typing import Any, TextIO
 
+from hal.cablecheck import CableCheck, CableCheckStatus
 from hal.contactors import ContactorsConfirmed
 from hal.cp import ChargeRequested, ChargeStopped, EvPlugged
 from hal.sim.board import SimBoard
 from hal.sim.faults import EV_ACTIONS, FAULTS, FaultError, clear_faults, ev_action, inject
-from hal.supervisor import ChargePortSupervisor, Event
+from hal.supervisor import ChargePortSupervisor, Event, SafetyEvent
 from hal.types import CpOutput
 
 HELP = "run a scripted charging scenario on the simulated board, with fault injection"
@@ -41,6 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--amps", type=float, default=100.0, help="target current (negative: discharge)")
     parser.add_argument("--tick", type=float, default=0.010, help="supervisor period in model seconds")
     parser.add_argument("--json", action="store_true", help="one JSON object per event")
+    parser.add_argument("--cable-check", action="store_true",
+                        help="run a DC CableCheck (about 21 s) before power flows")
     parser.add_argument("--list", action="store_true", help="list EV actions and faults, then exit")
 
 
@@ -76,6 +80,14 @@ def _apply(sim: SimBoard, sup: ChargePortSupervisor, action: str) -> None:
         ev_action(sim, action)
 
 
+@dataclass(frozen=True, slots=True)
+class CableCheckDone(SafetyEvent):
+    """The autopilot's CableCheck finished (printed like every other event)."""
+
+    passed: bool
+    reason: str
+
+
 def run_scenario(
     script: list[tuple[float, str]],
     duration: float,
@@ -84,14 +96,20 @@ def run_scenario(
     tick: float = 0.010,
     out: TextIO | None = None,
     as_json: bool = False,
+    cable_check: bool = False,
 ) -> tuple[list[Event], list[str]]:
-    """Run the scenario; return (events, safety-invariant violations). Prints events to `out` if given."""
+    """Run the scenario; return (events, safety-invariant violations). Prints events to `out` if given.
+
+    With `cable_check`, C starts a DC CableCheck (hal.cablecheck) with the EV's contactors open; the EV
+    connects its battery and power flows only after it passed.
+    """
     sim = SimBoard()
     sup = ChargePortSupervisor(sim.board(), sample_period_s=tick)
     sim.isolation_monitor.start()
     pending = sorted(script)
     events: list[Event] = []
     violations: list[str] = []
+    check: CableCheck | None = None
     while sim.now < duration - 1e-9:
         while pending and pending[0][0] <= sim.now + 1e-9:
             _apply(sim, sup, pending.pop(0)[1])
@@ -103,12 +121,28 @@ def run_scenario(
                 sup.cp.start_hlc(now)
             elif isinstance(ev, ChargeRequested):
                 sup.cp.allow_power(now, True)
-                sup.close_contactors(now)
-            elif isinstance(ev, ContactorsConfirmed) and ev.closed:
+                if cable_check:
+                    sim.ev.battery_connected = False  # the EV closes its contactors after the check
+                    check = CableCheck(sup, sim.ev.battery_v_max, now)
+                else:
+                    sup.close_contactors(now)
+            elif isinstance(ev, ContactorsConfirmed) and ev.closed and not cable_check:
                 sup.power_on(now, volts, amps)
             elif isinstance(ev, ChargeStopped):
+                check = None
                 sup.power_off(now)
                 sup.open_contactors(now)
+        if check is not None:
+            status = check.step(now)
+            if status is not CableCheckStatus.RUNNING:
+                new.append(CableCheckDone(now, status is CableCheckStatus.PASSED, check.reason))
+                if status is CableCheckStatus.PASSED:
+                    sim.ev.battery_connected = True
+                    sup.power_on(now, volts, amps)
+                else:
+                    sup.open_contactors(now)
+                    sup.cp.stop_pwm(now)
+                check = None
         new += sup.events()
         events += new
         if out is not None:
@@ -134,7 +168,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     duration = args.duration if args.duration is not None else max([t for t, _ in script] + [0.0]) + 5.0
     try:
-        _, violations = run_scenario(script, duration, args.volts, args.amps, args.tick, sys.stdout, args.json)
+        _, violations = run_scenario(script, duration, args.volts, args.amps, args.tick, sys.stdout, args.json,
+                                     args.cable_check)
     except FaultError as exc:
         print(f"secc sim: {exc}", file=sys.stderr)
         return 2

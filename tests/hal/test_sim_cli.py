@@ -111,3 +111,22 @@ def test_the_invariant_check_catches_a_supervisor_that_does_not_cut_power(
     monkeypatch.setattr(ChargePortSupervisor, "_enforce", lambda self, now: None)
     _, violations = run_scenario([(0.5, "plug"), (1.0, "charge"), (2.0, "fault:isolation-resistance=10k")], 4.0)
     assert violations and "power stage on" in violations[0]
+
+
+def test_scenario_with_cable_check_passes_then_charges() -> None:
+    from hal.sim_cli import CableCheckDone
+
+    events, violations = run_scenario([(0.5, "plug"), (1.0, "charge")], 25.0, cable_check=True)
+    done = [e for e in events if isinstance(e, CableCheckDone)]
+    assert violations == [] and done and done[0].passed
+    assert not any(isinstance(e, PowerCut) for e in events)
+
+
+def test_scenario_cable_check_catches_the_insulation_fault_before_power_flows() -> None:
+    from hal.sim_cli import CableCheckDone
+
+    events, violations = run_scenario(
+        [(0.0, "fault:isolation-resistance=50k"), (0.5, "plug"), (1.0, "charge")], 25.0, cable_check=True
+    )
+    done = [e for e in events if isinstance(e, CableCheckDone)]
+    assert violations == [] and done and not done[0].passed and "insulation" in done[0].reason
