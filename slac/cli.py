@@ -5,12 +5,14 @@ step to stderr. With --once it exits after the first match; without, it keeps se
 each match it plays an unplug and a new plug-in (new key, matching again), so EVs can match back to back.
 
 With --link-check it also asks the modem after the match whether the EV joined the AVLN, and counts the
-match as done only when the link is up.
+match as done only when the link is up. Without --once a failure (no key, C_EV_match_retry x
+TT_EVSE_SLAC_init without a match, no link) is logged and, --hold seconds later, matching starts over.
 
-Exit status: 0 matched (--once; with --link-check: and the link is up) or stopped by SIGINT/SIGTERM
-(without --once); 1 matching failed (modem never confirmed the key, C_EV_match_retry x TT_EVSE_SLAC_init
-without a match, the EV never joined or left the AVLN, or --once stopped by a signal first); 3 --timeout
-passed; 4 the interface cannot be opened (missing, or no CAP_NET_RAW).
+Exit status: 0 matched (--once; with --link-check: and the link is up), or without --once stopped by
+SIGINT/SIGTERM or --timeout after at least one match; 1 (--once) matching failed: the modem never
+confirmed the key, C_EV_match_retry x TT_EVSE_SLAC_init without a match, the EV never joined or left the
+AVLN, or a signal came first; 3 --timeout passed without a match; 4 the interface cannot be opened
+(missing, or no CAP_NET_RAW).
 """
 
 from __future__ import annotations
@@ -36,13 +38,14 @@ log = logging.getLogger("slac")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.epilog = "exit: 0 matched/stopped, 1 matching failed, 3 timeout, 4 cannot open the interface"
+    parser.epilog = "exit: 0 matched/stopped, 1 matching failed (--once), 3 timeout, 4 cannot open the interface"
     parser.add_argument("--iface", required=True, help="PLC network interface (the QCA7000 netdev)")
     parser.add_argument("--once", action="store_true", help="exit 0 after the first match")
     parser.add_argument("--timeout", type=float, default=None,
                         help="give up after this many seconds (exit 3); default: none")
     parser.add_argument("--hold", type=float, default=5.0,
-                        help="without --once: seconds after a match before re-keying for the next EV (5)")
+                        help="without --once: seconds after a match or failure before re-keying and matching "
+                             "again (5)")
     parser.add_argument("--evse-id", default="", help="EVSE_ID sent in CM_ATTEN_CHAR.IND (up to 17 bytes)")
     parser.add_argument("--init-timeout", type=float, default=m.SlacConfig().slac_init_timeout,
                         help="TT_EVSE_SLAC_init in seconds (40)")
@@ -116,24 +119,31 @@ async def _serve(args: argparse.Namespace, config: m.SlacConfig) -> int:
         if not done.done():
             done.set_result(status)
 
+    matches = 0
+
     def replug() -> None:
+        # What unplug and a new plug-in (or the CP's E/F error routine) would do: new key, match again.
         assert service is not None
         service.cp_unplugged("bench: next EV")
         service.cp_b_with_5_percent()
 
     def on_event(event: m.Event) -> None:
+        nonlocal matches
         level, text = describe(event)
         log.log(level, "%s", text)
-        done_at = m.LinkUp if args.link_check is not None else m.Matched
         if isinstance(event, m.Matched):
             log.debug("NMK handed to the EV: %s", event.nmk.hex())
-        if isinstance(event, done_at):
+        if isinstance(event, m.LinkUp if args.link_check is not None else m.Matched):
+            matches += 1
             if args.once:
                 finish(EXIT_MATCHED)
             else:
                 loop.call_later(args.hold, replug)
-        elif isinstance(event, m.KeyFailed | m.MatchingFailed) or (args.once and isinstance(event, m.LinkFailed)):
-            finish(EXIT_FAILED)
+        elif isinstance(event, m.KeyFailed | m.MatchingFailed | m.LinkFailed):
+            if args.once:
+                finish(EXIT_FAILED)
+            else:
+                loop.call_later(args.hold, replug)
 
     try:
         service = SlacService.open(args.iface, on_event, config)
@@ -152,6 +162,9 @@ async def _serve(args: argparse.Namespace, config: m.SlacConfig) -> int:
         try:
             return await asyncio.wait_for(asyncio.shield(done), args.timeout)
         except TimeoutError:
+            if matches and not args.once:
+                log.info("served %d match(es) in %.1f s", matches, args.timeout)
+                return EXIT_MATCHED
             log.error("no match within %.1f s", args.timeout)
             return EXIT_TIMEOUT
     finally:

@@ -42,7 +42,7 @@ class SlacConfig:
     evse_id: bytes = b"\x00" * f.ID_LEN
     num_sounds: int = 10  # C_EV_match_MNBC, sent to the EV in CM_SLAC_PARM.CNF
     sounding_time_out: int = 6  # TIME_OUT in 100 ms units = TT_EVSE_match_MNBC
-    slac_init_timeout: float = 40.0  # TT_EVSE_SLAC_init: CP B until a match
+    slac_init_timeout: float = 40.0  # TT_EVSE_SLAC_init: CP B (or the last failed attempt) -> PARM.REQ
     match_retries: int = 2  # C_EV_match_retry: TT_EVSE_SLAC_init rounds before giving up
     match_sequence_timeout: float = 0.4  # TT_match_sequence: PARM.CNF -> START_ATTEN_CHAR.IND
     match_response_timeout: float = 0.2  # TT_match_response: ATTEN_CHAR.IND -> ATTEN_CHAR.RSP
@@ -162,7 +162,7 @@ class AttemptFailed:
 
 @dataclass(frozen=True, slots=True)
 class MatchingRetry:
-    """TT_EVSE_SLAC_init expired without a match; counting a retry (C_EV_match_retry)."""
+    """TT_EVSE_SLAC_init expired with no EV matching; counting a retry (C_EV_match_retry)."""
 
     retry: int
 
@@ -507,9 +507,9 @@ class SlacMatcher:
             self._events.append(MatchingRetry(self._init_retries))
             return
         self._init_deadline = None
-        for attempt in list(self._attempts.values()):
-            self._fail(attempt, "matching gave up")
         self._fire(Trigger.GIVE_UP)
+        for attempt in list(self._attempts.values()):
+            self._fail(attempt, "matching gave up", now)
         self._events.append(MatchingFailed(f"no match within {self._init_retries} x TT_EVSE_SLAC_init"))
 
     def _on_parm_req(self, src: bytes, msg: f.SlacParmReq, now: float) -> None:
@@ -528,6 +528,8 @@ class SlacMatcher:
             return
         attempt = _Attempt(src, msg.run_id, Phase.WAIT_START_ATTEN, now + self.config.match_sequence_timeout)
         self._attempts[msg.run_id] = attempt
+        # TT_EVSE_SLAC_init covers the wait for a CM_SLAC_PARM.REQ; the attempt's own timers run from here.
+        self._init_deadline = None
         cfg = self.config
         self._send(src, f.SlacParmCnf(run_id=msg.run_id, forwarding_sta=src, num_sounds=cfg.num_sounds,
                                       time_out=cfg.sounding_time_out))
@@ -596,7 +598,7 @@ class SlacMatcher:
     def _finish_sounding(self, attempt: _Attempt, now: float) -> None:
         if attempt.profiles == 0:
             # EVerest would report 1 dB here; with no measurement we cannot claim the EV is on our cable.
-            self._fail(attempt, "no attenuation profile within TT_EVSE_match_MNBC")
+            self._fail(attempt, "no attenuation profile within TT_EVSE_match_MNBC", now)
             return
         self._step(attempt, Step.SOUNDING_DONE)
         # Integer division, as open-plc-utils and EVerest average.
@@ -661,7 +663,7 @@ class SlacMatcher:
         self._init_deadline = None
         for other in list(self._attempts.values()):
             if other is not attempt:
-                self._fail(other, f"EVSE matched {f.mac_str(src)}")
+                self._fail(other, f"EVSE matched {f.mac_str(src)}", now)
         self._attempts.clear()
         self._events.append(Matched(src, msg.run_id, self.nid, self.nmk))
         if self.config.link_status_interval is not None:
@@ -700,7 +702,7 @@ class SlacMatcher:
 
     def _attempt_timeout(self, attempt: _Attempt, now: float) -> None:
         if attempt.phase is Phase.WAIT_START_ATTEN:
-            self._fail(attempt, "no CM_START_ATTEN_CHAR.IND within TT_match_sequence")
+            self._fail(attempt, "no CM_START_ATTEN_CHAR.IND within TT_match_sequence", now)
         elif attempt.phase is Phase.SOUNDING:
             self._finish_sounding(attempt, now)
         elif attempt.phase is Phase.WAIT_ATTEN_RSP:
@@ -708,9 +710,9 @@ class SlacMatcher:
                 attempt.atten_char_repeats += 1
                 self._send_atten_char(attempt, now)
             else:
-                self._fail(attempt, "no CM_ATTEN_CHAR.RSP within TT_match_response")
+                self._fail(attempt, "no CM_ATTEN_CHAR.RSP within TT_match_response", now)
         elif attempt.phase is Phase.WAIT_MATCH_REQ:
-            self._fail(attempt, "no CM_SLAC_MATCH.REQ within TT_EVSE_match_session")
+            self._fail(attempt, "no CM_SLAC_MATCH.REQ within TT_EVSE_match_session", now)
 
     # ----------------------------------------------------------------- helpers
 
@@ -728,9 +730,12 @@ class SlacMatcher:
         attempt.phase = nxt
         return True
 
-    def _fail(self, attempt: _Attempt, reason: str) -> None:
+    def _fail(self, attempt: _Attempt, reason: str, now: float) -> None:
         self._attempts.pop(attempt.run_id, None)
         self._events.append(AttemptFailed(attempt.ev_mac, attempt.run_id, reason))
+        if self.state is State.MATCHING and not self._attempts:
+            # The last EV gave up or timed out: wait for the next CM_SLAC_PARM.REQ as after CP B.
+            self._init_deadline = now + self.config.slac_init_timeout
 
     def _send(self, dst: bytes, message: f.AnyMessage) -> None:
         self._out.append(f.encode(dst, self.evse_mac, message))

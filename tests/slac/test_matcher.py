@@ -352,6 +352,23 @@ def test_slac_init_timeout_retries_then_fails_for_the_error_routine() -> None:
     assert matcher.state is m.State.MATCHED
 
 
+def test_init_timer_waits_for_parm_req_only_and_restarts_when_the_last_attempt_fails() -> None:
+    matcher = keyed(slac_init_timeout=1.0, match_retries=2)
+    matcher.receive_frame(pev.SLAC_PARM_REQ, 0.9)
+    matcher.receive_frame(pev.START_ATTEN_CHAR_IND, 0.95)
+    assert matcher.get_timer() == pytest.approx(0.95 + 0.6)  # sounding, not TT_EVSE_SLAC_init
+    for _ in range(10):
+        matcher.receive_frame(profile(pev.EV_MAC, 20), 1.2)  # an attempt in progress outlives the 1 s
+    matcher.receive_frame(pev.ATTEN_CHAR_RSP, 1.3)
+    assert matcher.get_timer() == pytest.approx(11.3)  # TT_EVSE_match_session
+    matcher.handle_timer(11.3)  # the EV never sent CM_SLAC_MATCH.REQ
+    assert of(matcher.events(), m.AttemptFailed) and matcher.state is m.State.MATCHING
+    assert matcher.get_timer() == pytest.approx(12.3)  # waiting for the next PARM.REQ again
+    matcher.handle_timer(12.3)
+    matcher.handle_timer(13.3)
+    assert of(matcher.events(), m.MatchingFailed) and matcher.state is m.State.FAILED
+
+
 def test_unplug_aborts_and_sets_a_new_key_so_the_ev_leaves_the_avln() -> None:
     matcher = keyed()
     t = match_pev(matcher)

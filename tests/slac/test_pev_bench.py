@@ -86,8 +86,11 @@ def test_matches_when_a_third_of_the_sounds_are_lost() -> None:
         assert profiles and all(0 < int(n) < 10 for n in profiles), secc.text()
 
 
-def test_long_running_service_rekeys_and_matches_ev_after_ev(bench: SlacBench) -> None:
-    secc = bench.start_secc("--hold", "0.1", "--timeout", "60")
+def test_long_running_service_recovers_from_failure_and_matches_ev_after_ev(bench: SlacBench) -> None:
+    # TT_EVSE_SLAC_init of 0.3 s: with no EV yet, matching fails (C_EV_match_retry rounds) and starts over;
+    # pev repeats CM_SLAC_PARM.REQ every second until one lands while matching.
+    secc = bench.start_secc("--hold", "0.1", "--init-timeout", "0.3", "--timeout", "60")
+    secc.wait_for("matching failed", timeout=10)
     results = [bench.run_pev(timeout=20) for _ in range(3)]
     secc.stop()
     log = secc.text()
