@@ -142,8 +142,8 @@ def build_frame(dst: bytes, src: bytes, mmtype: int, payload: bytes, mmv: int = 
 def _compiled(struct: Struct) -> tuple[Any, int]:
     """`struct` compiled to Python code (3-4x faster), and the length of its fixed-size prefix.
 
-    Compiled parsers do not check that a Bytes field got all its bytes, so `_parse` checks the prefix
-    length itself; a trailing Array of bytes still fails with struct.error when cut short.
+    Compiled parsers do not check that a Bytes field got all its bytes, so `_parse` checks the fixed
+    prefix itself and `_aag` the one variable field (the attenuation groups) against NumGroups.
     """
     prefix = 0
     for sub in struct.subcons:
