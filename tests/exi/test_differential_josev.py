@@ -160,7 +160,7 @@ def record(kind: str, schema: str, **facts: Any) -> None:
 # Signature inputs: the jar encodes these two roots as EXI fragments of the CommonMessages set
 # (AbstractEXICodec.signatureElements_20), which is what Josev digests for PnC. message root -> (element, field).
 SIGNED_FRAGMENTS = {
-    "AuthorizationReq": ("PnC_AReqAuthorizationMode", "pn_c_a_req_authorization_mode"),
+    "AuthorizationReq": ("PnC_AReqAuthorizationMode", "pnc_a_req_authorization_mode"),
     "CertificateInstallationReq": ("OEMProvisioningCertificateChain", "oem_provisioning_certificate_chain"),
 }
 
@@ -171,8 +171,11 @@ def check_signed_fragment(josev: Any, exi: Any, message: Any, as_json: dict[str,
     if root not in SIGNED_FRAGMENTS or SIGNED_FRAGMENTS[root][0] not in body:
         return 0
     element, field = SIGNED_FRAGMENTS[root]
+    fragment = {element: body[element]}
+    if josev_cannot_encode(fragment):
+        return 0
     ours = exi.encode_fragment(getattr(message, field), "cm", element=element)
-    same_bytes_as_josev(josev, ours, {element: body[element]}, "cm")
+    same_bytes_as_josev(josev, ours, fragment, "cm")
     return 1
 
 

@@ -160,6 +160,7 @@ class JosevExi:
         PEER_DIR.mkdir(parents=True, exist_ok=True)
         self.timeout = timeout
         self.last_call_ns = 0
+        self.last_cpu_per_call_ns: dict[str, int] = {}
         self._buffer = b""
         # One log per client process: test sessions of several checkouts may run at once.
         self.log_path = PEER_DIR / f"exi_server.{os.getpid()}.{id(self):x}.log"
@@ -235,11 +236,15 @@ class JosevExi:
     def bench(
         self, layer: str, kind: str, data: bytes, schema: str, n: int = 200, warmup: int = 50
     ) -> list[int]:
-        """Per-call nanoseconds of `n` calls timed inside the Josev process (see josev_exi_server.py)."""
+        """Per-call nanoseconds of `n` calls timed inside the Josev process (see josev_exi_server.py).
+
+        `last_cpu_per_call_ns` then holds the CPU per call of the JVM (all threads) and of Josev's Python."""
         answer = self._call({
             "op": "bench", "layer": layer, "kind": kind, "ns": namespace(schema),
             "hex": data.hex(), "n": n, "warmup": warmup,
         })
+        self.last_cpu_per_call_ns = {
+            "jvm": int(answer["jvm_cpu_ns"]) // max(n, 1), "python": int(answer["py_cpu_ns"]) // max(n, 1)}
         return [int(t) for t in answer["ns"]]
 
     def close(self) -> None:

@@ -10,10 +10,13 @@ Protocol: one JSON object per line on stdin, one answer per line on stdout. The 
     {"op": "encode", "ns": URN, "msg": {...Josev JSON...}}  -> {"ok": true, "hex": "80..", "call_ns": int}
     {"op": "decode", "ns": URN, "hex": "80.."}              -> {"ok": true, "msg": {...}, "call_ns": int}
     {"op": "bench", "layer": "jar"|"josev", "kind": "encode"|"decode", "ns": URN, "hex": "80..",
-     "n": int, "warmup": int}                                -> {"ok": true, "ns": [per-call ns, ...]}
+     "n": int, "warmup": int}                                -> {"ok": true, "ns": [per-call ns, ...],
+                                                                 "jvm_cpu_ns": int, "py_cpu_ns": int}
     any failure                                              -> {"ok": false, "error": "..."}
 
 `call_ns` is the wall time of the Python -> py4j -> jar call alone (no pipe, no JSON-lines overhead).
+`jvm_cpu_ns` / `py_cpu_ns`: CPU time the JVM (all its threads: JAXB, GC, JIT; from /proc) and this Python
+process spent over the `n` timed calls of a bench, i.e. what the codec costs a board's CPU, not just latency.
 Bench layers: "jar" times the bare py4j call `EXICodec.encode(json_str, ns)` / `.decode(bytes, ns)`;
 "josev" times what a Josev SECC does per message: `EXI().from_exi(bytes, ns)` (jar + json + pydantic model)
 and `EXI().to_exi(model, ns)` (pydantic dict + json + jar), with Josev's message logging switched off.
@@ -60,6 +63,7 @@ class Runner:
         self.jar = self.josev_codec.exi_codec  # the py4j proxy of com.siemens.ct.exi.main.cmd.EXICodec
         self.exi = EXI()
         self.exi.set_exi_codec(self.josev_codec)
+        self.last_cpu: dict[str, int] = {}
         self.hello = {
             "ok": True,
             "version": str(self.jar.get_version()),
@@ -115,11 +119,20 @@ class Runner:
             call()
         times = []
         clock = time.perf_counter_ns
+        jvm0, py0 = self.jvm_cpu_ns(), time.process_time_ns()
         for _ in range(n):
             t0 = clock()
             call()
             times.append(clock() - t0)
+        self.last_cpu = {"jvm_cpu_ns": self.jvm_cpu_ns() - jvm0, "py_cpu_ns": time.process_time_ns() - py0}
         return times
+
+    def jvm_cpu_ns(self) -> int:
+        """utime + stime of the JVM child, all threads (the JVM's own MXBean for this is not reachable)."""
+        pid = self.josev_codec.gateway.java_process.pid
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) * 1_000_000_000 // os.sysconf("SC_CLK_TCK")
 
     def handle(self, req: dict[str, Any]) -> dict[str, Any]:
         op = req.get("op")
@@ -134,7 +147,7 @@ class Runner:
                 req["layer"], req["kind"], req["ns"], bytes.fromhex(req["hex"]),
                 int(req.get("n", 200)), int(req.get("warmup", 50)),
             )
-            return {"ok": True, "ns": times}
+            return {"ok": True, "ns": times, **self.last_cpu}
         if op == "version":
             return dict(self.hello)
         return {"ok": False, "error": f"unknown op {op!r}"}
