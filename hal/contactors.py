@@ -48,6 +48,7 @@ class ContactorMonitor:
         self._commanded = False
         self._commanded_at = 0.0
         self._confirmed = True  # at start-up both are open and nothing is commanded
+        self._judged = False  # the operate/release time ran out and the verdict is out: no more deadline
         self._diverging_since: list[float | None] = [None] * count
         self._faults: dict[int, ContactorFaultKind] = {}
         self._events: deque[ContactorEvent] = deque()
@@ -86,10 +87,11 @@ class ContactorMonitor:
             self._commanded = closed
             self._commanded_at = now
             self._confirmed = False
+            self._judged = False
             self._diverging_since = [None] * self.count
 
     def next_deadline(self) -> float | None:
-        if not self._confirmed:
+        if not self._confirmed and not self._judged:
             limit = self.config.operate_time_s if self._commanded else self.config.release_time_s
             return self._commanded_at + limit
         return None
@@ -122,6 +124,7 @@ class ContactorMonitor:
         limit = self.config.operate_time_s if self._commanded else self.config.release_time_s
         if now - self._commanded_at < limit:
             return
+        self._judged = True
         for i, closed in enumerate(self._last_feedback):
             if closed != self._commanded:
                 self._fault(now, i, closed)

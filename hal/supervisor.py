@@ -110,7 +110,7 @@ class ChargePortSupervisor:
 
     def next_deadline(self) -> float:
         deadlines = [self._last_tick + self.sample_period_s]
-        for d in (self.cp.next_deadline(), self.contactor_monitor.next_deadline(), self._off_deadline):
+        for d in (self.cp.next_deadline(), self.contactor_monitor.next_deadline(), self._open_by):
             if d is not None:
                 deadlines.append(d)
         return min(deadlines)
@@ -226,8 +226,7 @@ class ChargePortSupervisor:
                 if self._off_deadline is not None:
                     open_by = min(open_by, self._off_deadline)
                 self._open_by = open_by if self._open_by is None else min(self._open_by, open_by)
-        else:
-            self._off_deadline = None
+        self._off_deadline = None  # consumed: folded into _open_by
         self._open_when_safe(now)
 
     def _open_when_safe(self, now: float) -> None:

@@ -337,3 +337,32 @@ def test_ef_pulse_under_load_ramps_down_before_opening() -> None:
     assert opened and not opened[0].forced and opened[0].now - t0 <= 0.100
     assert rig.sim.contactors.opened_under_load_a == []
     assert rig.sim.control_pilot.output.mode is CpMode.F
+
+
+@pytest.mark.parametrize("scenario", ["c-to-b", "stuck-open", "welded", "isolation"])
+def test_next_deadline_is_always_in_the_future_after_a_tick(scenario: str) -> None:
+    """A deadline in the past would make the asyncio adapter spin at 100 % CPU."""
+    rig = Rig()
+    if scenario == "stuck-open":
+        rig.sim.faults.contactor_stuck_open[0] = True
+        rig.sim.ev.plug()
+        rig.sup.cp.start_hlc(rig.now)
+        rig.run(0.1)
+        rig.sup.cp.allow_power(rig.now, True)
+        rig.sim.ev.request_charge()
+        rig.run(0.1)
+        rig.sup.close_contactors(rig.now)
+    else:
+        rig.sim.isolation_monitor.start()
+        rig.charge()
+        if scenario == "c-to-b":
+            rig.sim.ev.stop_charge()
+        elif scenario == "welded":
+            rig.sim.faults.contactor_welded[0] = True
+            rig.sup.open_contactors(rig.now)
+        else:
+            rig.sim.faults.isolation_resistance_ohm = 10_000.0
+    for _ in range(300):
+        rig.sim.advance(TICK)
+        rig.sup.tick(rig.now)
+        assert rig.sup.next_deadline() > rig.now
