@@ -159,8 +159,8 @@ def authorization(req: cm.AuthorizationReq, ctx: SessionContext, header: ct.Mess
 
 def service_discovery(req: cm.ServiceDiscoveryReq, ctx: SessionContext, header: ct.MessageHeader) -> Handled:
     offered = ctx.config.services
-    if req.supported_service_i_ds is not None and req.supported_service_i_ds.service_id:
-        wanted = set(req.supported_service_i_ds.service_id)
+    if req.supported_service_ids is not None and req.supported_service_ids.service_id:
+        wanted = set(req.supported_service_ids.service_id)
         offered = tuple(s for s in offered if s in wanted) or offered
     ctx.offered_services = offered
     services = [cm.Service(service_id=s, free_service=ctx.config.free_service) for s in offered]
@@ -274,7 +274,14 @@ def schedule_exchange(
             entries.append(cm.PowerScheduleEntry(duration=entry.duration_s, power=rational(power)))
         schedule = cm.PowerSchedule(time_anchor=unix_time,
                                     power_schedule_entries=cm.PowerScheduleEntryList(power_schedule_entry=entries))
-        tuple_ = cm.ScheduleTuple(schedule_tuple_id=1, charging_schedule=cm.ChargingSchedule(power_schedule=schedule))
+        # A one-level price schedule: the XSD makes prices optional, but Josev's model rejects a
+        # ChargingSchedule without AbsolutePriceSchedule or PriceLevelSchedule (V2GMessageValidationError).
+        flat_price = cm.PriceLevelSchedule(
+            time_anchor=unix_time, price_schedule_id=1, number_of_price_levels=1,
+            price_level_schedule_entries=cm.PriceLevelScheduleEntryList(price_level_schedule_entry=[
+                cm.PriceLevelScheduleEntry(duration=sum(e.duration for e in entries), price_level=0)]))
+        tuple_ = cm.ScheduleTuple(schedule_tuple_id=1, charging_schedule=cm.ChargingSchedule(
+            power_schedule=schedule, price_level_schedule=flat_price))
         return Handled(cm.ScheduleExchangeRes(
             header=header, response_code=RC.OK, evse_processing=ct.Processing.Finished,
             scheduled_se_res_control_mode=cm.Scheduled_SEResControlMode(schedule_tuple=[tuple_])))

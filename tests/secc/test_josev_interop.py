@@ -1,0 +1,69 @@
+"""The Josev EVCC (independent -20 EV, PyPI iso15118==0.31.2) charges against `secc run --sim`.
+
+One SECC process serves the four DC variants one car after another on a veth pair between two network
+namespaces; each EV run must end with SessionStopRes after ChargeLoops (exit 0), and our own trace must
+show the complete message sequence and the control mode the EV chose.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.conftest import need, need_root
+from tests.peers.josev import available
+from tests.peers.josev_evcc import NetnsPair, SeccProcess, run_josev_evcc
+
+pytestmark = [pytest.mark.peer, pytest.mark.root, pytest.mark.slow]
+
+DC_SEQUENCE_HEAD = [
+    "SupportedAppProtocolReq", "SessionSetupReq", "AuthorizationSetupReq", "AuthorizationReq",
+    "ServiceDiscoveryReq", "ServiceDetailReq", "ServiceSelectionReq", "DC_ChargeParameterDiscoveryReq",
+    "ScheduleExchangeReq", "DC_CableCheckReq",
+]
+
+
+def _collapse(names: list[str]) -> list[str]:
+    """Repeated requests (Ongoing, the loop) as one entry."""
+    out: list[str] = []
+    for name in names:
+        if not out or out[-1] != name:
+            out.append(name)
+    return out
+
+
+@pytest.fixture(scope="module")
+def secc_tcp() -> Iterator[tuple[NetnsPair, SeccProcess]]:
+    need_root()
+    ok, why = available()
+    need(ok, why)
+    with NetnsPair("secc-ev-tcp", "secc-evse-tcp") as link, SeccProcess(
+        link, ["--sim-imd-self-test", "1", "--schedule", "86400:11000"]
+    ) as secc:
+        yield link, secc
+
+
+@pytest.mark.parametrize(
+    "service, mode",
+    [("DC", "scheduled"), ("DC", "dynamic"), ("DC_BPT", "scheduled"), ("DC_BPT", "dynamic")],
+)
+def test_josev_completes_a_session_over_tcp(secc_tcp: tuple[NetnsPair, SeccProcess], service: str, mode: str) -> None:
+    link, secc = secc_tcp
+    result = run_josev_evcc(link, service=service, control_mode=mode, cycles=10, timeout=90)
+    session = secc.next_session(timeout=20)
+    assert result.exit_code == 0, f"Josev: {result.meaning}: {result.report.get('reason')}\n{result.log[-4000:]}"
+    assert result.report["control_mode"] == mode
+    assert result.report["charge_loops"] == 10
+    assert not session["failed"], session
+    assert session["end_reason"] == "SessionStopReq answered OK"
+    received = _collapse(session["received"])
+    # AuthorizationReq may repeat (Ongoing), the DC phase has its own repeats: compare the collapsed order.
+    assert [n for n in received if n in DC_SEQUENCE_HEAD] == DC_SEQUENCE_HEAD
+    assert received[received.index("DC_CableCheckReq"):] == [
+        "DC_CableCheckReq", "DC_PreChargeReq", "PowerDeliveryReq", "DC_ChargeLoopReq", "PowerDeliveryReq",
+        "DC_WeldingDetectionReq", "SessionStopReq",
+    ]
+    assert session["received"].count("DC_ChargeLoopReq") == 10
+    assert all(not s.split(":", 1)[1].startswith("FAILED") for s in session["sent"])
+    assert session["charge_loop_max_ms"] < 500  # the -20 ChargeLoop budget (measured inside the SECC)
