@@ -137,3 +137,43 @@ def test_the_power_property_was_exercised() -> None:
     if not PERMITTED:
         test_cp_machine_never_permits_power_outside_c_with_pwm()
     assert PERMITTED
+
+
+def apply_command(m: ControlPilotMachine, name: str, now: float) -> None:
+    if name in ("basic16", "basic32"):
+        m.set_max_current(now, float(name[5:]))
+    elif name in ("allow", "deny"):
+        m.allow_power(now, name == "allow")
+    elif name == "unavailable":
+        m.set_unavailable(now)
+    else:
+        getattr(m, name)(now)  # start_hlc, stop_pwm, restart_hlc, wake_up, enable
+
+
+COMMANDS = ["start_hlc", "basic16", "basic32", "stop_pwm", "restart_hlc", "wake_up", "allow", "deny",
+            "unavailable", "enable"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.one_of(st.sampled_from(COMMANDS),
+                          st.tuples(levels, st.floats(min_value=0.001, max_value=2.0), st.integers(1, 10))),
+                max_size=40))
+def test_cp_machine_deadlines_never_lie_in_the_past(steps: list[object]) -> None:
+    m = ControlPilotMachine()
+    now = 0.0
+    for step in steps:
+        if isinstance(step, str):
+            apply_command(m, step, now)
+        else:
+            assert isinstance(step, tuple)
+            high, dt, repeat = step
+            for _ in range(repeat):
+                now += dt / repeat
+                deadline = m.next_deadline()
+                while deadline is not None and now >= deadline:
+                    m.handle_timer(deadline)
+                    after = m.next_deadline()
+                    assert after is None or after > deadline, (deadline, after)
+                    deadline = after
+                m.feed(now, CpMeasurement(high, -12.0 if m.output.mode is CpMode.PWM else None))
+        m.events()
