@@ -19,6 +19,7 @@ from collections.abc import Sequence
 SUBCOMMANDS: dict[str, str] = {
     "exi": "exi.cli",
     "slac": "slac.cli",
+    "ev": "hil.cli",
     "sim": "hal.sim_cli",
     "run": "secc.run",
     "trace": "secc.trace.cli",
