@@ -11,6 +11,8 @@ The local modem answers to 00:B0:52:00:00:01.
                             the GP spec 0x00; both are accepted (§7)
     VS_SW_VER.REQ 0xA000 / .CNF 0xA001   MSTATUS 1, DeviceID 1, VersionLen 1, Version (64 bytes area)
     VS_RS_DEV.REQ 0xA01C / .CNF 0xA01D   MSTATUS 1 (0 = success): soft reset of the modem
+    VS_LINK_STATUS.REQ 0xA0B8 / .CNF 0xA0B9   MSTATUS 1, LINK_STATUS 1 (1 = in an AVLN with another
+                            station; the layout the shared fake modem and EVerest's link detection use)
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ VS_SW_VER_REQ = 0xA000
 VS_SW_VER_CNF = 0xA001
 VS_RS_DEV_REQ = 0xA01C
 VS_RS_DEV_CNF = 0xA01D
+VS_LINK_STATUS_REQ = 0xA0B8
+VS_LINK_STATUS_CNF = 0xA0B9
 
 MY_NONCE = 0xAAAAAAAA  # the value pev and EVerest send
 
@@ -77,6 +81,15 @@ def parse_sw_ver_cnf(frame: bytes) -> str:
     if status != 0:
         raise MmeError(f"VS_SW_VER.CNF status {status}")
     return frame[23:23 + length].split(b"\x00", 1)[0].decode("ascii", "replace")
+
+
+def parse_link_status_cnf(frame: bytes) -> bool:
+    """True if the modem reports an AVLN with another station (the EV's modem joined)."""
+    if mmtype_of(frame) != VS_LINK_STATUS_CNF or len(frame) < 22 or frame[17:20] != QUALCOMM_OUI:
+        raise MmeError("not a VS_LINK_STATUS.CNF")
+    if frame[20] != 0:
+        raise MmeError(f"VS_LINK_STATUS.CNF status {frame[20]}")
+    return frame[21] == 0x01
 
 
 def parse_rs_dev_cnf(frame: bytes) -> bool:

@@ -17,6 +17,8 @@ from typing import Any
 from hal.linux.gpio import GpioOutput
 from hal.linux.mme import (
     CM_SET_KEY_CNF,
+    VS_LINK_STATUS_CNF,
+    VS_LINK_STATUS_REQ,
     VS_RS_DEV_CNF,
     VS_RS_DEV_REQ,
     VS_SW_VER_CNF,
@@ -26,6 +28,7 @@ from hal.linux.mme import (
     PacketMmeChannel,
     build_set_key_req,
     build_vendor_req,
+    parse_link_status_cnf,
     parse_rs_dev_cnf,
     parse_set_key_cnf,
     parse_sw_ver_cnf,
@@ -45,6 +48,7 @@ class QcaSpiNetdevModem:
         channel_factory: Callable[[str], MmeChannel] = PacketMmeChannel,
         sleep: Callable[[float], None] = time.sleep,
         timeout_s: float = 1.0,
+        link_query_timeout_s: float | None = 0.2,
     ) -> None:
         self._interface = interface
         self.sysfs = Path(sysfs_net) / interface
@@ -53,6 +57,7 @@ class QcaSpiNetdevModem:
         self._channel: MmeChannel | None = None
         self._sleep = sleep
         self.timeout_s = timeout_s
+        self.link_query_timeout_s = link_query_timeout_s  # None: do not ask the modem for the AVLN
 
     @property
     def interface_name(self) -> str:
@@ -76,7 +81,21 @@ class QcaSpiNetdevModem:
             carrier = False
         if not carrier:
             return PlcStatus(PlcLinkState.DOWN, f"operstate {operstate}, no carrier (modem not in sync)")
-        return PlcStatus(PlcLinkState.UP_NO_PEER, f"operstate {operstate}, driver {self.driver()}{self._counters()}")
+        detail = f"operstate {operstate}, driver {self.driver()}{self._counters()}"
+        if self.link_query_timeout_s is not None:
+            try:
+                if self.avln_formed(self.link_query_timeout_s):
+                    return PlcStatus(PlcLinkState.CONNECTED, detail)
+            except OSError as exc:  # TimeoutError, MmeError, no permission for the raw socket
+                detail += f"; VS_LINK_STATUS: {exc}"
+        return PlcStatus(PlcLinkState.UP_NO_PEER, detail)
+
+    def avln_formed(self, timeout_s: float | None = None) -> bool:
+        """Ask the modem (VS_LINK_STATUS) whether it is in an AVLN with another station."""
+        channel = self._mme()
+        answer = request(channel, build_vendor_req(channel.mac, VS_LINK_STATUS_REQ), VS_LINK_STATUS_CNF,
+                         self.timeout_s if timeout_s is None else timeout_s)
+        return parse_link_status_cnf(answer)
 
     def _counters(self) -> str:
         """The netdev counters (what `ip -s link` shows), when the kernel exposes them."""
@@ -124,9 +143,10 @@ class QcaSpiNetdevModem:
 
 
 def open_plc_modem(config: Mapping[str, Any]) -> QcaSpiNetdevModem:
-    """Config: interface (eth1), sysfs_net (/sys/class/net), reset_gpio ({chip, line, active_low})."""
+    """Config: interface (eth1), sysfs_net (/sys/class/net), reset_gpio ({chip, line, active_low}),
+    query_link (true: status() asks the modem with VS_LINK_STATUS whether the EV joined)."""
     reset = None
     if "reset_gpio" in config:
         reset = GpioOutput.open(config["reset_gpio"], consumer="secc-qca-reset")
     return QcaSpiNetdevModem(str(config.get("interface", "eth1")), str(config.get("sysfs_net", "/sys/class/net")),
-                             reset)
+                             reset, link_query_timeout_s=0.2 if config.get("query_link", True) else None)

@@ -72,8 +72,9 @@ backend = "test-bender"
 backend = "test-sdm630"
 [plc]
 backend = "qcaspi"
-interface = "plc9"
+interface = "secc-none0"
 sysfs_net = "{tmp_path}"
+query_link = false
 [power]
 backend = "test-sim"
 """)

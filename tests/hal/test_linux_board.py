@@ -57,7 +57,7 @@ def config(pwmchip: Path, tmp_path: Path) -> dict[str, Any]:
         "contactors": {"backend": "gpiod", "coil_lines": [4, 5], "mirror_lines": [10, 11]},
         "imd": {"backend": "test-bender"},
         "meter": {"backend": "test-sdm630"},
-        "plc": {"backend": "qcaspi", "interface": "eth1", "sysfs_net": str(tmp_path / "net")},
+        "plc": {"backend": "qcaspi", "interface": "eth1", "sysfs_net": str(tmp_path / "net"), "query_link": False},
         "power": {"backend": "test-sim"},
     }
 

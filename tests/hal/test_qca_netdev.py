@@ -32,6 +32,7 @@ class ScapyModem:
         self.version = version
         self.silent = silent
         self.key: tuple[bytes, bytes] | None = None
+        self.avln = False
 
     @property
     def mac(self) -> bytes:
@@ -43,7 +44,7 @@ class ScapyModem:
         hp = pkt[HomePlugAV]
         reply = Ether(dst=pkt.src, src="00:b0:52:00:00:01", type=0x88E1)
         # some unrelated traffic first: the client must skip it
-        self.queue.append(bytes(reply / HomePlugAV(version=0, HPtype=0xA0B9)))
+        self.queue.append(bytes(reply / HomePlugAV(version=0, HPtype=0xA071)))
         if hp.HPtype == 0x6008:
             req = pkt[CM_SET_KEY_REQ]
             self.key = (bytes(req.NewKey), bytes(req.NetworkID))
@@ -53,6 +54,8 @@ class ScapyModem:
                 VersionLen=len(self.version) + 1, DeviceVersion=self.version + b"\x00")  # count_of miscounts
         elif hp.HPtype == 0xA01C:
             answer = reply / HomePlugAV(version=0, HPtype=0xA01D) / ResetDeviceConfirmation(Status=0)
+        elif hp.HPtype == 0xA0B8:  # VS_LINK_STATUS: Scapy has no layer; OUI, MSTATUS, LINK_STATUS
+            answer = reply / HomePlugAV(version=0, HPtype=0xA0B9) / bytes([0x00, 0x01 if self.avln else 0x00])
         else:
             return
         if not self.silent:
@@ -141,10 +144,20 @@ def test_link_state_from_sysfs(tmp_path: Path) -> None:
     make_iface(tmp_path, "eth3", "down", None)  # carrier unreadable while down
     (tmp_path / "eth1" / "statistics").mkdir()
     (tmp_path / "eth1" / "statistics" / "rx_packets").write_text("42\n")
-    up = QcaSpiNetdevModem("eth1", sysfs_net=tmp_path).status()
+    modem = ScapyModem()
+
+    def open_(name: str) -> QcaSpiNetdevModem:
+        return QcaSpiNetdevModem(name, sysfs_net=tmp_path, channel_factory=lambda _i: modem)
+
+    up = open_("eth1").status()
     assert up.state is PlcLinkState.UP_NO_PEER and "qcaspi" in up.detail and "rx_packets 42" in up.detail
-    assert QcaSpiNetdevModem("eth2", sysfs_net=tmp_path).status().state is PlcLinkState.DOWN
-    assert QcaSpiNetdevModem("eth3", sysfs_net=tmp_path).status().state is PlcLinkState.DOWN
-    missing = QcaSpiNetdevModem("plc9", sysfs_net=tmp_path).status()
+    modem.avln = True
+    assert open_("eth1").status().state is PlcLinkState.CONNECTED  # the EV's modem joined
+    modem.silent = True
+    quiet = open_("eth1").status()
+    assert quiet.state is PlcLinkState.UP_NO_PEER and "VS_LINK_STATUS" in quiet.detail
+    assert open_("eth2").status().state is PlcLinkState.DOWN
+    assert open_("eth3").status().state is PlcLinkState.DOWN
+    missing = open_("plc9").status()
     assert missing.state is PlcLinkState.DOWN and "no interface" in missing.detail
-    assert QcaSpiNetdevModem("eth1", sysfs_net=tmp_path).driver() == "qcaspi"
+    assert open_("eth1").driver() == "qcaspi"
