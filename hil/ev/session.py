@@ -107,6 +107,7 @@ class EvSession:
         self.last_loop_at: float | None = None
         self.selected_parameter_set: int | None = None
         self.evse_voltage = 0.0
+        self.precharge_done = False
 
     # -- the two entry points -------------------------------------------------------------------------
     def start(self, now: float) -> Send:
@@ -203,10 +204,14 @@ class EvSession:
         if p is Phase.PRE_CHARGE:
             self._expect(res, dc.DC_PreChargeRes)
             self.evse_voltage = float(res.evse_present_voltage)
-            if abs(self.evse_voltage - self.battery.voltage) > s.precharge_tolerance_v:
-                return self._again(now, self._pre_charge)
-            self.phase = Phase.POWER_DELIVERY_START
-            return self._power_delivery(now, cm.ChargeProgress.Start)
+            if self.precharge_done:
+                self.phase = Phase.POWER_DELIVERY_START
+                return self._power_delivery(now, cm.ChargeProgress.Start)
+            if abs(self.evse_voltage - self.battery.voltage) <= s.precharge_tolerance_v:
+                # voltages match: the last PreChargeReq says Finished, then power may be requested
+                self.precharge_done = True
+                return self._pre_charge(now, finished=True)
+            return self._again(now, self._pre_charge)
         if p is Phase.POWER_DELIVERY_START:
             self._expect(res, cm.PowerDeliveryRes)
             self.phase = Phase.CHARGE_LOOP
@@ -322,8 +327,9 @@ class EvSession:
                                              ev_maximum_energy_request=maximum, ev_minimum_energy_request=minimum))
         return self._send(CM, req, now)
 
-    def _pre_charge(self, now: float) -> Send:
-        return self._send(DC, dc.DC_PreChargeReq(header=self._header(now), ev_processing=ct.Processing.Ongoing,
+    def _pre_charge(self, now: float, finished: bool = False) -> Send:
+        processing = ct.Processing.Finished if finished else ct.Processing.Ongoing
+        return self._send(DC, dc.DC_PreChargeReq(header=self._header(now), ev_processing=processing,
                                                  ev_present_voltage=rn(round(self.battery.voltage, 1)),
                                                  ev_target_voltage=rn(round(self.battery.voltage, 1))), now)
 
