@@ -331,7 +331,8 @@ class Qca7000SpiModem:
     """PlcModem for the userspace driver: a TAP interface served by a bridge thread."""
 
     def __init__(self, qca: Qca7000Spi, bridge: TapBridge, tap_name: str,
-                 channel_factory: Callable[[str], MmeChannel] = PacketMmeChannel) -> None:
+                 channel_factory: Callable[[str], MmeChannel] = PacketMmeChannel,
+                 query_link: bool = True) -> None:
         self.qca = qca
         self.bridge = bridge
         self._tap_name = tap_name
@@ -339,6 +340,7 @@ class Qca7000SpiModem:
         self._thread = threading.Thread(target=bridge.serve, args=(self._stop,), name="qca7000-tap",
                                         daemon=True)
         self._mme = QcaSpiNetdevModem(tap_name, channel_factory=channel_factory)
+        self.query_link = query_link
 
     def start(self) -> None:
         self._thread.start()
@@ -363,7 +365,14 @@ class Qca7000SpiModem:
     def status(self) -> PlcStatus:
         sync = self.qca.sync
         if sync is SyncState.READY:
-            return PlcStatus(PlcLinkState.UP_NO_PEER, f"spi sync ready, stats {self.qca.stats}")
+            detail = f"spi sync ready, stats {self.qca.stats}"
+            if self.query_link:
+                try:
+                    if self._mme.avln_formed(0.2):
+                        return PlcStatus(PlcLinkState.CONNECTED, detail)
+                except OSError as exc:
+                    detail += f"; VS_LINK_STATUS: {exc}"
+            return PlcStatus(PlcLinkState.UP_NO_PEER, detail)
         if sync is SyncState.RESET:
             return PlcStatus(PlcLinkState.RESETTING, "waiting for CPU_ON")
         return PlcStatus(PlcLinkState.DOWN, "spi sync unknown (no or bad signature)")
@@ -378,7 +387,7 @@ class Qca7000SpiModem:
 
 def open_plc_modem(config: Mapping[str, Any]) -> Qca7000SpiModem:
     """Config: spi_device (/dev/spidev0.0), spi_hz (8000000), tap (plc0), irq_gpio ({chip, line}),
-    reset_gpio ({chip, line, active_low})."""
+    reset_gpio ({chip, line, active_low}), query_link (true: status() asks VS_LINK_STATUS)."""
     import time
 
     spidev = import_hardware_library("spidev")
@@ -397,6 +406,6 @@ def open_plc_modem(config: Mapping[str, Any]) -> Qca7000SpiModem:
     qca = Qca7000Spi(spi, reset_line.set if reset_line is not None else None)
     tap_name = str(config.get("tap", "plc0"))
     bridge = TapBridge(qca, open_tap(tap_name), irq, time.monotonic)
-    modem = Qca7000SpiModem(qca, bridge, tap_name)
+    modem = Qca7000SpiModem(qca, bridge, tap_name, query_link=bool(config.get("query_link", True)))
     modem.start()
     return modem

@@ -257,7 +257,7 @@ def test_modem_status_and_reset() -> None:
     r, w = os.pipe()
     os.close(w)
     bridge = TapBridge(qca, r, None, lambda: 0.0)
-    modem = Qca7000SpiModem(qca, bridge, "plc0", channel_factory=lambda _n: _NoMme())
+    modem = Qca7000SpiModem(qca, bridge, "plc0", channel_factory=lambda _n: _NoMme(), query_link=False)
     assert modem.interface_name == "plc0"
     assert modem.status().state is PlcLinkState.DOWN
     modem.reset()
@@ -310,7 +310,7 @@ def test_open_plc_modem_from_config(gpiod: types.ModuleType, monkeypatch: pytest
     tap, peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     monkeypatch.setattr(qca7000_spi, "open_tap", lambda name: os.dup(tap.fileno()))
     modem = open_device("plc", {"backend": "qca7000-spidev", "spi_device": "/dev/spidev1.0", "tap": "plc7",
-                                "irq_gpio": {"line": 23}, "reset_gpio": {"line": 24}})
+                                "irq_gpio": {"line": 23}, "reset_gpio": {"line": 24}, "query_link": False})
     try:
         assert opened == (["/dev/spidev1.0"] if with_open_path else [(1, 0)])
         assert modem.interface_name == "plc7"
