@@ -169,7 +169,7 @@ class SimContactors:
         self._commanded = False
         self._main_closed = [False, False]
         self._switch_at: list[float | None] = [None, None]
-        self.opened_under_load_a: list[float] = []  # current at each open while current flowed
+        self.opened_under_load_a: list[float] = []  # current broken by each contact that opened under load
 
     @property
     def commanded_closed(self) -> bool:
@@ -188,9 +188,6 @@ class SimContactors:
         if self._commanded:
             self._commanded = False
             self._switch_at = [self._board.now + self.release_time_s] * 2
-            current = abs(self._board.power_stage.present().current_a)
-            if current > 1.0:
-                self.opened_under_load_a.append(current)
 
     def feedback_closed(self) -> tuple[bool, ...]:
         return tuple(self._main_closed)  # a healthy mirror contact mirrors the main contact
@@ -205,6 +202,10 @@ class SimContactors:
             if self._commanded:
                 self._main_closed[i] = not faults.contactor_stuck_open[i]
             elif not faults.contactor_welded[i]:
+                if self._main_closed[i]:
+                    current = abs(self._board.power_stage.current_a)
+                    if current > 1.0:  # the contact breaks a DC arc: what the supervisor must avoid
+                        self.opened_under_load_a.append(current)
                 self._main_closed[i] = False  # a welded contact stays closed when the coil releases
 
     def close(self) -> None:
