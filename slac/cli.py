@@ -129,6 +129,8 @@ async def _serve(args: argparse.Namespace, config: m.SlacConfig) -> int:
 
     def on_event(event: m.Event) -> None:
         nonlocal matches
+        if isinstance(event, m.FrameDropped) and not log.isEnabledFor(logging.DEBUG):
+            return  # a flood of junk costs no formatting unless -v asks to see it
         level, text = describe(event)
         log.log(level, "%s", text)
         if isinstance(event, m.Matched):

@@ -68,6 +68,15 @@ def link_local(mac: str) -> str:
     return str(ipaddress.IPv6Address(b"\xfe\x80" + b"\x00" * 6 + eui))
 
 
+def remove_stale_namespaces() -> None:
+    """Delete bench namespaces left by a test process that died without cleaning up (e.g. SIGKILL)."""
+    listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=10).stdout
+    for line in listing.splitlines():
+        found = re.match(rf"{NS_PREFIX}[a-z]+(\d+)-\S+", line)
+        if found and not os.path.exists(f"/proc/{found.group(1)}"):
+            subprocess.run(["ip", "netns", "del", found.group(0)], capture_output=True, timeout=10)
+
+
 @dataclass
 class PevResult:
     matched: bool
@@ -83,7 +92,7 @@ class SlacBench:
     """One fake-modem segment with an EVSE host and one EV host per entry of `ev_atten` (dB)."""
 
     def __init__(self, tag: str, ev_atten: tuple[float, ...] = (20.0,), modem_args: tuple[str, ...] = ()):
-        self.tag = f"{tag}{os.getpid() % 100000}"
+        self.tag = f"{tag}{os.getpid()}"
         self.ev_atten = ev_atten
         self.modem_args = modem_args
         self.dir = Path(tempfile.mkdtemp(prefix=f"secc-slac-{self.tag}-"))
@@ -116,6 +125,7 @@ class SlacBench:
                            timeout=10)
 
     def up(self) -> SlacBench:
+        remove_stale_namespaces()
         try:
             _ip("netns", "add", self.ns("plc"))
             self._namespaces.append(self.ns("plc"))

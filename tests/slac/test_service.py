@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import socket
 
+import pytest
+
 from slac import frames as f
 from slac import matcher as m
 from slac.service import SlacService
@@ -64,3 +66,52 @@ def test_service_matches_pev_frames_and_runs_its_timers() -> None:
     assert kinds.count(m.Matched) == 1
     assert m.AttemptFailed in kinds and m.MatchingAborted in kinds
     assert kinds.index(m.AttemptFailed) < kinds.index(m.Matched)
+
+
+def test_send_errors_are_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
+    async def scenario() -> None:
+        ours, wire = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        ours.setblocking(False)
+        wire.close()  # the "interface" is gone: every send fails
+        events: list[m.Event] = []
+        service = SlacService(ours, pev.EVSE_MAC, events.append, m.SlacConfig(set_key_timeout=0.02,
+                                                                               set_key_repeats=1))
+        service.start()
+        await asyncio.sleep(0.1)
+        service.close()
+        assert [type(e) for e in events] == [m.KeyRequested, m.KeyRequested, m.KeyFailed]
+
+    with caplog.at_level("WARNING", logger="slac.service"):
+        asyncio.run(scenario())
+    assert "send failed" in caplog.text
+
+
+def test_a_failing_listener_does_not_stop_slac(caplog: pytest.LogCaptureFixture) -> None:
+    async def scenario() -> list[m.Event]:
+        ours, wire = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        ours.setblocking(False)
+        wire.setblocking(False)
+        seen: list[m.Event] = []
+
+        def listener(event: m.Event) -> None:
+            seen.append(event)
+            raise RuntimeError("listener bug")
+
+        service = SlacService(ours, pev.EVSE_MAC, listener)
+        service.start()
+        try:
+            assert isinstance(await recv(wire), f.SetKeyReq)
+            wire.send(pev.SET_KEY_CNF)
+            await asyncio.sleep(0.01)
+            service.cp_b_with_5_percent()
+            wire.send(pev.SLAC_PARM_REQ)
+            assert isinstance(await recv(wire), f.SlacParmCnf)
+        finally:
+            service.close()
+            wire.close()
+        return seen
+
+    with caplog.at_level("ERROR", logger="slac.service"):
+        seen = asyncio.run(scenario())
+    assert m.ParmAnswered in [type(e) for e in seen]
+    assert "event handler failed" in caplog.text
