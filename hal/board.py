@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from hal.interfaces import Contactors, ControlPilot, IsolationMonitor, Meter, PlcModem, PowerStage
 
@@ -16,9 +16,9 @@ class Board:
     power_stage: PowerStage
     meter: Meter
     plc_modem: PlcModem
-    name: str = ""
     # Monotonic clock of this board (the simulator's model time, or time.monotonic on hardware).
-    clock: Callable[[], float] = field(default=lambda: 0.0)
+    clock: Callable[[], float]
+    name: str = ""
     # The model behind a simulated board (hal.sim.board.SimBoard), for fault injection; None on hardware.
     model: object | None = None
 
