@@ -57,6 +57,9 @@ class SlacConfig:
     # joined our AVLN, and keep asking while matched (EVerest link_status_detection). None: do not ask.
     link_status_interval: float | None = None
     link_join_timeout: float = 12.0  # TT_match_join: the EV joins the AVLN after CM_SLAC_MATCH.CNF
+    # Count only attenuation profiles sent by the station that confirmed CM_SET_KEY (the local modem emits
+    # both); another station on the segment then cannot skew the average. False accepts any sender.
+    profiles_only_from_modem: bool = True
 
     def __post_init__(self) -> None:
         if len(self.evse_id) != f.ID_LEN:
@@ -575,7 +578,7 @@ class SlacMatcher:
             attempt.sender_id = msg.sender_id
 
     def _on_profile(self, src: bytes, msg: f.AttenProfileInd, now: float) -> None:
-        if src != self.modem_mac:
+        if self.config.profiles_only_from_modem and src != self.modem_mac:
             self._drop(src, msg.MMTYPE, "attenuation profile not from our modem")
             return
         attempt = next((a for a in self._attempts.values()

@@ -490,6 +490,16 @@ def test_profiles_from_anyone_but_our_modem_are_ignored() -> None:
     assert isinstance(atten, f.AttenCharInd) and atten.aag == (20,) * 58
 
 
+def test_profiles_from_any_station_when_configured() -> None:
+    matcher = keyed(profiles_only_from_modem=False)
+    matcher.receive_frame(pev.SLAC_PARM_REQ, 0.0)
+    matcher.receive_frame(pev.START_ATTEN_CHAR_IND, 0.0)
+    for _ in range(10):
+        matcher.receive_frame(profile(pev.EV_MAC, 30, src=bytes.fromhex("02000000bad1")), 0.01)
+    atten = sent(matcher)[-1][1]
+    assert isinstance(atten, f.AttenCharInd) and atten.aag == (30,) * 58
+
+
 def test_profiles_with_a_different_group_count_are_ignored() -> None:
     matcher = keyed(num_sounds=2)
     matcher.receive_frame(pev.SLAC_PARM_REQ, 0.0)
