@@ -52,6 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--link-check", type=float, default=None, metavar="SECONDS",
                         help="after the match, ask the modem (VS_LINK_STATUS) this often whether the EV joined; "
                              "with --once, exit 0 only once the link is up")
+    parser.add_argument("--profiles-from-any", action="store_true",
+                        help="count CM_ATTEN_PROFILE.IND from any station, not only from the modem that "
+                             "confirmed the key (bring-up of an unknown modem)")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="also log dropped frames and the NMK handed to the EV")
 
@@ -61,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
                         format="%(asctime)s.%(msecs)03d %(name)s: %(message)s", datefmt="%H:%M:%S")
     evse_id = args.evse_id.encode()[:ID_LEN].ljust(ID_LEN, b"\x00")
     config = m.SlacConfig(evse_id=evse_id, slac_init_timeout=args.init_timeout,
-                          link_status_interval=args.link_check)
+                          link_status_interval=args.link_check,
+                          profiles_only_from_modem=not args.profiles_from_any)
     return asyncio.run(_serve(args, config))
 
 
