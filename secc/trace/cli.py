@@ -48,8 +48,8 @@ def _error(text: str) -> int:
 
 
 def _decode(args: argparse.Namespace) -> int:
-    from secc.trace.decode import TraceDecoder
-    from secc.trace.pcap import PcapFormatError, read_packets
+    from secc.trace.decode import decode_packets
+    from secc.trace.pcap import Packet, PcapFormatError, read_packets
     from secc.trace.tls13 import KeyLog
 
     keylog = None
@@ -61,17 +61,16 @@ def _decode(args: argparse.Namespace) -> int:
         return _error(f"{exc.filename}: {exc.strerror}")
     if keylog is not None and not len(keylog):
         return _error(f"{args.keylog}: no NSS key-log lines (LABEL <client random hex> <secret hex>)")
-    decoder = TraceDecoder(keylog)
+    packets: list[Packet] = []
     failure = None
     try:
-        for packet in read_packets(data):
-            decoder.packet(packet)
+        packets.extend(read_packets(data))
     except PcapFormatError as exc:
         failure = f"{args.file}: {exc}"
-    decoder.finish()
-    start = next((m.time for m in decoder.messages if m.time), 0.0)
+    messages = decode_packets(packets, keylog)
+    start = next((m.time for m in messages if m.time), 0.0)
     out = sys.stdout
-    for message in decoder.messages:
+    for message in messages:
         if args.json:
             out.write(json.dumps(_as_json(message, start), default=str) + "\n")
             continue
@@ -80,8 +79,8 @@ def _decode(args: argparse.Namespace) -> int:
             out.write(_xml(message.body))
     if failure is not None:
         return _error(failure)
-    if not decoder.messages:
-        print(f"secc trace: {args.file}: {decoder.packets} packets, no SLAC, SDP or V2G messages", file=sys.stderr)
+    if not messages:
+        print(f"secc trace: {args.file}: {len(packets)} packets, no SLAC, SDP or V2G messages", file=sys.stderr)
     return 0
 
 

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import ipaddress
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from secc import v2gtp
+from secc.trace.keys import is_keylog_line
 from secc.trace.pcap import LINKTYPE_ETHERNET, Packet, PcapFormatError, read_packets
 from secc.trace.tls13 import KeyLog, Side, Tls13Stream
 
@@ -321,6 +322,12 @@ class TraceDecoder:
 
     def _udp(self, timestamp: float, source: tuple[str, int], destination: tuple[str, int], data: bytes) -> None:
         if 15118 not in (source[1], destination[1]):
+            lines = disclosed_key_lines(data)
+            if lines:
+                labels = sorted({line.split()[0] for line in lines})
+                self.messages.append(Message(timestamp, SECC_TO_EV, "TLS", "key disclosure",
+                                             {"secrets": len(lines), "labels": ",".join(labels),
+                                              "from_port": source[1]}))  # fmt: skip
             return
         if len(data) < 8 or data[0] != v2gtp.VERSION or data[1] != v2gtp.INVERSE_VERSION:
             self.messages.append(Message(timestamp, "", "SDP", "not a V2GTP datagram", error=data[:8].hex()))
@@ -409,17 +416,47 @@ class TraceDecoder:
             )
 
 
-def decode_capture(data: bytes, keylog: KeyLog | None = None) -> list[Message]:
-    """Every message of a capture file's bytes; PcapFormatError for a file that is not a readable capture."""
-    decoder = TraceDecoder(keylog)
-    for packet in read_packets(data):
+def disclosed_key_lines(payload: bytes) -> list[str]:
+    """The NSS key-log lines of a UDP key disclosure datagram (dsV2Gshark format), [] if it is not one."""
+    if not payload or len(payload) > 8192 or not payload[:1].isupper():
+        return []
+    try:
+        text = payload.decode("ascii")
+    except UnicodeDecodeError:
+        return []
+    lines = [line for line in text.splitlines() if line]
+    return lines if lines and all(is_keylog_line(line) for line in lines) else []
+
+
+def with_disclosed_keys(packets: Iterable[Packet], keylog: KeyLog | None) -> KeyLog | None:
+    """`keylog` plus every secret disclosed over UDP in the capture (they follow the handshake they unlock,
+    so they are collected before decoding, as dsV2Gshark does with its second pass)."""
+    found: list[str] = []
+    for packet in packets:
+        link = _link_payload(packet)
+        ip = _ip(link[0], link[1]) if link is not None else None
+        if ip is None or ip[2] != 17 or len(ip[3]) < 8:
+            continue
+        found += disclosed_key_lines(ip[3][8:])
+    if not found:
+        return keylog
+    merged = KeyLog(found)
+    if keylog is not None:
+        merged.secrets.update(keylog.secrets)
+    return merged
+
+
+def decode_packets(packets: list[Packet], keylog: KeyLog | None = None) -> list[Message]:
+    decoder = TraceDecoder(with_disclosed_keys(packets, keylog))
+    for packet in packets:
         decoder.packet(packet)
     decoder.finish()
     return decoder.messages
 
 
-def iter_packets(data: bytes) -> Iterator[Packet]:
-    return read_packets(data)
+def decode_capture(data: bytes, keylog: KeyLog | None = None) -> list[Message]:
+    """Every message of a capture file's bytes; PcapFormatError for a file that is not a readable capture."""
+    return decode_packets(list(read_packets(data)), keylog)
 
 
-__all__ = ["Message", "PcapFormatError", "TraceDecoder", "decode_capture"]
+__all__ = ["Message", "PcapFormatError", "TraceDecoder", "decode_capture", "decode_packets"]

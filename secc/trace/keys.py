@@ -104,8 +104,10 @@ class KeyDisclosure:
     """Sends key-log lines to [ff02::1%interface]:<EV port> from `source_port`; never raises while sending."""
 
     def __init__(self, interface: str, source_port: int = DISCLOSURE_PORT) -> None:
-        if not 49152 <= source_port <= 65535:
-            raise ValueError(f"disclosure source port {source_port} is outside 49152-65535 (dsV2Gshark's range)")
+        if not 1 <= source_port <= 65535:
+            raise ValueError(f"disclosure source port {source_port} is not a UDP port")
+        if source_port < 49152:
+            log.warning("TLS key disclosure port %d is outside dsV2Gshark's default range 49152-65535", source_port)
         self.interface = interface
         self.source_port = source_port
         self.errors = 0
