@@ -177,3 +177,30 @@ def test_differential_100k() -> None:
           f"byte strings ({report.decode_errors} rejected by both), {report.bad_messages} mutated objects, "
           f"{len(report.mismatches)} mismatches")
     assert not report.mismatches, "\n".join(report.mismatches)
+
+
+def test_corrupt_table_spec_is_rejected() -> None:
+    """The C loader checks every index it keeps: a bad spec raises, it never crashes later."""
+    assert _c is not None
+    from exi import _speedups
+
+    for spec in ((), ("dc",) * 10, (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)):
+        with pytest.raises((ValueError, TypeError)):
+            _speedups.Tables(spec)
+    good = list(_c._Flattener(codec.grammar("dc")).spec())
+    _speedups.Tables(tuple(good))
+    for index, value in ((4, (10**6,)), (5, 40), (8, 0)):
+        bad = list(good)
+        bad[index] = value
+        with pytest.raises(ValueError, match="EXI accelerator tables"):
+            _speedups.Tables(tuple(bad))
+    types = list(good[3])
+    cls, name, abstract, nfields, states, plan, twins = types[0]
+    width, loop_len, loop_exit, expected, prods, enc = states[0]
+    prods = ((prods[0][0], prods[0][1], 999, *prods[0][3:]),) + prods[1:]  # next state out of range
+    types[0] = (cls, name, abstract, nfields, ((width, loop_len, loop_exit, expected, prods, enc),) + states[1:],
+                plan, twins)
+    bad = list(good)
+    bad[3] = tuple(types)
+    with pytest.raises(ValueError, match="next"):
+        _speedups.Tables(tuple(bad))
