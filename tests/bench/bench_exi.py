@@ -4,7 +4,8 @@ Messages (tests/vectors/valid.jsonl): DC_ChargeLoopReq/Res Scheduled (synthesize
 (the first ones of Josev's DC_BPT dynamic sample session). Each is decoded once to get the message object;
 encode is timed on that object, decode on the vector's bytes, and encode must give the vector's bytes back.
 
-Ours: pure-Python path, timed in batches in this process; median of the per-call means of the batches.
+Ours: the pure-Python codec (exi.codec, which the < 150 µs target is about) and the C accelerator (exi._c) when
+it is built, timed in batches in this process; median of the per-call means of the batches.
 Josev: timed inside a Josev venv process (tests/peers/josev_exi_server.py) started the way Josev starts its
 codec (py4j gateway on iso15118's EXICodec.jar, no -Xmx), as a Josev SECC experiences it:
 `EXI().from_exi(bytes)` -> pydantic message and `EXI().to_exi(message)` -> bytes, message logging off. The
@@ -13,6 +14,7 @@ bare py4j call into the jar (JSON text in/out) is shown as well.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import statistics
@@ -82,26 +84,36 @@ def ratio(theirs: float | None, ours: float | None) -> str:
     return f"{theirs / ours:,.0f}x"
 
 
+def our_backends() -> dict[str, Any]:
+    """name -> module with encode/decode: the pure-Python codec (the target path) and the C accelerator if built."""
+    import importlib
+
+    found: dict[str, Any] = {"python": importlib.import_module("exi.codec")}
+    with contextlib.suppress(ImportError):  # not built: the table shows the pure-Python codec only
+        found["C"] = importlib.import_module("exi._c")
+    return found
+
+
 def main() -> None:
     if not VECTORS.exists():
         raise FileNotFoundError(f"{VECTORS} missing (the EXI vectors are copied there by issue 2)")
     rows = [json.loads(line) for line in VECTORS.read_text().splitlines() if line.strip()]
     vectors = pick_vectors(rows)
+    backends = our_backends()
 
-    import exi
-
-    ours: dict[str, dict[str, float]] = {}
+    ours: dict[str, dict[str, dict[str, float]]] = {name: {} for name in backends}
     wrong = []
-    for label, row in vectors.items():
-        data = bytes.fromhex(row["exi_hex"])
-        message = exi.decode(data, SCHEMA)
-        again = exi.encode(message, SCHEMA)
-        if again != data:
-            wrong.append(f"{label} ({row['name']}): encode gives {again.hex()}, vector is {row['exi_hex']}")
-        ours[label] = {
-            "encode": time_ours(functools.partial(exi.encode, message, SCHEMA)),
-            "decode": time_ours(functools.partial(exi.decode, data, SCHEMA)),
-        }
+    for name, codec in backends.items():
+        for label, row in vectors.items():
+            data = bytes.fromhex(row["exi_hex"])
+            message = codec.decode(data, SCHEMA)
+            again = codec.encode(message, SCHEMA)
+            if again != data:
+                wrong.append(f"{name} {label} ({row['name']}): encode gives {again.hex()}, vector {row['exi_hex']}")
+            ours[name][label] = {
+                "encode": time_ours(functools.partial(codec.encode, message, SCHEMA)),
+                "decode": time_ours(functools.partial(codec.decode, data, SCHEMA)),
+            }
 
     josev: dict[str, dict[str, float]] = {}
     jar: dict[str, dict[str, float]] = {}
@@ -124,33 +136,45 @@ def main() -> None:
                     jar[label][kind] = median_us(
                         peer.bench("jar", kind, data, SCHEMA, n=JOSEV_CALLS, warmup=JOSEV_WARMUP))
 
-    print("EXI codec, DC charge loop (µs per call, medians; ratio = Josev SECC path / ours)")
-    print(f"ours: pure-Python exi.encode / exi.decode, batches of {OUR_BATCH} calls for ~{OUR_SECONDS:.0f} s")
+    print("EXI codec, DC charge loop (µs per call, medians; x = Josev SECC path / ours)")
+    print(f"ours: exi.codec (pure Python, the target path) and exi._c (C accelerator, if built), batches of"
+          f" {OUR_BATCH} calls for ~{OUR_SECONDS:.0f} s; single-threaded, so CPU ~ time")
     print(f"Josev ({josev_note}), measured in this run the way a Josev SECC experiences it: the")
     print("  Python call into the jar: EXI().from_exi(bytes) -> pydantic model, EXI().to_exi(model) -> bytes")
     print(f"  through py4j into EXICodec.jar in Josev's own venv (no -Xmx, logging off), {JOSEV_CALLS} calls"
-          f" after {JOSEV_WARMUP} warm-up (plus {JOSEV_JIT_WARMUP} for the JVM's JIT first);")
-    print("  'jar' columns: the bare py4j call EXICodec.encode(json)/decode(bytes) alone. '(CPU)': CPU per call")
-    print("  of the JVM (all threads, /proc) plus Josev's Python; ours is single-threaded, its CPU ~ its time.")
-    head = (f"{'message':<30}{'bytes':>6} | {'ours enc':>9}{'ours dec':>9} | {'Josev enc':>10}{'(CPU)':>9}"
+          f" after {JOSEV_WARMUP} warm-up (+{JOSEV_JIT_WARMUP} for the JIT first).")
+    print("  '(CPU)': CPU per call of the JVM (all threads, from /proc) plus Josev's Python.")
+    print("  'jar': the bare py4j call EXICodec.encode(json) / decode(bytes) alone.")
+    head = (f"{'message':<30}{'bytes':>6} {'codec':>7} | {'enc':>8}{'dec':>8} | {'Josev enc':>10}{'(CPU)':>9}"
             f"{'Josev dec':>10}{'(CPU)':>9} | {'jar enc':>9}{'jar dec':>9} | {'enc x':>9}{'dec x':>9}")
     print(head)
     print("-" * len(head))
     for label, row in vectors.items():
-        j, r, q, o = josev.get(label, {}), jar.get(label, {}), cpu.get(label, {}), ours[label]
-        print(f"{'DC_ChargeLoop' + label:<30}{len(row['exi_hex']) // 2:>6} | "
-              f"{fmt(o['encode']):>9}{fmt(o['decode']):>9} | "
-              f"{fmt(j.get('encode')):>10}{fmt(q.get('encode')):>9}{fmt(j.get('decode')):>10}"
-              f"{fmt(q.get('decode')):>9} | {fmt(r.get('encode')):>9}{fmt(r.get('decode')):>9} | "
-              f"{ratio(j.get('encode'), o['encode']):>9}{ratio(j.get('decode'), o['decode']):>9}")
+        j, r, q = josev.get(label, {}), jar.get(label, {}), cpu.get(label, {})
+        for n, name in enumerate(backends):
+            o = ours[name][label]
+            theirs = (f"{fmt(j.get('encode')):>10}{fmt(q.get('encode')):>9}{fmt(j.get('decode')):>10}"
+                      f"{fmt(q.get('decode')):>9} | {fmt(r.get('encode')):>9}{fmt(r.get('decode')):>9}")
+            if n:
+                theirs = " " * 38 + " | " + " " * 18
+            name_cell = ("DC_ChargeLoop" + label) if n == 0 else ""
+            size = str(len(row["exi_hex"]) // 2) if n == 0 else ""
+            print(f"{name_cell:<30}{size:>6} {name:>7} | {fmt(o['encode']):>8}{fmt(o['decode']):>8} | {theirs} | "
+                  f"{ratio(j.get('encode'), o['encode']):>9}{ratio(j.get('decode'), o['decode']):>9}")
     print("vectors: " + ", ".join(f"{label} = {row['name']}" for label, row in vectors.items()))
 
-    total = ours["Req BPT Dynamic"]["decode"] + ours["Res BPT Dynamic"]["encode"]
-    verdict = "MET" if total < TARGET_US else "MISSED"
-    print(f"decode(Req)+encode(Res) BPT Dynamic: {total:.1f} µs (target < {TARGET_US:.0f} µs) {verdict}")
+    for name in backends:
+        total = ours[name]["Req BPT Dynamic"]["decode"] + ours[name]["Res BPT Dynamic"]["encode"]
+        if name == "python":
+            verdict = "MET" if total < TARGET_US else "MISSED"
+            print(f"decode(Req)+encode(Res) BPT Dynamic: {total:.1f} µs (target < {TARGET_US:.0f} µs) {verdict}"
+                  " [pure-Python path]")
+        else:
+            print(f"decode(Req)+encode(Res) BPT Dynamic, {name} accelerator: {total:.2f} µs")
     if josev:
-        theirs = josev["Req BPT Dynamic"]["decode"] + josev["Res BPT Dynamic"]["encode"]
-        print(f"  same pair in Josev's SECC path: {theirs:,.0f} µs ({theirs / total:,.0f}x ours)")
+        theirs_total = josev["Req BPT Dynamic"]["decode"] + josev["Res BPT Dynamic"]["encode"]
+        pure = ours["python"]["Req BPT Dynamic"]["decode"] + ours["python"]["Res BPT Dynamic"]["encode"]
+        print(f"  same pair in Josev's SECC path: {theirs_total:,.0f} µs ({theirs_total / pure:,.0f}x our pure Python)")
     else:
         print(f"  Josev not measured: {josev_note}")
     if wrong:

@@ -158,11 +158,20 @@ def record(kind: str, schema: str, **facts: Any) -> None:
 
 
 # Signature inputs: the jar encodes these two roots as EXI fragments of the CommonMessages set
-# (AbstractEXICodec.signatureElements_20), which is what Josev digests for PnC. message root -> (element, field).
+# (AbstractEXICodec.signatureElements_20), which is what Josev digests for PnC.
+# message root -> (element, class of the element's value in our message objects).
 SIGNED_FRAGMENTS = {
-    "AuthorizationReq": ("PnC_AReqAuthorizationMode", "pnc_a_req_authorization_mode"),
-    "CertificateInstallationReq": ("OEMProvisioningCertificateChain", "oem_provisioning_certificate_chain"),
+    "AuthorizationReq": ("PnC_AReqAuthorizationMode", "PnC_AReqAuthorizationMode"),
+    "CertificateInstallationReq": ("OEMProvisioningCertificateChain", "SignedCertificateChain"),
 }
+
+
+def field_of_class(message: Any, class_name: str) -> Any:
+    """The one field value of `message` whose class is `class_name` (no dependence on attribute spelling)."""
+    found = [getattr(message, f.name) for f in dataclasses.fields(message)
+             if type(getattr(message, f.name)).__name__ == class_name]
+    assert len(found) == 1, f"{type(message).__name__}: {len(found)} fields of class {class_name}"
+    return found[0]
 
 
 def check_signed_fragment(josev: Any, exi: Any, message: Any, as_json: dict[str, Any]) -> int:
@@ -170,11 +179,11 @@ def check_signed_fragment(josev: Any, exi: Any, message: Any, as_json: dict[str,
     (root, body), = as_json.items()
     if root not in SIGNED_FRAGMENTS or SIGNED_FRAGMENTS[root][0] not in body:
         return 0
-    element, field = SIGNED_FRAGMENTS[root]
+    element, class_name = SIGNED_FRAGMENTS[root]
     fragment = {element: body[element]}
     if josev_cannot_encode(fragment):
         return 0
-    ours = exi.encode_fragment(getattr(message, field), "cm", element=element)
+    ours = exi.encode_fragment(field_of_class(message, class_name), "cm", element=element)
     same_bytes_as_josev(josev, ours, fragment, "cm")
     return 1
 
