@@ -98,7 +98,10 @@ class CableCheck:
         elapsed = now - self._since
         if not self.sup.power_allowed():
             return self._fail("power not allowed (CP, contactor or isolation fault)", now)
-        voltage = board.power_stage.present().voltage_v
+        try:
+            voltage = board.power_stage.present().voltage_v
+        except OSError as exc:
+            return self._fail(f"power stage unreadable: {exc}", now)
         if self._phase is _Phase.WAIT_SAFE:
             if voltage < cfg.safe_voltage_v:
                 if not self.sup.close_contactors(now):
@@ -134,7 +137,10 @@ class CableCheck:
             elif elapsed >= cfg.self_test_timeout_s:
                 return self._fail("IMD self-test timed out", now)
         elif self._phase is _Phase.MEASURE:
-            reading = board.isolation_monitor.read()
+            try:
+                reading = board.isolation_monitor.read()
+            except OSError as exc:
+                return self._fail(f"IMD unreadable: {exc}", now)
             if reading.device_error:
                 return self._fail("IMD device error", now)
             r = reading.resistance_ohm

@@ -125,7 +125,7 @@ class ChargePortSupervisor:
 
     def open_contactors(self, now: float) -> None:
         """Switch power off and open as soon as the current is low (at the latest `max_open_delay_s`)."""
-        self.board.power_stage.switch_off()
+        self.power_off(now)
         if self._open_by is None:
             self._open_by = now + self.max_open_delay_s
         self._open_when_safe(now)
@@ -146,7 +146,13 @@ class ChargePortSupervisor:
         return True
 
     def power_off(self, now: float) -> None:
-        self.board.power_stage.switch_off()
+        """Switch the stage off. If it does not obey, the contactors are opened at once instead."""
+        try:
+            self.board.power_stage.switch_off()
+        except Exception as exc:
+            self._events.append(PowerCut(now, f"the power stage did not switch off ({type(exc).__name__}: {exc})"))
+            if self.board.contactors.commanded_closed:
+                self._open(now, forced=True)
 
     # ------------------------------------------------------------------ the loop body
     def tick(self, now: float) -> list[Event]:
@@ -200,7 +206,10 @@ class ChargePortSupervisor:
         if now < self._next_imd_poll:
             return
         self._next_imd_poll = now + self.imd_poll_interval_s
-        energized = self.board.power_stage.present().enabled or self.board.contactors.commanded_closed
+        try:
+            energized = self.board.power_stage.present().enabled or self.board.contactors.commanded_closed
+        except Exception:  # an unreadable stage may be energized
+            energized = True
         if not energized:
             return
         try:
@@ -218,9 +227,19 @@ class ChargePortSupervisor:
         board = self.board
         if not self.power_allowed():
             stage = board.power_stage
-            if stage.present().enabled:
-                stage.switch_off()
-                self._events.append(PowerCut(now, self._cut_reason()))
+            try:
+                enabled = stage.present().enabled
+            except Exception:  # unknown state: switch off anyway
+                enabled = True
+            if enabled:
+                reason = self._cut_reason()
+                try:
+                    stage.switch_off()
+                except Exception as exc:
+                    # The stage may still be driving current: do not wait for a ramp that may never come.
+                    reason += f"; the power stage did not switch off ({type(exc).__name__}: {exc})"
+                    self._open_by = now
+                self._events.append(PowerCut(now, reason))
             if board.contactors.commanded_closed:
                 open_by = now + self.max_open_delay_s
                 if self._off_deadline is not None:
@@ -231,13 +250,17 @@ class ChargePortSupervisor:
 
     def _open_when_safe(self, now: float) -> None:
         """Open once the current has ramped down, or at the deadline under load (one tick early, so the
-        deadline is met rather than missed by a tick): wearing contacts is better than breaking a rule."""
+        deadline is met rather than missed by a tick): wearing contacts is better than breaking a rule.
+        A current that cannot be read counts as "under load"."""
         if self._open_by is None:
             return
         if not self.board.contactors.commanded_closed:
             self._open_by = None
             return
-        current = abs(self.board.power_stage.present().current_a)
+        try:
+            current = abs(self.board.power_stage.present().current_a)
+        except Exception:
+            current = float("inf")
         if current <= self.open_current_a:
             self._open(now, forced=False)
         elif now >= self._open_by - self.sample_period_s - 1e-9:
@@ -254,7 +277,10 @@ class ChargePortSupervisor:
         self._open_by = None
         if not self.board.contactors.commanded_closed:
             return
-        current = self.board.power_stage.present().current_a
+        try:
+            current = self.board.power_stage.present().current_a
+        except Exception:
+            current = float("nan")
         self.board.contactors.open_contactors()
         self.contactor_monitor.command(now, False)
         self._events.append(ContactorsOpened(now, current, forced))

@@ -366,3 +366,66 @@ def test_next_deadline_is_always_in_the_future_after_a_tick(scenario: str) -> No
         rig.sim.advance(TICK)
         rig.sup.tick(rig.now)
         assert rig.sup.next_deadline() > rig.now
+
+
+def test_a_power_stage_that_fails_to_switch_off_gets_its_contactors_opened_at_once() -> None:
+    rig = Rig()
+    rig.charge()
+
+    def broken_switch_off() -> None:
+        raise OSError("CAN bus off")
+
+    rig.sim.power_stage.switch_off = broken_switch_off  # type: ignore[method-assign]
+    t0 = rig.now
+    rig.sim.ev.stop_charge()
+    events = rig.run(0.1)
+    cut = [e for e in of(events, PowerCut) if isinstance(e, PowerCut)]
+    assert cut and "did not switch off" in cut[0].reason
+    opened = [e for e in of(events, ContactorsOpened) if isinstance(e, ContactorsOpened)]
+    assert opened and opened[0].forced and opened[0].now == cut[0].now and opened[0].now - t0 <= 0.1
+
+
+class UnreadableStage:
+    """The supervisor's view of a power stage whose present() fails (the sim itself keeps working)."""
+
+    def __init__(self, stage: object) -> None:
+        self._stage = stage
+        self.broken = False
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._stage, name)
+
+    def present(self) -> object:
+        if self.broken:
+            raise OSError("no answer from the modules")
+        return self._stage.present()  # type: ignore[attr-defined]
+
+
+def test_unreadable_power_stage_counts_as_under_load() -> None:
+    rig = Rig()
+    stage = UnreadableStage(rig.sim.power_stage)
+    rig.sup.board.power_stage = stage  # type: ignore[assignment]
+    rig.charge()
+    stage.broken = True
+    rig.run(1.5)  # the supervisor keeps ticking (IMD poll included) with an unreadable stage
+    t0 = rig.now
+    rig.sim.ev.stop_charge()
+    events = rig.run(0.2)
+    cut = of(events, PowerCut)
+    opened = [e for e in of(events, ContactorsOpened) if isinstance(e, ContactorsOpened)]
+    assert cut and not rig.sim.power_stage.enabled
+    assert opened and opened[0].forced and opened[0].now - t0 <= 0.1
+
+
+def test_session_power_off_on_a_disobedient_stage_opens_the_contactors() -> None:
+    rig = Rig()
+    rig.charge()
+
+    def broken_switch_off() -> None:
+        raise OSError("CAN bus off")
+
+    rig.sim.power_stage.switch_off = broken_switch_off  # type: ignore[method-assign]
+    rig.sup.power_off(rig.now)  # no exception escapes
+    events = rig.sup.events()
+    assert of(events, PowerCut) and of(events, ContactorsOpened)
+    assert not rig.sim.contactors.commanded_closed
