@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+from hal.types import CpState
 from secc.session import events as ev
 from secc.session.config import ScheduleEntry, SessionConfig
 from secc.session.station import ChargingStation, SessionRecord
@@ -88,25 +89,56 @@ def _print_record(record: SessionRecord) -> None:
     print("SESSION " + json.dumps(line), flush=True)
 
 
+class SimulatedPort:
+    """The simulated board with its EV, a ChargingStation on it, and the model clock following real time."""
+
+    def __init__(self, config: SessionConfig, imd_self_test_s: float = 10.0) -> None:
+        from hal.sim.board import SimBoard
+
+        self.sim = SimBoard()
+        self.sim.isolation_monitor.self_test_duration_s = imd_self_test_s
+        self.sim.ev.plug()
+        self.sim.ev.request_charge()
+        self.sim.ev.battery_connected = False  # the EV closes its contactors only for energy transfer
+        self.station = ChargingStation(config, self.sim.board(), authorize=lambda evcc_id: True)
+        self.station.signal_hooks.append(self._ev_physics)
+        self._clock_task: asyncio.Task[None] | None = None
+
+    def _ev_physics(self, sig: ev.Signal, now: float) -> None:
+        if isinstance(sig, ev.PowerTarget):
+            self.sim.ev.battery_connected = True
+        elif isinstance(sig, ev.PowerStop | ev.SessionEnded | ev.WeldingDetectionRequested):
+            self.sim.ev.battery_connected = False
+
+    async def _follow_wall_clock(self) -> None:
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(SIM_STEP_S)
+            now = time.monotonic()
+            self.sim.advance(now - last)
+            last = now
+
+    async def start(self) -> None:
+        self._clock_task = asyncio.create_task(self._follow_wall_clock())
+        await self.station.start()
+        for _ in range(100):  # the simulated EV is plugged in: serve only once the CP machine has seen it
+            if self.station.supervisor.cp.state is CpState.C:
+                break
+            await asyncio.sleep(SIM_STEP_S)
+
+    async def close(self) -> None:
+        await self.station.close()
+        if self._clock_task is not None:
+            self._clock_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._clock_task
+
+
 async def _serve(args: argparse.Namespace, config: SessionConfig) -> int:
-    from hal.sim.board import SimBoard
     from secc import transport
 
-    sim = SimBoard()
-    sim.isolation_monitor.self_test_duration_s = args.sim_imd_self_test
-    sim.ev.plug()
-    sim.ev.request_charge()
-    sim.ev.battery_connected = False  # the EV closes its contactors only for energy transfer
-    board = sim.board()
-    station = ChargingStation(config, board, authorize=lambda evcc_id: True)
-
-    def sim_ev_physics(sig: ev.Signal, now: float) -> None:
-        if isinstance(sig, ev.PowerTarget):
-            sim.ev.battery_connected = True
-        elif isinstance(sig, ev.PowerStop | ev.SessionEnded | ev.WeldingDetectionRequested):
-            sim.ev.battery_connected = False
-
-    station.signal_hooks.append(sim_ev_physics)
+    port = SimulatedPort(config, args.sim_imd_self_test)
+    station = port.station
     tls_context = None
     if args.tls:
         from secc import tls
@@ -122,16 +154,7 @@ async def _serve(args: argparse.Namespace, config: SessionConfig) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
 
-    async def sim_clock() -> None:
-        last = time.monotonic()
-        while not stop.is_set():
-            await asyncio.sleep(SIM_STEP_S)
-            now = time.monotonic()
-            sim.advance(now - last)
-            last = now
-
-    clock_task = asyncio.create_task(sim_clock())
-    await station.start()
+    await port.start()
     listeners = await transport.start_secc_listeners(
         args.iface, station.handler_factory, tls_context=tls_context, offer_tcp=not args.no_tcp)
     ports = {"tcp": listeners.tcp.port if listeners.tcp else None, "tls": listeners.tls.port if listeners.tls else None}
@@ -146,10 +169,7 @@ async def _serve(args: argparse.Namespace, config: SessionConfig) -> int:
                 printed += 1
     finally:
         await listeners.close()
-        await station.close()
-        clock_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await clock_task
+        await port.close()
         while printed < len(station.history):
             _print_record(station.history[printed])
             printed += 1

@@ -35,6 +35,7 @@ CABLECHECK_CURRENT_LIMIT_A = 2.0
 
 class CableCheckPhase(enum.Enum):
     IDLE = "idle"
+    DISCHARGING = "discharging"  # waiting for the output to fall below the safe voltage
     CLOSING = "closing"  # contactors commanded closed, waiting for the mirror contacts
     SELF_TEST = "self-test"
     MEASURING = "measuring"
@@ -44,6 +45,7 @@ class CableCheckPhase(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class ChargerTimeouts:
+    discharge_s: float = 5.0  # the output must be below the safe voltage within this
     contactors_s: float = 1.0  # mirror contacts must confirm the closure within this
     self_test_s: float = 30.0  # EVerest CABLECHECK_SELFTEST_TIMEOUT
     measurement_s: float = 5.0  # a valid IMD value after the self-test (the Bender publishes 1/s)
@@ -93,6 +95,10 @@ class HalDcCharger:
 
     def tick(self, now: float) -> list[ev.ControlEvent]:
         """Advance the CableCheck; returns a CableCheckResult when it finishes."""
+        if self.cable_check is CableCheckPhase.DISCHARGING:
+            failed = self._close_when_safe(now)
+            if failed:
+                return failed
         if self.cable_check is CableCheckPhase.CLOSING:
             failed = self._energize_for_test(now)
             if failed:
@@ -155,14 +161,26 @@ class HalDcCharger:
     def _start_cable_check(self, test_voltage_v: float, now: float) -> list[ev.ControlEvent]:
         if self.cable_check is not CableCheckPhase.IDLE:
             return self._fail_cable_check(now, f"CableCheck requested in state {self.cable_check.value}")
-        present_v = self.board.power_stage.present().voltage_v
-        if present_v > SAFE_VOLTAGE_V:
-            return self._fail_cable_check(now, f"output at {present_v:.0f} V before closing the contactors")
-        if not self.supervisor.close_contactors(now):
-            return self._fail_cable_check(now, "supervisor refused to close the contactors")
         self._test_voltage = test_voltage_v
-        self._set_phase(CableCheckPhase.CLOSING, now)
+        self._set_phase(CableCheckPhase.DISCHARGING, now)
         log.info("CableCheck started at %.0f V", test_voltage_v)
+        return self._close_when_safe(now)
+
+    def _close_when_safe(self, now: float) -> list[ev.ControlEvent]:
+        present_v = self.board.power_stage.present().voltage_v
+        if present_v > SAFE_VOLTAGE_V:  # e.g. the previous car's voltage still on the output capacitors
+            if now - self._phase_since > self.timeouts.discharge_s:
+                return self._fail_cable_check(now, f"output still at {present_v:.0f} V, not below {SAFE_VOLTAGE_V} V")
+            return []
+        if not self.supervisor.power_allowed() and now - self._phase_since <= self.timeouts.discharge_s:
+            return []  # e.g. the CP debounce right after the session asked for power: wait, do not force
+        if not self.supervisor.close_contactors(now):
+            sup = self.supervisor
+            return self._fail_cable_check(now, (
+                f"supervisor refused to close the contactors (CP {sup.cp.state.value} permits power: "
+                f"{sup.cp.power_permitted}, contactor faults: {sorted(str(f) for f in sup.contactor_monitor.faults)}, "
+                f"isolation fault: {sup.isolation_fault})"))
+        self._set_phase(CableCheckPhase.CLOSING, now)
         return []
 
     def _energize_for_test(self, now: float) -> list[ev.ControlEvent]:

@@ -1,0 +1,300 @@
+"""Every FAILED path over a real TCP connection (loopback), on the simulated board.
+
+Each test checks what the EV sees (the FAILED answer, or the connection closing), that the power stage is
+off and the contactors open afterwards, and that the next car completes a whole session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import exi
+from exi.generated import cm, ct, dc
+from secc import v2gtp
+from secc.run import SimulatedPort
+from secc.session import events as ev
+from secc.session.config import SessionConfig, SessionTimeouts
+from secc.session.machine import Session
+from secc.transport import V2GConnectionServer
+from tests.secc.session_ev import ScriptedEv, sap_req
+
+RC = ct.ResponseCode
+
+
+class NetEv(ScriptedEv):
+    """The scripted EV over TCP: the builders of ScriptedEv, frames on a socket."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        super().__init__(Session(SessionConfig(), now=0.0))  # only for the builders; never fed
+        self.reader, self.writer = reader, writer
+
+    async def request(self, message: Any, schema: str | None = None) -> Any:
+        if schema is None:
+            schema = "app" if type(message).__module__.endswith(".app") else (
+                "dc" if type(message).__module__.endswith(".dc") else "cm")
+        self.writer.write(v2gtp.frame(v2gtp.PAYLOAD_TYPE_BY_SCHEMA[schema], exi.encode(message, schema)))
+        await self.writer.drain()
+        return await self.response()
+
+    async def response(self) -> Any:
+        try:
+            header = await asyncio.wait_for(self.reader.readexactly(8), 10)
+        except asyncio.IncompleteReadError:
+            return None  # closed by the SECC
+        payload_type, length = struct.unpack("!2xHI", header)
+        payload = await self.reader.readexactly(length)
+        response = exi.decode(payload, v2gtp.SCHEMA_BY_PAYLOAD_TYPE[payload_type])
+        if isinstance(response, cm.SessionSetupRes):
+            self.session_id = response.header.session_id
+        return response
+
+    async def closed_by_secc(self) -> bool:
+        try:
+            return await asyncio.wait_for(self.reader.read(1), 10) == b""
+        except ConnectionResetError:
+            return True
+
+    async def setup_net(self, service: int = 2, parameter_set: int = 1) -> None:
+        await self.request(sap_req())
+        await self.request(cm.SessionSetupReq(header=self.header(), evccid="WMIV1234567890ABCDEX"))
+        await self.request(cm.AuthorizationSetupReq(header=self.header()))
+        for _ in range(10):  # Ongoing until the charger side authorizes (the sim station does at once)
+            if (await self.request(self.authorization_req())).evse_processing == ct.Processing.Finished:
+                break
+        else:
+            raise AssertionError("never authorized")
+        await self.request(cm.ServiceDiscoveryReq(header=self.header()))
+        await self.request(cm.ServiceDetailReq(header=self.header(), service_id=service))
+        assert (await self.request(self.selection(service, parameter_set))).response_code == RC.OK
+
+    async def into_charge_loop(self, bpt: bool = False, dynamic: bool = False) -> None:
+        await self.setup_net(6 if bpt else 2, 2 if dynamic else 1)
+        assert (await self.request(self.cpd(bpt))).response_code == RC.OK
+        assert (await self.request(self.schedule_exchange(dynamic))).response_code == RC.OK
+        for _ in range(200):
+            res = await self.request(dc.DC_CableCheckReq(header=self.header()))
+            assert res.response_code == RC.OK, res
+            if res.evse_processing == ct.Processing.Finished:
+                break
+            await asyncio.sleep(0.02)
+        else:
+            raise AssertionError("CableCheck never finished")
+        for _ in range(100):  # the stage ramps to the EV's voltage
+            res = await self.request(self.precharge(400, False))
+            if abs(float(res.evse_present_voltage) - 400) < 10:
+                break
+            await asyncio.sleep(0.02)
+        await self.request(self.precharge(400, True))
+        assert (await self.request(self.power_delivery(True, not dynamic))).response_code == RC.OK
+
+    async def complete_session(self, bpt: bool = False, dynamic: bool = False, loops: int = 3) -> None:
+        await self.into_charge_loop(bpt, dynamic)
+        for _ in range(loops):
+            res = await self.request(self.charge_loop(self.loop_mode(bpt, dynamic)))
+            assert res.response_code == RC.OK
+        assert (await self.request(self.power_delivery(False))).response_code == RC.OK
+        await self.request(self.welding(True))
+        assert (await self.request(self.stop())).response_code == RC.OK
+        assert await self.closed_by_secc()
+
+
+Scenario = Callable[[SimulatedPort, Callable[[], Awaitable[NetEv]]], Awaitable[None]]
+
+
+def run_scenario(scenario: Scenario, config: SessionConfig | None = None) -> SimulatedPort:
+    async def main() -> SimulatedPort:
+        port = SimulatedPort(config or SessionConfig(), imd_self_test_s=0.1)
+        await port.start()
+        server = V2GConnectionServer(port.station.handler_factory)
+        tcp_port = await server.start("::1")
+        writers: list[asyncio.StreamWriter] = []
+
+        async def connect() -> NetEv:
+            reader, writer = await asyncio.open_connection("::1", tcp_port)
+            writers.append(writer)
+            return NetEv(reader, writer)
+
+        try:
+            await scenario(port, connect)
+            await assert_safe(port)
+            # ... and the next car charges.
+            car = await connect()
+            await car.complete_session()
+            await assert_safe(port)
+            assert port.station.history[-1].failed is False
+        finally:
+            for writer in writers:
+                writer.close()
+            await server.close()
+            await port.close()
+        return port
+
+    return asyncio.run(asyncio.wait_for(main(), 60))
+
+
+async def assert_safe(port: SimulatedPort) -> None:
+    for _ in range(50):  # the supervisor opens after the ramp-down (<= 100 ms)
+        if not port.sim.power_stage.enabled and not port.sim.contactors.commanded_closed \
+                and port.station.active is None:
+            break
+        await asyncio.sleep(0.02)
+    assert not port.sim.power_stage.enabled, "power stage still on"
+    assert not port.sim.contactors.commanded_closed, "contactors still closed"
+    assert port.station.active is None
+    assert not port.sim.contactors.opened_under_load_a, port.sim.contactors.opened_under_load_a
+
+
+def last_failed(port: SimulatedPort, index: int = 0) -> Any:
+    record = port.station.history[index]
+    assert record.failed, record
+    return record
+
+
+def test_a_normal_session_for_each_variant() -> None:
+    async def scenario(port: SimulatedPort, connect: Callable[[], Awaitable[NetEv]]) -> None:
+        for bpt in (False, True):
+            for dynamic in (False, True):
+                await (await connect()).complete_session(bpt, dynamic)
+                await assert_safe(port)
+        assert [r.failed for r in port.station.history] == [False] * 4
+        targets = port.station.history[3].received()
+        assert targets.count("DC_ChargeLoopReq") == 3
+
+    run_scenario(scenario)
+
+
+def test_out_of_sequence() -> None:
+    async def scenario(port: SimulatedPort, connect: Callable[[], Awaitable[NetEv]]) -> None:
+        car = await connect()
+        await car.setup_net()
+        res = await car.request(car.charge_loop(car.loop_mode(False, False)))
+        assert isinstance(res, dc.DC_ChargeLoopRes) and res.response_code == RC.FAILED_SequenceError
+        assert await car.closed_by_secc()
+
+    port = run_scenario(scenario)
+    assert "FAILED_SequenceError" in str(last_failed(port).end_reason)
+
+
+def test_unknown_session_mid_loop() -> None:
+    async def scenario(port: SimulatedPort, connect: Callable[[], Awaitable[NetEv]]) -> None:
+        car = await connect()
+        await car.into_charge_loop()
+        assert port.sim.contactors.commanded_closed and port.sim.power_stage.enabled
+        car.session_id = bytes(8)
+        res = await car.request(car.charge_loop(car.loop_mode(False, False)))
+        assert res.response_code == RC.FAILED_UnknownSession
+        assert await car.closed_by_secc()
+
+    run_scenario(scenario)
+
+
+def test_invalid_content_mid_loop() -> None:
+    async def scenario(port: SimulatedPort, connect: Callable[[], Awaitable[NetEv]]) -> None:
+        car = await connect()
+        await car.into_charge_loop()
+        res = await car.request(car.charge_loop(car.loop_mode(True, True)))  # BPT Dynamic in a DC Scheduled session
+        assert res.response_code == RC.FAILED
+        assert await car.closed_by_secc()
+
+    run_scenario(scenario)
+
+
+def test_sequence_timeout() -> None:
+    config = SessionConfig(timeouts=SessionTimeouts(sequence_s=0.3))
+
+    async def scenario(port: SimulatedPort, connect: Callable[[], Awaitable[NetEv]]) -> None:
+        car = await connect()
+        await car.into_charge_loop()
+        assert await car.closed_by_secc()  # the EV fell silent while power flowed
+
+    port = run_scenario(scenario, config)
+    assert last_failed(port).end_reason == "sequence timeout"
+
+
+def test_charge_loop_after_session_stop() -> None:
+    async def scenario(port: SimulatedPort, connect: Callable[[], Awaitable[NetEv]]) -> None:
+        car = await connect()
+        await car.setup_net()
+        assert (await car.request(car.stop())).response_code == RC.OK
+        # The SECC closes after SessionStopRes; a ChargeLoop on the dying connection gets nothing.
+        car.writer.write(v2gtp.frame(v2gtp.DC_MAINSTREAM, exi.encode(car.charge_loop(car.loop_mode(False, False)),
+                                                                     "dc")))
+        assert await car.response() is None
+
+    port = run_scenario(scenario)
+    assert port.station.history[0].failed is False
+
+
+def test_tcp_reset_mid_loop() -> None:
+    async def scenario(port: SimulatedPort, connect: Callable[[], Awaitable[NetEv]]) -> None:
+        car = await connect()
+        await car.into_charge_loop(bpt=True, dynamic=True)
+        await car.request(car.charge_loop(car.loop_mode(True, True)))
+        await asyncio.sleep(0.2)
+        assert port.sim.power_stage.enabled and abs(port.sim.power_stage.current_a) > 1.0  # energy flows
+        sock = car.writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        car.writer.transport.abort()  # RST
+
+    port = run_scenario(scenario)
+    assert last_failed(port).end_reason == "connection lost"
+
+
+def test_garbage_v2gtp() -> None:
+    async def scenario(port: SimulatedPort, connect: Callable[[], Awaitable[NetEv]]) -> None:
+        car = await connect()
+        await car.setup_net()
+        car.writer.write(b"\x02\xfd\x80\x02\x00\x00\x00\x04junk")  # bad version
+        assert await car.closed_by_secc()
+        car = await connect()
+        await car.setup_net()
+        car.writer.write(v2gtp.frame(v2gtp.COMMON_MESSAGES, b"\x80\x98\xff\xff\x00\x12"))  # undecodable EXI
+        assert await car.closed_by_secc()
+
+    port = run_scenario(scenario)
+    assert [r.failed for r in port.station.history[:2]] == [True, True]
+
+
+def test_cable_check_fails_on_low_isolation() -> None:
+    async def scenario(port: SimulatedPort, connect: Callable[[], Awaitable[NetEv]]) -> None:
+        port.sim.faults.isolation_resistance_ohm = 90_000.0  # below the IEC 61851-23:2023 100 kOhm
+        car = await connect()
+        await car.setup_net()
+        await car.request(car.cpd(False))
+        await car.request(car.schedule_exchange(False))
+        for _ in range(200):
+            res = await car.request(dc.DC_CableCheckReq(header=car.header()))
+            if res is None or res.evse_processing == ct.Processing.Finished:
+                break
+            await asyncio.sleep(0.02)
+        assert res is not None and res.response_code == RC.FAILED
+        assert await car.closed_by_secc()
+        port.sim.faults.isolation_resistance_ohm = 5e6
+        port.sim.ev.unplug()  # the latched isolation fault clears on unplug (a new car)
+        await asyncio.sleep(0.1)
+        port.sim.ev.plug()
+        port.sim.ev.request_charge()
+        await asyncio.sleep(0.1)
+
+    port = run_scenario(scenario)
+    assert "CableCheck failed" in str(last_failed(port).end_reason)
+
+
+def test_charger_stop_and_limits() -> None:
+    async def scenario(port: SimulatedPort, connect: Callable[[], Awaitable[NetEv]]) -> None:
+        car = await connect()
+        await car.into_charge_loop(dynamic=True)
+        assert port.station.active is not None
+        port.station.active.feed(ev.StopCharging("operator"))
+        assert not port.sim.power_stage.enabled
+        res = await car.request(car.charge_loop(car.loop_mode(False, True)))
+        assert res.evse_status.evse_notification == ct.EvseNotification.Terminate
+        await car.request(car.power_delivery(False))
+        await car.request(car.welding(True))
+        assert (await car.request(car.stop())).response_code == RC.OK
+
+    run_scenario(scenario)
