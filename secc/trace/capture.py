@@ -154,6 +154,8 @@ class SessionCapture:
 
     def _write_loop(self) -> None:
         writer = self.writer
+        writer.begin()
+        writer.flush()
         while True:
             try:
                 item = self._queue.get(timeout=1.0)

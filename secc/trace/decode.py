@@ -162,7 +162,7 @@ class _Connection:
     tls: Tls13Stream | None = None
     parsers: dict[Side, v2gtp.V2GTPStreamParser] = field(default_factory=dict)
     failed: dict[Side, str] = field(default_factory=dict)
-    tls_reported: bool = False
+    app_protocol_agreed: bool = False  # after SupportedAppProtocolRes, 0x8001 carries -2 / DIN messages
 
 
 # --------------------------------------------------------------------------------------------- EXI
@@ -407,9 +407,16 @@ class TraceDecoder:
             self.messages.append(Message(timestamp, direction, "V2GTP", "framing error", error=str(exc)))
             return
         for frame in frames:
+            if frame.payload_type == v2gtp.SAP and connection.app_protocol_agreed:
+                self.messages.append(Message(timestamp, direction, "V2GTP", "ISO 15118-2 / DIN 70121 message",
+                                             {"bytes": len(frame.payload)}, frame.payload_type,
+                                             error="only ISO 15118-20 messages are decoded"))  # fmt: skip
+                continue
             if self._exi is None:
                 self._exi = _ExiDecoder()
             name, body, schema, error = self._exi.decode(frame.payload_type, frame.payload)
+            if name == "SupportedAppProtocolRes":
+                connection.app_protocol_agreed = True
             values = self._exi.values(body) if body is not None else {"bytes": len(frame.payload)}
             self.messages.append(
                 Message(timestamp, direction, "V2GTP", name, values, frame.payload_type, body, schema, error)

@@ -178,6 +178,16 @@ class RotatingPcapWriter:
         self._size = GLOBAL_HEADER_LENGTH
         self.parts.append(path)
 
+    def begin(self) -> None:
+        """Create the first part now (header only), so the file exists from the session's start."""
+        if self.parts:
+            return
+        try:
+            self._open_next()
+        except OSError:
+            self.write_errors += 1
+            self._close_file()
+
     def write(self, timestamp: float, frame: bytes) -> None:
         data = record(timestamp, frame)
         try:

@@ -166,3 +166,29 @@ def test_garbage_inside_a_valid_capture_never_crashes(tmp_path: Path) -> None:
         writer.write(packet.timestamp, bytes(data[: max(14, len(data) - number % 13)]))
     writer.close()
     decode_capture(writer.parts[0].read_bytes())
+
+
+def test_iso2_messages_after_the_handshake_are_named_not_misdecoded(tmp_path: Path) -> None:
+    # plain TCP session: SAP from Josev's capture, then a 0x8001 message as ISO 15118-2 / DIN would send it
+    import exi
+    from secc import v2gtp
+    from secc.trace.pcap import RotatingPcapWriter
+    from tests.secc.trace_frames import TcpConversation
+
+    sap = [m for m in decode_capture((DATA / "josev_dc_session.pcap").read_bytes()) if m.schema == "app"]
+    conversation = TcpConversation()
+    conversation.handshake()
+    for message in sap:
+        sender = "ev" if message.direction == EV_TO_SECC else "secc"
+        conversation.segment(sender, v2gtp.frame(v2gtp.SAP, exi.encode(message.body, "app")))
+    conversation.segment("ev", v2gtp.frame(v2gtp.SAP, bytes.fromhex("809a0211")))
+    conversation.segment("ev", b"\x01\xfe\x80")  # cut off inside the next header
+    writer = RotatingPcapWriter(tmp_path, "secc-iso2")
+    for number, frame in enumerate(conversation.frames):
+        writer.write(1_700_000_000 + number, frame)
+    writer.close()
+    messages = decode_capture(writer.parts[0].read_bytes())
+    assert [m.name for m in messages] == [
+        "SupportedAppProtocolReq", "SupportedAppProtocolRes", "ISO 15118-2 / DIN 70121 message",
+        "incomplete message at end of capture",
+    ]
