@@ -28,8 +28,9 @@ Safety rules this machine enforces (through `power_permitted` and PowerOffRequir
       debounce_s + measurement_timeout_s <= 100 ms is checked at construction.
     * PWM stopped while the EV stays in C: power stays permitted for 6 s (EV shall open S2), then is
       forced off (reason "pwm-off-ev-stays-in-c").
-    * Leaving C, or unplugging, resets the session's allow_power: a resumed C or the next EV needs a
-      fresh allow_power(True).
+    * Leaving C, unplugging or any CP fault resets the session's allow_power: a resumed C, the next EV
+      or a cleared fault needs a fresh allow_power(True).
+    * Never on a stale picture: no sample within `measurement_timeout_s` means no permission.
     * Faults: measured E (short to PE), -12 V while driving +12 V, a missing diode (debounced, latched
       until unplug), a level in no band for 50 ms, D without ventilation, a stalled sample stream.
 
@@ -389,6 +390,7 @@ class ControlPilotMachine:
     # ------------------------------------------------------------------ inputs
     def feed(self, now: float, measurement: CpMeasurement) -> None:
         self._last_sample = now
+        self._clear_fault(now, CpFaultKind.MEASUREMENT_TIMEOUT)
         if self._output.mode in (CpMode.F, CpMode.E):
             # We drive -12 V or 0 V ourselves: the level says nothing about the EV. Keep the last state.
             self._update(now)
@@ -570,6 +572,7 @@ class ControlPilotMachine:
     def _raise_fault(self, now: float, kind: CpFaultKind) -> None:
         if kind not in self._faults:
             self._faults.add(kind)
+            self._power_requested = False  # after any fault the session must decide afresh
             self._events.append(CpFault(now, kind))
 
     def _clear_fault(self, now: float, kind: CpFaultKind) -> None:
@@ -595,6 +598,8 @@ class ControlPilotMachine:
             reason = "cp-fault:" + ",".join(sorted(f.value for f in self._faults))
         elif self._sequence in (_Sequence.EF_PULSE, _Sequence.EF_X1):
             reason = "ef-pulse"
+        elif self._last_sample is None or now > self._last_sample + cfg.measurement_timeout_s + _EPS:
+            reason = "no-recent-cp-sample"  # never permit power on a stale picture of the CP line"
         elif self._non_c_since is not None and (
             self._non_c_samples >= cfg.min_samples and now - self._non_c_since >= cfg.debounce_s - _EPS
         ):

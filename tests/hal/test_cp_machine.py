@@ -573,3 +573,30 @@ def test_wake_up_via_f_like_phoenix_activation_mode() -> None:
     ev = d.run(3.1)
     assert of(ev, WakeUpSent) and d.m.output.mode is CpMode.PWM
     assert not of(d.log, EvUnplugged) and not any(isinstance(e, CpFault) for e in d.log)
+
+
+def test_no_power_on_a_stale_picture_of_the_cp_line() -> None:
+    m = ControlPilotMachine()
+    m.start_hlc(0.0)
+    for i in range(1, 6):
+        m.feed(i * PERIOD, CpMeasurement(6.0, -12.0))
+    m.allow_power(1.0, True)  # the last sample is 975 ms old
+    assert not m.power_permitted
+    m.feed(1.0, CpMeasurement(6.0, -12.0))
+    m.allow_power(1.0, True)
+    assert m.power_permitted
+
+
+def test_measurement_timeout_clears_with_samples_but_needs_a_new_permission() -> None:
+    d = Driver(ControlPilotMachine())
+    charging(d)
+    deadline = d.m.next_deadline()
+    assert deadline is not None
+    d.now = deadline
+    d.m.handle_timer(deadline)
+    assert CpFaultKind.MEASUREMENT_TIMEOUT in d.m.faults
+    d.run(0.05)
+    assert CpFaultKind.MEASUREMENT_TIMEOUT not in d.m.faults
+    assert not d.m.power_permitted
+    d.m.allow_power(d.now, True)
+    assert d.m.power_permitted
