@@ -21,7 +21,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 DEFAULT_CONFIG_PATH: Final = Path("/etc/secc/secc.toml")
 DEFAULT_STATUS_SOCKET: Final = Path("/run/secc/status.sock")
@@ -588,7 +588,66 @@ def load_config(path: Path | str = DEFAULT_CONFIG_PATH, checks: HostChecks | Non
     return parse_config(data, checks, source)
 
 
+# ---------------------------------------------------------------------------------------------------------
+# What the daemon builds from the config (imports are lazy: `secc config check` needs none of them)
+
+if TYPE_CHECKING:
+    import ssl
+
+    from secc.sdp import SecurityPolicy
+    from secc.session.config import SessionConfig
+    from secc.tls import TlsServerConfig
+
+
+def session_config(connector: ConnectorConfig) -> SessionConfig:
+    """The connector's secc.session configuration (limits, schedule, services, sign switch)."""
+    from secc.session.config import EvseDcLimits, ScheduleEntry, SessionConfig
+
+    lim = connector.limits
+    return SessionConfig(
+        evse_id=connector.evse_id,
+        services=connector.services,
+        limits=EvseDcLimits(**{name: getattr(lim, name) for name in _LIMIT_FIELDS}),
+        schedule=tuple(ScheduleEntry(p.duration_s, p.power_w) for p in connector.schedule),
+        negative_discharge_limits=connector.negative_discharge_limits,
+        auto_authorize=connector.auto_authorize,
+    )
+
+
+def tls_server_config(tls: TlsConfig) -> TlsServerConfig | None:
+    """secc.tls.TlsServerConfig, or None when TLS is not offered. Reads the key password file (at start)."""
+    if not tls.tls_enabled:
+        return None
+    from secc.tls import ClientAuth, TlsServerConfig
+
+    assert tls.chain is not None and tls.key is not None  # parse_config requires them when TLS is offered
+    password = None
+    if tls.key_password_file is not None:
+        password = _read_file("tls.key_password_file", tls.key_password_file).decode().rstrip("\r\n")
+    return TlsServerConfig(chain=tls.chain, key=tls.key, client_auth=ClientAuth(tls.client_auth),
+                           client_roots=tls.client_roots, keylog_file=tls.key_log, key_password=password)
+
+
+def tls_context(tls: TlsConfig) -> ssl.SSLContext | None:
+    """The -20 TLS server context, or None when TLS is not offered. Raises secc.tls.TlsProfileError."""
+    server = tls_server_config(tls)
+    if server is None:
+        return None
+    from secc.tls import server_context
+
+    return server_context(server)
+
+
+def sdp_policy(tls: TlsConfig) -> SecurityPolicy:
+    """What SDP answers: the EV's choice when both servers run, otherwise the one that runs."""
+    from secc.sdp import SecurityPolicy
+
+    return {TlsMode.BOTH: SecurityPolicy.ACCEPT_CLIENT_OFFER, TlsMode.TLS_ONLY: SecurityPolicy.ENFORCE_TLS,
+            TlsMode.NO_TLS: SecurityPolicy.ENFORCE_NO_TLS}[tls.mode]
+
+
 __all__ = [
     "DEFAULT_CONFIG_PATH", "Config", "ConfigError", "ConnectorConfig", "HostChecks", "Limits", "LoggingConfig",
-    "SchedulePeriod", "TlsConfig", "TlsMode", "TraceConfig", "load_config", "parse_config",
+    "SchedulePeriod", "TlsConfig", "TlsMode", "TraceConfig", "load_config", "parse_config", "sdp_policy",
+    "session_config", "tls_context", "tls_server_config",
 ]

@@ -277,3 +277,31 @@ def test_any_document_loads_or_raises_config_error(doc: dict[str, Any]) -> None:
 
 def test_example_parses_as_plain_toml() -> None:
     assert tomllib.loads(EXAMPLE.read_text())["connector"][0]["plc_interface"] == "plc0"
+
+
+def test_daemon_objects_from_the_config(tmp_path: Path, pki: Path) -> None:
+    """The config maps onto the session's, the TLS server's and SDP's own types, which validate it again."""
+    import ssl
+
+    from secc.config import sdp_policy, session_config, tls_context, tls_server_config
+    from secc.sdp import SecurityPolicy
+    from secc.tls import ClientAuth
+
+    config = load_config(write(tmp_path, sim_config(pki)))
+    session = session_config(config.connectors[0])
+    assert session.evse_id == "DE*SEC*E0001*1" and session.services == (2, 6)
+    assert session.limits.max_discharge_power_w == 50_000 and session.limits.bidirectional
+    assert [(e.duration_s, e.power_w) for e in session.schedule] == [(60, 11_000.0), (60, -7_000.0)]
+    server = tls_server_config(config.tls)
+    assert server is not None and server.client_auth is ClientAuth.OPTIONAL
+    assert server.client_roots == (pki / "certs" / "v2g_root.pem",)
+    context = tls_context(config.tls)
+    assert isinstance(context, ssl.SSLContext) and context.minimum_version is ssl.TLSVersion.TLSv1_3
+    assert sdp_policy(config.tls) is SecurityPolicy.ACCEPT_CLIENT_OFFER
+
+    no_tls = load_config(EXAMPLE, HostChecks(enabled=False))
+    object.__setattr__(no_tls.tls, "mode", TlsMode.NO_TLS)
+    assert tls_server_config(no_tls.tls) is None and tls_context(no_tls.tls) is None
+    assert sdp_policy(no_tls.tls) is SecurityPolicy.ENFORCE_NO_TLS
+    # the example's connector is a valid session configuration too
+    assert session_config(no_tls.connectors[0]).limits.max_charge_power_w == 100_000
