@@ -305,3 +305,56 @@ def test_daemon_objects_from_the_config(tmp_path: Path, pki: Path) -> None:
     assert sdp_policy(no_tls.tls) is SecurityPolicy.ENFORCE_NO_TLS
     # the example's connector is a valid session configuration too
     assert session_config(no_tls.connectors[0]).limits.max_charge_power_w == 100_000
+
+
+DOC = REPO / "docs" / "config.md"
+
+
+def documented_keys() -> dict[str, set[str]]:
+    """Section heading -> the keys in the first column of its table."""
+    import re
+
+    keys: dict[str, set[str]] = {}
+    section = ""
+    for line in DOC.read_text().splitlines():
+        heading = re.match(r"^## \[+([a-z_.]+)\]+", line)
+        if heading:
+            section = heading.group(1)
+        elif line.startswith("## ") or line.startswith("### "):
+            section = ""
+        elif section and (cell := re.match(r"^\| `([a-z_]+)` \|", line)):
+            keys.setdefault(section, set()).add(cell.group(1))
+    return keys
+
+
+def test_every_option_is_documented_and_every_documented_option_exists(tmp_path: Path, pki: Path) -> None:
+    from dataclasses import fields
+
+    from secc.config import ConnectorConfig, Limits, LoggingConfig, TlsConfig, TraceConfig
+
+    documented = documented_keys()
+    expected = {
+        "logging": {f.name for f in fields(LoggingConfig)},
+        "traces": {f.name for f in fields(TraceConfig)},
+        "status": {"socket"},
+        "tls": {f.name for f in fields(TlsConfig)},
+        "limits": {f.name for f in fields(Limits)},
+        "schedule": {"duration_s", "power_w"},
+        "connector": {f.name for f in fields(ConnectorConfig)},
+    }
+    assert documented == expected
+    # and a file setting every documented key is accepted (unknown keys would be refused)
+    key_log = tmp_path / "keys.log"
+    full = sim_config(pki).replace("[tls]", f'[tls]\nmode = "both"\nkey_log = "{key_log}"\n'
+                                   f'key_password_file = "{pki / "certs" / "v2g_root.pem"}"')
+    full += ('services = ["DC", "DC_BPT"]\nnegative_discharge_limits = true\nauto_authorize = true\n'
+             "[connector.limits]\nmin_voltage_v = 150\nmin_charge_power_w = 0\nmin_charge_current_a = 0\n"
+             "min_discharge_power_w = 0\nmin_discharge_current_a = 0\n"
+             "[connector.hal]\nstep_s = 0.001\n[[connector.schedule]]\nduration_s = 5\npower_w = 100\n"
+             '[logging]\nlevel = "debug"\nformat = "json"\nidentifier = "secc2"\n'
+             f'[traces]\nenabled = false\ndirectory = "{tmp_path}"\nmax_file_bytes = 65536\n'
+             "max_total_bytes = 131072\nudp_key_disclosure_port = 15118\n"
+             f'[status]\nsocket = "{tmp_path / "s.sock"}"\n')
+    config = load_config(write(tmp_path, full))
+    assert config.traces.udp_key_disclosure_port == 15118 and config.logging.identifier == "secc2"
+    assert config.connectors[0].negative_discharge_limits and config.tls.key_log == key_log
