@@ -8,6 +8,7 @@ sequencing: that is secc.session.machine's table. `finished=False` means "answer
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,8 +25,10 @@ from secc.session.config import (
 )
 from secc.session.responses import ZERO, rational
 
+log = logging.getLogger(__name__)
 RC = ct.ResponseCode
 PRECHARGE_CURRENT_LIMIT_A = 2.0  # IEC 61851-23 pre-charge: the EVSE limits inrush to <= 2 A
+PRECHARGE_TOLERANCE_V = 20.0  # the output counts as pre-charged within this of the EV's target
 CABLECHECK_MAX_TEST_V_LOW = 500.0  # IEC 61851-23:2023 CC.4.1.2 formula CC.1
 
 
@@ -64,6 +67,7 @@ class SessionContext:
     cable_check_started_at: float | None = None
     cable_check: ev.CableCheckResult | None = None
     precharge_finished: bool = False
+    precharge_target_v: float | None = None
     discharge_selected: bool = False
     power_started_at: float | None = None
     present: ev.PresentValues = ev.PresentValues(0.0, 0.0)
@@ -333,6 +337,7 @@ def pre_charge(req: dc.DC_PreChargeReq, ctx: SessionContext, header: ct.MessageH
     # EVs send junk here (Josev: 20 kV); follow the target within what both sides allow.
     target = min(max(float(req.ev_target_voltage), 0.0), _voltage_ceiling(ctx, now))
     ctx.precharge_finished = req.ev_processing == ct.Processing.Finished
+    ctx.precharge_target_v = target
     return Handled(dc.DC_PreChargeRes(header=header, response_code=RC.OK,
                                       evse_present_voltage=rational(ctx.present.voltage_v)),
                    signals=[ev.PreChargeTarget(target, PRECHARGE_CURRENT_LIMIT_A)])
@@ -348,8 +353,14 @@ def power_delivery(req: cm.PowerDeliveryReq, ctx: SessionContext, header: ct.Mes
     if ctx.power_started_at is not None:
         raise InvalidContent(RC.FAILED_SequenceError, "PowerDelivery(Start) while already delivering")
     if not ctx.precharge_finished:
-        # [V2G20-2005/2006]: no power before a PreCharge the EV declared finished (EVerest/EVerest#2305)
-        raise InvalidContent(RC.FAILED_SequenceError, "PowerDelivery(Start) before a finished PreCharge")
+        # [V2G20-2005/2006]: no power before a PreCharge the EV declared finished (EVerest/EVerest#2305).
+        # Josev 0.31.2 skips the Finished PreCharge when our voltage matched its target exactly; what matters
+        # physically is that the output sits at the EV's voltage, so that is accepted (and logged).
+        target = ctx.precharge_target_v
+        if target is None or abs(ctx.present.voltage_v - target) > PRECHARGE_TOLERANCE_V:
+            raise InvalidContent(RC.FAILED_SequenceError, "PowerDelivery(Start) before a finished PreCharge")
+        log.warning("PowerDelivery(Start) without a Finished PreCharge; output %.0f V at the EV's %.0f V: accepted",
+                    ctx.present.voltage_v, target)
     if req.ev_processing != ct.Processing.Finished:
         return Handled(ok, finished=False)  # the EV is still preparing (Josev repeats this at random)
     profile = req.ev_power_profile

@@ -188,3 +188,21 @@ def run_josev_evcc(
         if line.startswith("RESULT "):
             report = json.loads(line[7:])
     return EvccResult(proc.returncode, report, proc.stdout + proc.stderr)
+
+
+def josev_pki_from(project_pki: Path, out: Path) -> Path:
+    """Lay our -20 test PKI (certs.generate output) out where Josev's EVCC looks (PKI_PATH/iso15118_2/...):
+    our V2G root as the trust anchor for the SECC chain, our OEM chain as its TLS 1.3 client certificate."""
+    certs_dir = out / "iso15118_2" / "certs"
+    keys_dir = out / "iso15118_2" / "private_keys"
+    certs_dir.mkdir(parents=True, exist_ok=True)
+    keys_dir.mkdir(parents=True, exist_ok=True)
+    copies = {
+        certs_dir / "v2gRootCACert.pem": project_pki / "certs" / "v2g_root.pem",
+        certs_dir / "oemCertChain.pem": project_pki / "certs" / "oem_chain.pem",
+        keys_dir / "oemLeaf.key": project_pki / "private" / "oem_leaf.key",
+    }
+    for target, source in copies.items():
+        target.write_bytes(source.read_bytes())
+    (keys_dir / "oemLeafPassword.txt").write_text("")  # our keys are not encrypted: Josev then passes None
+    return out

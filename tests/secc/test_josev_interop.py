@@ -8,12 +8,14 @@ show the complete message sequence and the control mode the EV chose.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from certs import generate
 from tests.conftest import need, need_root
 from tests.peers.josev import available
-from tests.peers.josev_evcc import NetnsPair, SeccProcess, run_josev_evcc
+from tests.peers.josev_evcc import NetnsPair, SeccProcess, josev_pki_from, run_josev_evcc
 
 pytestmark = [pytest.mark.peer, pytest.mark.root, pytest.mark.slow]
 
@@ -67,3 +69,36 @@ def test_josev_completes_a_session_over_tcp(secc_tcp: tuple[NetnsPair, SeccProce
     assert session["received"].count("DC_ChargeLoopReq") == 10
     assert all(not s.split(":", 1)[1].startswith("FAILED") for s in session["sent"])
     assert session["charge_loop_max_ms"] < 500  # the -20 ChargeLoop budget (measured inside the SECC)
+
+
+@pytest.fixture(scope="module")
+def secc_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[NetnsPair, SeccProcess, Path]]:
+    need_root()
+    ok, why = available()
+    need(ok, why)
+    project_pki = tmp_path_factory.mktemp("pki")
+    generate(project_pki)
+    josev_pki = josev_pki_from(project_pki, tmp_path_factory.mktemp("josev-pki"))
+    # Josev's TLS client offers only secp256r1 key shares (set_ecdh_curve("prime256v1"), peers.md §6.10):
+    # widen the -20 groups for this bench, as secc.tls documents; suites and TLS 1.3-only stay.
+    args = ["--sim-imd-self-test", "1", "--tls", "--no-tcp", "--pki", str(project_pki),
+            "--tls-extra-group", "prime256v1"]
+    with NetnsPair("secc-ev-tls", "secc-evse-tls") as link, SeccProcess(link, args) as secc:
+        yield link, secc, josev_pki
+
+
+@pytest.mark.parametrize(
+    "service, mode",
+    [("DC", "scheduled"), ("DC", "dynamic"), ("DC_BPT", "scheduled"), ("DC_BPT", "dynamic")],
+)
+def test_josev_completes_a_session_over_tls13(
+    secc_tls: tuple[NetnsPair, SeccProcess, Path], service: str, mode: str
+) -> None:
+    link, secc, josev_pki = secc_tls
+    result = run_josev_evcc(link, service=service, control_mode=mode, tls="enforce", pki=josev_pki, timeout=90)
+    session = secc.next_session(timeout=20)
+    assert result.exit_code == 0, f"Josev: {result.meaning}: {result.report.get('reason')}\n{result.log[-4000:]}"
+    assert result.report["tls_used"] is True
+    assert session["tls"] is True and not session["failed"], session
+    assert session["received"].count("DC_ChargeLoopReq") == 10
+    assert session["end_reason"] == "SessionStopReq answered OK"

@@ -323,3 +323,17 @@ def test_transitions_table_covers_every_phase() -> None:
     for phase in Phase:
         reachable |= set(TRANSITIONS[phase].values())
     assert reachable == set(Phase)
+
+
+def test_power_delivery_without_finished_precharge_accepted_only_at_the_ev_voltage() -> None:
+    """Josev skips PreCharge(Finished) when our voltage equals its target: tolerated only when pre-charged."""
+    car = make()
+    car.to_cable_check(False, False)
+    car.send(dc.DC_CableCheckReq(header=car.header()))
+    car.control(ev.CableCheckResult(True))
+    car.send(dc.DC_CableCheckReq(header=car.header()))
+    car.control(ev.PresentValues(300.0, 0.0))
+    car.send(car.precharge(400, False))
+    car.control(ev.PresentValues(395.0, 0.0))
+    assert car.send(car.power_delivery(True)).response_code == RC.OK
+    assert car.session.phase is Phase.CHARGE_LOOP
