@@ -497,7 +497,7 @@ def _connector(t: _Table, defaults: _Table, default_schedule: list[_Table],
     evse_id = t.get_str("evse_id")
     plc_interface = t.get_str("plc_interface")
     _check_interface(t.path("plc_interface"), plc_interface, checks)
-    board = t.get_str("board", "sim")
+    board = t.get_str("board")  # no default: a forgotten key must not run the simulator on a real charger
     hal = _hal(t, board, plc_interface, checks)
     service_names = t.str_list("services", ("DC", "DC_BPT"))
     services: list[int] = []

@@ -332,7 +332,7 @@ class V2GLog:
         structlog.contextvars.bind_contextvars(session_id=session_id)
 
     def session_ended(self) -> None:
-        self.log = self.log.unbind("session_id") if hasattr(self.log, "unbind") else self.log
+        self.log = self.log.try_unbind("session_id")
         structlog.contextvars.unbind_contextvars("session_id")
 
     def message(self, direction: str, message_type: str, decoded: object = None, response_code: str | None = None,

@@ -197,17 +197,17 @@ def test_bad_values_name_the_key(tmp_path: Path, pki: Path, capsys: pytest.Captu
 
 
 def test_two_connectors_on_one_interface(tmp_path: Path, pki: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    text = sim_config(pki) + '\n[[connector]]\nevse_id = "DE*SEC*E0001*2"\nplc_interface = "lo"\n'
+    text = sim_config(pki) + '\n[[connector]]\nevse_id = "DE*SEC*E0001*2"\nplc_interface = "lo"\nboard = "sim"\n'
     err = one_error_line(tmp_path, text, capsys)
     assert err.endswith("connector[1].plc_interface: 'lo' is also used by connector[0]")
-    text = sim_config(pki) + '\n[[connector]]\nevse_id = "DE*SEC*E0001*1"\nplc_interface = "eth9"\n'
+    text = sim_config(pki) + '\n[[connector]]\nevse_id = "DE*SEC*E0001*1"\nplc_interface = "eth9"\nboard = "sim"\n'
     assert "connector[1].evse_id: 'DE*SEC*E0001*1' is also connector[0]" in one_error_line(
         tmp_path, text, capsys, "--no-host-checks")
 
 
 def test_no_tls_needs_no_certificates(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     text = ('[tls]\nmode = "no-tls"\n[[schedule]]\nduration_s = 10\npower_w = 1000\n'
-            '[[connector]]\nevse_id = "X"\nplc_interface = "lo"\nservices = ["DC"]\n'
+            '[[connector]]\nevse_id = "X"\nplc_interface = "lo"\nboard = "sim"\nservices = ["DC"]\n'
             "[connector.limits]\nmax_charge_power_w = 1000\nmax_charge_current_a = 10\nmax_voltage_v = 500\n")
     rc, out, err = check(write(tmp_path, text), capsys=capsys)
     assert rc == 0, err
@@ -358,3 +358,8 @@ def test_every_option_is_documented_and_every_documented_option_exists(tmp_path:
     config = load_config(write(tmp_path, full))
     assert config.traces.udp_key_disclosure_port == 15118 and config.logging.identifier == "secc2"
     assert config.connectors[0].negative_discharge_limits and config.tls.key_log == key_log
+
+
+def test_board_is_required(tmp_path: Path, pki: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = sim_config(pki).replace('board = "sim"\n', "")
+    assert one_error_line(tmp_path, text, capsys).endswith("connector[0].board: missing required key")
