@@ -261,3 +261,28 @@ class JosevExi:
         self._log.close()
         if self._proc.returncode == 0:  # keep the log of a server that failed
             self.log_path.unlink(missing_ok=True)
+
+
+def main(argv: list[str]) -> int:
+    """`python -m tests.peers.josev encode SCHEMA JSON | decode SCHEMA HEX | install`: ask the peer by hand."""
+    if len(argv) == 1 and argv[0] == "install":
+        print(install())
+        return 0
+    if len(argv) != 3 or argv[0] not in ("encode", "decode"):
+        print(main.__doc__, file=sys.stderr)
+        return 2
+    op, schema, arg = argv
+    try:
+        with JosevExi() as peer:
+            if op == "encode":
+                print(peer.encode(json.loads(arg), schema).hex())
+            else:
+                print(json.dumps(peer.decode(bytes.fromhex(arg), schema), indent=1))
+    except (JosevError, ValueError) as exc:
+        print(f"josev: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
