@@ -1,6 +1,6 @@
 """`secc trace`: read session traces (and take one by hand).
 
-    secc trace decode FILE [--keylog FILE] [--json] [--verbose]
+    secc trace decode FILE [FILE.part2 ...] [--keylog FILE] [--json] [--verbose]
     secc trace capture --interface plc0 --dir DIR [--evse-id ID] [--seconds N]     (needs CAP_NET_RAW)
 
 `decode` prints one line per message in capture order: time since the first packet, direction, protocol,
@@ -25,7 +25,8 @@ HELP = "decode a session trace (pcap/pcapng, TLS 1.3 with a key log) or capture 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="trace_command", metavar="ACTION", required=True)
     dec = sub.add_parser("decode", help="print every message of a capture, decoded")
-    dec.add_argument("file", type=Path, help="capture file (classic pcap or pcapng)")
+    dec.add_argument("file", type=Path, nargs="+",
+                     help="capture file (classic pcap or pcapng); several: the parts of one session, in order")
     dec.add_argument("--keylog", type=Path, help="NSS key log file with the TLS 1.3 secrets of the session")
     dec.add_argument("--json", action="store_true", help="one JSON object per message")
     dec.add_argument("--verbose", "-v", action="store_true", help="also print each EXI message as XML")
@@ -54,7 +55,7 @@ def _decode(args: argparse.Namespace) -> int:
 
     keylog = None
     try:
-        data = args.file.read_bytes()
+        contents = [(path, path.read_bytes()) for path in args.file]
         if args.keylog is not None:
             keylog = KeyLog.from_file(args.keylog)
     except OSError as exc:
@@ -63,10 +64,12 @@ def _decode(args: argparse.Namespace) -> int:
         return _error(f"{args.keylog}: no NSS key-log lines (LABEL <client random hex> <secret hex>)")
     packets: list[Packet] = []
     failure = None
-    try:
-        packets.extend(read_packets(data))
-    except PcapFormatError as exc:
-        failure = f"{args.file}: {exc}"
+    for path, data in contents:  # the parts of one rotated session, in the order given
+        try:
+            packets.extend(read_packets(data))
+        except PcapFormatError as exc:
+            failure = f"{path}: {exc}"
+            break
     messages = decode_packets(packets, keylog)
     start = next((m.time for m in messages if m.time), 0.0)
     out = sys.stdout
@@ -80,7 +83,8 @@ def _decode(args: argparse.Namespace) -> int:
     if failure is not None:
         return _error(failure)
     if not messages:
-        print(f"secc trace: {args.file}: {len(packets)} packets, no SLAC, SDP or V2G messages", file=sys.stderr)
+        names = " ".join(str(path) for path in args.file)
+        print(f"secc trace: {names}: {len(packets)} packets, no SLAC, SDP or V2G messages", file=sys.stderr)
     return 0
 
 

@@ -110,7 +110,11 @@ class TraceDirectory:
     def trace_files(self) -> list[Path]:
         """Every trace part and key log in the directory, oldest first (mtime, then name)."""
         found: list[tuple[float, str, Path]] = []
-        for entry in os.scandir(self.path):
+        try:
+            entries = list(os.scandir(self.path))
+        except OSError:  # directory gone or unreadable: nothing we may delete
+            return []
+        for entry in entries:
             name = entry.name
             if name.startswith(TRACE_PREFIX) and (name.endswith(TRACE_SUFFIX) or name.endswith(KEYLOG_SUFFIX)):
                 try:
@@ -170,6 +174,7 @@ class RotatingPcapWriter:
         number = len(self.parts) + 1
         suffix = TRACE_SUFFIX if number == 1 else f".part{number}{TRACE_SUFFIX}"
         path = self.store.path / f"{self.basename}{suffix}"
+        self.store.path.mkdir(mode=0o750, parents=True, exist_ok=True)  # e.g. traces/ below LogsDirectory
         self.store.enforce_total(keep=None, incoming=self.limits.file_bytes)
         # Traces carry the EV's identifiers: readable by the service and its group only.
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)

@@ -192,3 +192,16 @@ def test_iso2_messages_after_the_handshake_are_named_not_misdecoded(tmp_path: Pa
         "SupportedAppProtocolReq", "SupportedAppProtocolRes", "ISO 15118-2 / DIN 70121 message",
         "incomplete message at end of capture",
     ]
+
+
+def test_rotated_parts_decode_as_one_session(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from secc.trace.pcap import RotatingPcapWriter, TraceLimits, read_packets
+
+    writer = RotatingPcapWriter(tmp_path, "secc-rot", TraceLimits(file_bytes=3000, total_bytes=10**6))
+    for packet in read_packets((DATA / "josev_dc_session.pcap").read_bytes()):
+        writer.write(packet.timestamp, packet.data)
+    writer.close()
+    assert len(writer.parts) > 3
+    assert main(["trace", "decode", "--json", *map(str, writer.parts)]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["name"] for r in rows] == DC

@@ -74,10 +74,20 @@ def test_rotation_and_total_cap_delete_oldest_never_current(tmp_path: Path) -> N
         assert len(list(read_packets(part.read_bytes()))) > 0
 
 
-def test_disk_errors_are_counted_not_raised(tmp_path: Path) -> None:
-    writer = RotatingPcapWriter(tmp_path / "gone", "secc-x")
+def test_missing_directory_is_created(tmp_path: Path) -> None:
+    writer = RotatingPcapWriter(tmp_path / "logs" / "traces", "secc-x")
     writer.write(1.0, FRAME)
-    assert writer.frames == 0 and writer.write_errors == 1
+    writer.close()
+    assert writer.frames == 1 and writer.parts[0].parent.stat().st_mode & 0o777 == 0o750
+
+
+def test_disk_errors_are_counted_not_raised(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_bytes(b"")
+    writer = RotatingPcapWriter(tmp_path / "a-file" / "traces", "secc-x")  # cannot exist
+    writer.begin()
+    writer.write(1.0, FRAME)
+    writer.close()
+    assert writer.frames == 0 and writer.write_errors == 2
 
 
 def test_limits_refuse_nonsense() -> None:
