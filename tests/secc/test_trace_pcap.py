@@ -150,6 +150,15 @@ def test_tshark_opens_every_part_we_write(tmp_path: Path) -> None:
         protocols = run.stdout.splitlines()
         assert protocols and all(p.startswith("eth:ethertype:") for p in protocols)
         assert any("homeplug-av" in p for p in protocols) or any(":udp" in p for p in protocols)
+    payloads = subprocess.run(
+        ["tshark", "-r", str(writer.parts[0]), "-Y", "tcp.len > 0", "-T", "fields", "-e", "tcp.payload"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert payloads.stdout.split()[0].replace(":", "") == "01fe8001000000028000"  # the V2GTP frame, extractable
+    slac_fields = subprocess.run(["tshark", "-r", str(writer.parts[0]), "-Y", "homeplug-av", "-T", "fields",
+                                  "-e", "homeplug_av.gp.cm_slac_parm.runid"],
+                                 capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
+    assert slac_fields.stdout.split()[0].replace(":", "") == bytes(range(8)).hex()
 
 
 # --------------------------------------------------------------------------------------------- filter
