@@ -74,7 +74,12 @@ class HalDcCharger:
 
     def present(self) -> ev.PresentValues:
         out = self.board.power_stage.present()
-        return ev.PresentValues(out.voltage_v, out.current_a)
+        try:
+            meter = self.board.meter.read()
+        except OSError:
+            log.warning("meter read failed; reporting the last known counters as 0")
+            return ev.PresentValues(out.voltage_v, out.current_a)
+        return ev.PresentValues(out.voltage_v, out.current_a, meter.imported_wh, meter.exported_wh)
 
     def apply(self, signal: ev.Signal, now: float) -> list[ev.ControlEvent]:
         """Carry out one session signal; returns control events for the session (e.g. an early failure)."""

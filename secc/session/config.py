@@ -131,6 +131,7 @@ class SessionTimeouts:
 @dataclass(frozen=True, slots=True)
 class SessionConfig:
     evse_id: str = "DE*SEC*E0001*1"
+    meter_id: str = "SECC-METER-1"
     services: tuple[int, ...] = (SERVICE_DC, SERVICE_DC_BPT)  # offered energy services, in our order
     parameter_sets: tuple[OfferedParameterSet, ...] = DEFAULT_PARAMETER_SETS
     free_service: bool = True

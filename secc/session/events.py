@@ -32,10 +32,12 @@ class CableCheckResult:
 
 @dataclass(frozen=True, slots=True)
 class PresentValues:
-    """What the power stage delivers now (positive current = into the EV)."""
+    """What the power stage delivers now (positive current = into the EV) and the meter's counters."""
 
     voltage_v: float
     current_a: float
+    imported_wh: float = 0.0  # energy delivered to the EV (meter)
+    exported_wh: float = 0.0  # energy taken back from the EV (BPT)
 
 
 @dataclass(frozen=True, slots=True)

@@ -489,7 +489,11 @@ def charge_loop(req: dc.DC_ChargeLoopReq, ctx: SessionContext, header: ct.Messag
         signals.append(ev.PowerTarget(target.voltage_v, target.current_a))
     meter = None
     if req.meter_info_requested:
-        meter = ct.MeterInfo(meter_id="SECC-SIM", charged_energy_reading_wh=0)
+        # Josev 0.31.2 names the BPT reading without the underscore and rejects ours (peers.md §6.3); the
+        # XSD is what we follow.
+        meter = ct.MeterInfo(
+            meter_id=ctx.config.meter_id, charged_energy_reading_wh=round(ctx.present.imported_wh),
+            bpt_discharged_energy_reading_wh=round(ctx.present.exported_wh) if ctx.bidirectional else None)
     response = dc.DC_ChargeLoopRes(
         header=header, response_code=RC.OK, evse_status=status, meter_info=meter,
         evse_present_current=rational(ctx.present.current_a),

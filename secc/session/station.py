@@ -74,7 +74,7 @@ class ChargingStation:
         self.charge_loop_over_budget = 0
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self.session_finished = asyncio.Condition()
+        self._standing: dict[type, tuple[ev.ControlEvent, float]] = {}
 
     async def start(self) -> None:
         self.supervisor.cp.start_hlc(self.board.clock())
@@ -93,6 +93,26 @@ class ChargingStation:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self.board.close()
+
+    def control(self, event: ev.ControlEvent) -> None:
+        """The charger side in (limits, setpoint, stop, authorization) for the session of the car now.
+
+        Limits and setpoints also stand for the sessions that follow (with what is left of `valid_for`),
+        because they may arrive before a car does.
+        """
+        if isinstance(event, ev.LimitsUpdate | ev.SetpointUpdate):
+            self._standing[type(event)] = (event, time.monotonic())
+        if self.active is not None:
+            self.active.feed(event)
+
+    def standing_events(self) -> list[ev.ControlEvent]:
+        now = time.monotonic()
+        out: list[ev.ControlEvent] = []
+        for event, received in self._standing.values():
+            if isinstance(event, ev.LimitsUpdate) and event.valid_for_s is not None:
+                event = ev.LimitsUpdate(event.limits, max(0.0, event.valid_for_s - (now - received)))
+            out.append(event)
+        return out
 
     def handler_factory(self, connection: Connection) -> SessionHandler:
         if self.active is not None:
@@ -149,8 +169,10 @@ class SessionHandler:
         station.charger.begin_session(station.board.clock())
         # The CP machine permits power only while a session wants it (and the CP/contactor/IMD rules agree).
         station.supervisor.cp.allow_power(station.board.clock(), True)
-        self._timer = asyncio.get_running_loop().create_task(self._timers())
         self._closed = False
+        for event in station.standing_events():
+            self.session.control(event, time.monotonic())
+        self._timer = asyncio.get_running_loop().create_task(self._timers())
         log.info("V2G session for [%s]:%d (%s)", connection.peer_host, connection.peer_port,
                  "TLS " + connection.tls.version if connection.tls else "TCP")
 

@@ -337,3 +337,14 @@ def test_power_delivery_without_finished_precharge_accepted_only_at_the_ev_volta
     car.control(ev.PresentValues(395.0, 0.0))
     assert car.send(car.power_delivery(True)).response_code == RC.OK
     assert car.session.phase is Phase.CHARGE_LOOP
+
+
+def test_meter_info_from_the_present_values() -> None:
+    car = make()
+    car.through_precharge(bpt=True, dynamic=False)
+    car.send(car.power_delivery(True, True, cm.ChannelSelection.Charge))
+    car.control(ev.PresentValues(400.0, 10.0, imported_wh=1234.4, exported_wh=56.6))
+    res = car.send(car.charge_loop(car.loop_mode(True, False), meter=True))
+    assert res.meter_info.meter_id == "SECC-METER-1"
+    assert res.meter_info.charged_energy_reading_wh == 1234
+    assert res.meter_info.bpt_discharged_energy_reading_wh == 57

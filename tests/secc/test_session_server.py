@@ -17,7 +17,7 @@ from exi.generated import cm, ct, dc
 from secc import v2gtp
 from secc.run import SimulatedPort
 from secc.session import events as ev
-from secc.session.config import SessionConfig, SessionTimeouts
+from secc.session.config import EvseDcLimits, SessionConfig, SessionTimeouts
 from secc.session.machine import Session
 from secc.transport import V2GConnectionServer
 from tests.secc.session_ev import ScriptedEv, sap_req
@@ -296,5 +296,29 @@ def test_charger_stop_and_limits() -> None:
         await car.request(car.power_delivery(False))
         await car.request(car.welding(True))
         assert (await car.request(car.stop())).response_code == RC.OK
+
+    run_scenario(scenario)
+
+
+def test_station_limits_stand_for_the_next_car_and_lapse() -> None:
+    async def scenario(port: SimulatedPort, connect: Callable[[], Awaitable[NetEv]]) -> None:
+        limits = EvseDcLimits(max_charge_power_w=7000.0, max_charge_current_a=20.0, max_voltage_v=500.0)
+        port.station.control(ev.LimitsUpdate(limits, valid_for_s=30.0))  # before the car arrives
+        car = await connect()
+        await car.into_charge_loop(dynamic=True)
+        res = await car.request(car.charge_loop(car.loop_mode(False, True)))
+        assert float(res.cl_res_control_mode.evse_maximum_charge_power) == 7000.0
+        assert float(res.cl_res_control_mode.evse_maximum_charge_current) == 20.0
+        await asyncio.sleep(0.3)
+        assert 0 < port.sim.power_stage.current_a <= 20.0
+        port.station.control(ev.LimitsUpdate(limits, valid_for_s=0.2))
+        await asyncio.sleep(0.4)  # lapsed: the session's timer stops the power without waiting for the EV
+        assert not port.sim.power_stage.enabled
+        res = await car.request(car.charge_loop(car.loop_mode(False, True)))
+        assert res.evse_status.evse_notification == ct.EvseNotification.Terminate
+        await car.request(car.power_delivery(False))
+        await car.request(car.welding(True))
+        assert (await car.request(car.stop())).response_code == RC.OK
+        port.station.control(ev.LimitsUpdate(port.station.config.limits))  # back to the full envelope
 
     run_scenario(scenario)
