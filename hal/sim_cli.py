@@ -2,9 +2,9 @@
 
 A tiny autopilot plays the session's part (5 % on plug-in, contactors and power on C, off on B), the
 ChargePortSupervisor enforces the safety rules, and every event is printed with its model time. After
-each tick the run checks the safety invariant (no power and no closed contactor command while power is not
-allowed, except while the supervisor is still inside its 100 ms window); exit status 1 if it was ever
-violated, 2 on a bad script.
+each tick the run checks the safety invariants (no power stage on while power is not allowed; contactors
+commanded open within 100 ms of power no longer being allowed); exit status 1 if one was ever violated,
+2 on a bad script.
 
     secc sim --at 0.5 plug --at 1 charge --at 5 fault:isolation-resistance=40k --duration 10
     secc sim --at 0.5 plug --at 1 charge --at 4 fault:contactor-welded=0 --at 5 stop --json
@@ -30,6 +30,8 @@ from hal.supervisor import ChargePortSupervisor, Event, SafetyEvent
 from hal.types import CpOutput
 
 HELP = "run a scripted charging scenario on the simulated board, with fault injection"
+
+CONTACTOR_OPEN_LIMIT_S = 0.100  # the supervisor's promise: open within 100 ms of losing permission
 
 SESSION_ACTIONS = ("session:stop-pwm", "session:restart-hlc", "session:power-off", "clear-faults")
 
@@ -110,6 +112,7 @@ def run_scenario(
     events: list[Event] = []
     violations: list[str] = []
     check: CableCheck | None = None
+    disallowed_since: float | None = None
     while sim.now < duration - 1e-9:
         while pending and pending[0][0] <= sim.now + 1e-9:
             _apply(sim, sup, pending.pop(0)[1])
@@ -149,8 +152,17 @@ def run_scenario(
             for ev in new:
                 line = _describe(ev)
                 out.write((json.dumps(line) if as_json else " ".join(f"{k}={v}" for k, v in line.items())) + "\n")
-        if not sup.power_allowed() and sim.power_stage.enabled:
+        allowed = sup.power_allowed()
+        if not allowed and sim.power_stage.enabled:
             violations.append(f"t={now:.3f}: power stage on while power is not allowed")
+        if allowed:
+            disallowed_since = None
+        elif disallowed_since is None:
+            disallowed_since = now
+        if (disallowed_since is not None and sim.contactors.commanded_closed
+                and now - disallowed_since > CONTACTOR_OPEN_LIMIT_S + tick + 1e-9):
+            violations.append(f"t={now:.3f}: contactors still commanded closed "
+                              f"{now - disallowed_since:.3f} s after power stopped being allowed")
     return events, violations
 
 

@@ -177,3 +177,25 @@ def test_cp_machine_deadlines_never_lie_in_the_past(steps: list[object]) -> None
                     deadline = after
                 m.feed(now, CpMeasurement(high, -12.0 if m.output.mode is CpMode.PWM else None))
         m.events()
+
+
+SCRIPT_ACTIONS = ["plug", "unplug", "charge", "charge-ventilated", "stop", "battery-off", "battery-on",
+                  "fault:cp-diode-short", "fault:cp-short-to-pe=1", "fault:cp-short-to-pe=0", "fault:cp-level=7.5",
+                  "fault:cp-level=off", "fault:cp-adc-dead=1", "fault:cp-adc-dead=0", "fault:contactor-welded=0",
+                  "fault:contactor-stuck-open=1", "fault:isolation-resistance=40k", "fault:output-short=50",
+                  "fault:power-stage-trip", "fault:cp-noise=0.9", "clear-faults", "session:stop-pwm",
+                  "session:restart-hlc", "session:power-off"]
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.tuples(st.floats(min_value=0.0, max_value=6.0), st.sampled_from(SCRIPT_ACTIONS)),
+                max_size=12),
+       st.booleans())
+def test_any_script_of_faults_and_ev_actions_keeps_the_safety_invariants(
+    script: list[tuple[float, str]], cable_check: bool,
+) -> None:
+    from hal.sim_cli import run_scenario
+
+    script = [(0.2, "plug"), (0.5, "charge"), *script]
+    _, violations = run_scenario(script, 7.0, tick=0.01, cable_check=cable_check)
+    assert violations == []

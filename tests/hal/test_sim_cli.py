@@ -130,3 +130,11 @@ def test_scenario_cable_check_catches_the_insulation_fault_before_power_flows() 
     )
     done = [e for e in events if isinstance(e, CableCheckDone)]
     assert violations == [] and done and not done[0].passed and "insulation" in done[0].reason
+
+
+def test_the_invariant_check_catches_contactors_left_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from hal.supervisor import ChargePortSupervisor
+
+    monkeypatch.setattr(ChargePortSupervisor, "_open_when_safe", lambda self, now: None)
+    _, violations = run_scenario([(0.2, "plug"), (0.5, "charge"), (2.0, "stop")], 4.0)
+    assert violations and "still commanded closed" in violations[0]
