@@ -243,13 +243,20 @@ static inline int read_bits(Ctx *c, int n, uint32_t *out)
         return truncated(c);
     size_t byte = c->pos >> 3;
     int shift = (int)(c->pos & 7);
-    /* up to 4 octets cover shift + n <= 7 + 24 bits */
-    uint64_t acc = 0;
-    int need = (shift + n + 7) >> 3;
-    for (int i = 0; i < need; i++)
-        acc = (acc << 8) | c->data[byte + (size_t)i];
-    acc >>= (need * 8 - shift - n);
-    *out = (uint32_t)(acc & ((1u << n) - 1u));
+    if (byte + 4 <= c->size >> 3) {
+        /* one 32-bit window covers shift + n <= 7 + 24 bits */
+        const uint8_t *p = c->data + byte;
+        uint32_t win = ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
+        *out = (win << shift) >> (32 - n);
+    } else {
+        /* near the end: only the octets that exist */
+        uint64_t acc = 0;
+        int need = (shift + n + 7) >> 3;
+        for (int i = 0; i < need; i++)
+            acc = (acc << 8) | c->data[byte + (size_t)i];
+        acc >>= (need * 8 - shift - n);
+        *out = (uint32_t)(acc & ((1u << n) - 1u));
+    }
     c->pos += (size_t)n;
     return 0;
 }
@@ -356,21 +363,19 @@ static int w_grow(Writer *w, size_t extra)
     return 0;
 }
 
-/* n <= 32 */
+/* n <= 24 */
 static inline int w_bits(Writer *w, uint32_t value, int n)
 {
-    if (n == 0)
-        return 0;
-    w->acc = (w->acc << n) | (value & (n == 32 ? 0xFFFFFFFFu : ((1u << n) - 1u)));
+    w->acc = (w->acc << n) | (value & ((1u << n) - 1u));
     w->nacc += n;
     if (w->nacc >= 8) {
-        if (w_grow(w, 8) < 0)
+        if (w->len + 4 > w->cap && w_grow(w, 4) < 0)
             return -1;
-        while (w->nacc >= 8) {
+        do {
             w->nacc -= 8;
             w->buf[w->len++] = (uint8_t)(w->acc >> w->nacc);
-        }
-        w->acc &= (w->nacc ? ((1ull << w->nacc) - 1ull) : 0);
+        } while (w->nacc >= 8);
+        w->acc &= (1ull << w->nacc) - 1ull;
     }
     return 0;
 }
@@ -948,16 +953,17 @@ static int read_header(Ctx *c)
     uint8_t first = c->data[0];
     if (c->size >= 32 && memcmp(c->data, "$EXI", 4) == 0)
         return ERR(c, DecodeError, 0, "EXI cookie '$EXI' is not used by ISO 15118 (header must be 0x80)");
-    char hex[8];
+    if (first == HEADER) {
+        c->pos = 8;
+        return 0;
+    }
+    char hex[8];  /* formatted only on error: snprintf costs more than a whole small decode */
     snprintf(hex, sizeof hex, "0x%02x", first);
     if (first >> 6 != 2)
         return ERR(c, DecodeError, 0, "header %s: distinguishing bits are not 10", hex);
     if (first & 0x20)
         return ERR(c, DecodeError, 2, "header announces EXI options; ISO 15118 fixes them out of band");
-    if (first & 0x1F)
-        return ERR(c, DecodeError, 3, "header %s: EXI format version other than 1", hex);
-    c->pos = 8;
-    return 0;
+    return ERR(c, DecodeError, 3, "header %s: EXI format version other than 1", hex);
 }
 
 static int ctx_init(Ctx *c, Py_buffer *view, int validate)
