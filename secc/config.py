@@ -34,6 +34,8 @@ LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 LOG_FORMATS: Final = ("auto", "journal", "console", "json")
 SERVICES: Final = {"DC": 2, "DC_BPT": 6}  # -20 energy transfer service IDs (ISO 15118-20 Table 204)
 IFNAMSIZ: Final = 16  # kernel limit including the NUL
+# PLC backends that create plc_interface themselves (a TAP device), so it need not exist before the start
+USERSPACE_PLC_BACKENDS: Final = frozenset({"qca7000-spidev"})
 
 
 class ConfigError(ValueError):
@@ -472,10 +474,11 @@ def _hal(t: _Table, board: str, plc_interface: str, checks: HostChecks) -> dict[
                 raise ConfigError(s.path("backend"), f"unknown {section} backend {backend!r}; known: "
                                   f"{', '.join(known)}")
         plc = dict(config["plc"])
-        if "interface" in plc and plc["interface"] != plc_interface:
-            raise ConfigError(f"{hal.key}.plc.interface",
-                              f"{plc['interface']!r} differs from plc_interface {plc_interface!r}")
-        plc["interface"] = plc_interface
+        name_key = "tap" if plc["backend"] in USERSPACE_PLC_BACKENDS else "interface"
+        if name_key in plc and plc[name_key] != plc_interface:
+            raise ConfigError(f"{hal.key}.plc.{name_key}",
+                              f"{plc[name_key]!r} differs from plc_interface {plc_interface!r}")
+        plc[name_key] = plc_interface
         config["plc"] = plc
     if checks.enabled:
         _check_device_paths(hal.key, hal.data)
@@ -496,9 +499,12 @@ def _connector(t: _Table, defaults: _Table, default_schedule: list[_Table],
                checks: HostChecks) -> ConnectorConfig:
     evse_id = t.get_str("evse_id")
     plc_interface = t.get_str("plc_interface")
-    _check_interface(t.path("plc_interface"), plc_interface, checks)
     board = t.get_str("board")  # no default: a forgotten key must not run the simulator on a real charger
     hal = _hal(t, board, plc_interface, checks)
+    # The userspace QCA7000 driver creates its TAP netdev itself at start: it cannot exist beforehand.
+    creates_interface = board == "linux" and hal["plc"]["backend"] in USERSPACE_PLC_BACKENDS
+    _check_interface(t.path("plc_interface"), plc_interface,
+                     HostChecks(False, checks.sys_class_net) if creates_interface else checks)
     service_names = t.str_list("services", ("DC", "DC_BPT"))
     services: list[int] = []
     for i, name in enumerate(service_names):

@@ -21,6 +21,7 @@ from tests.conftest import need
 REPO = Path(__file__).resolve().parents[2]
 UNIT = REPO / "systemd" / "secc.service"
 SYSUSERS = REPO / "systemd" / "secc.sysusers"
+DROPINS = REPO / "systemd" / "secc.service.d"
 
 pytestmark = pytest.mark.peer
 
@@ -30,6 +31,7 @@ def image_root(tmp_path: Path, unit_text: str) -> Path:
     root = tmp_path / "root"
     (root / "etc/systemd/system").mkdir(parents=True)
     (root / "etc/systemd/system/secc.service").write_text(unit_text)
+    shutil.copytree(DROPINS, root / "etc/systemd/system/secc.service.d")
     exec_start = re.search(r"^ExecStart=(\S+)", unit_text, re.M)
     assert exec_start is not None
     binary = root / exec_start.group(1).lstrip("/")
@@ -50,6 +52,21 @@ def test_systemd_analyze_verify_passes(tmp_path: Path) -> None:
     proc = verify(image_root(tmp_path, UNIT.read_text()))
     # verify exits 0 even for unknown keys and bad values, which it only prints: both must be empty
     assert (proc.returncode, proc.stdout, proc.stderr) == (0, "", "")
+
+
+def test_plc0_dropin_orders_the_service_after_the_netdev(tmp_path: Path) -> None:
+    root = image_root(tmp_path, UNIT.read_text())
+    proc = subprocess.run(["systemd-analyze", "verify", "--man=no", f"--root={root}", "secc.service"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stderr == ""
+    dropin = directives((DROPINS / "10-plc0.conf").read_text())
+    assert dropin == {"Wants": ["sys-subsystem-net-devices-plc0.device"],
+                      "After": ["sys-subsystem-net-devices-plc0.device"]}
+    # the drop-in really is read: a typo in it is reported against it
+    (root / "etc/systemd/system/secc.service.d/10-plc0.conf").write_text("[Unit]\nAftr=x.device\n")
+    proc = subprocess.run(["systemd-analyze", "verify", "--man=no", f"--root={root}", "secc.service"],
+                          capture_output=True, text=True, timeout=120)
+    assert "10-plc0.conf:2: Unknown key" in proc.stderr
 
 
 def test_verify_would_catch_mistakes(tmp_path: Path) -> None:

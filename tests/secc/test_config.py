@@ -363,3 +363,19 @@ def test_every_option_is_documented_and_every_documented_option_exists(tmp_path:
 def test_board_is_required(tmp_path: Path, pki: Path, capsys: pytest.CaptureFixture[str]) -> None:
     text = sim_config(pki).replace('board = "sim"\n', "")
     assert one_error_line(tmp_path, text, capsys).endswith("connector[0].board: missing required key")
+
+
+def test_userspace_plc_driver_creates_its_interface(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """qca7000-spidev makes the TAP plc_interface itself: it is not required to exist, and it is the TAP's name."""
+    text = ('[tls]\nmode = "no-tls"\n[[schedule]]\nduration_s = 10\npower_w = 1000\n'
+            '[[connector]]\nevse_id = "X"\nplc_interface = "plc7"\nboard = "linux"\nservices = ["DC"]\n'
+            "[connector.limits]\nmax_charge_power_w = 1000\nmax_charge_current_a = 10\nmax_voltage_v = 500\n"
+            '[connector.hal.cp]\nbackend = "sysfs-pwm-ads1115"\n[connector.hal.contactors]\nbackend = "gpiod"\n'
+            '[connector.hal.imd]\nbackend = "bender-isocha425hv"\n[connector.hal.meter]\nbackend = "eastron-sdm630"\n'
+            '[connector.hal.power]\nbackend = "vendor"\n[connector.hal.plc]\nbackend = "qca7000-spidev"\n')
+    config = load_config(write(tmp_path, text))  # host checks on: plc7 does not exist, and need not
+    assert config.connectors[0].hal["plc"] == {"backend": "qca7000-spidev", "tap": "plc7"}
+    err = one_error_line(tmp_path, text.replace('backend = "qca7000-spidev"', 'backend = "qcaspi"'), capsys)
+    assert err.endswith("connector[0].plc_interface: unknown network interface 'plc7' (not in /sys/class/net)")
+    err = one_error_line(tmp_path, text + 'tap = "plc0"\n', capsys)
+    assert err.endswith("connector[0].hal.plc.tap: 'plc0' differs from plc_interface 'plc7'")
