@@ -49,7 +49,7 @@ def _error(text: str) -> int:
 
 
 def _decode(args: argparse.Namespace) -> int:
-    from secc.trace.decode import decode_packets
+    from secc.trace.decode import decode_packets, with_embedded_keys
     from secc.trace.pcap import Packet, PcapFormatError, read_packets
     from secc.trace.tls13 import KeyLog
 
@@ -70,6 +70,7 @@ def _decode(args: argparse.Namespace) -> int:
         except PcapFormatError as exc:
             failure = f"{path}: {exc}"
             break
+        keylog = with_embedded_keys(data, keylog)  # pcapng with injected secrets decrypts by itself
     messages = decode_packets(packets, keylog)
     start = next((m.time for m in messages if m.time), 0.0)
     out = sys.stdout

@@ -20,7 +20,7 @@ from typing import Any, Final
 
 from secc import v2gtp
 from secc.trace.keys import is_keylog_line
-from secc.trace.pcap import LINKTYPE_ETHERNET, Packet, PcapFormatError, read_packets
+from secc.trace.pcap import LINKTYPE_ETHERNET, Packet, PcapFormatError, embedded_key_lines, read_packets
 from secc.trace.tls13 import KeyLog, Side, Tls13Stream
 
 LINKTYPE_LINUX_SLL: Final = 113
@@ -461,9 +461,21 @@ def decode_packets(packets: list[Packet], keylog: KeyLog | None = None) -> list[
     return decoder.messages
 
 
+def with_embedded_keys(data: bytes, keylog: KeyLog | None) -> KeyLog | None:
+    """`keylog` plus the secrets a pcapng file carries itself (Decryption Secrets Blocks)."""
+    lines = embedded_key_lines(data)
+    if not lines:
+        return keylog
+    merged = KeyLog(lines)
+    if keylog is not None:
+        merged.secrets.update(keylog.secrets)
+    return merged
+
+
 def decode_capture(data: bytes, keylog: KeyLog | None = None) -> list[Message]:
     """Every message of a capture file's bytes; PcapFormatError for a file that is not a readable capture."""
-    return decode_packets(list(read_packets(data)), keylog)
+    packets = list(read_packets(data))
+    return decode_packets(packets, with_embedded_keys(data, keylog))
 
 
 __all__ = ["Message", "PcapFormatError", "TraceDecoder", "decode_capture", "decode_packets"]

@@ -31,6 +31,8 @@ SNAPLEN: Final = 65535
 _MAGIC_US: Final = 0xA1B2C3D4
 _MAGIC_NS: Final = 0xA1B23C4D
 _PCAPNG_SHB: Final = 0x0A0D0D0A
+_PCAPNG_DSB: Final = 0x0000000A  # Decryption Secrets Block
+_SECRETS_TLS_KEY_LOG: Final = 0x544C534B  # "TLSK": NSS key log text
 _GLOBAL_HEADER: Final = struct.Struct("<IHHiIII")
 _RECORD_HEADER: Final = struct.Struct("<IIII")
 GLOBAL_HEADER_LENGTH: Final = _GLOBAL_HEADER.size  # 24
@@ -305,6 +307,30 @@ def _read_pcapng(data: bytes) -> Iterator[Packet]:
             captured = min(struct.unpack_from(order + "I", body)[0], len(body) - 4)
             yield Packet(0.0, body[4 : 4 + captured], interfaces[0][0])
         offset += length
+
+
+def embedded_key_lines(data: bytes) -> list[str]:
+    """TLS key-log lines a pcapng file carries in Decryption Secrets Blocks (`editcap --inject-secrets`).
+
+    A classic pcap has none. The file is assumed readable (read_packets raises for what is not)."""
+    if len(data) < 12 or struct.unpack_from("<I", data)[0] != _PCAPNG_SHB:
+        return []
+    lines: list[str] = []
+    order, offset = "<", 0
+    while offset + 12 <= len(data):
+        block_type = struct.unpack_from(order + "I", data, offset)[0]
+        if block_type == _PCAPNG_SHB:
+            order = ">" if data[offset + 8 : offset + 12] == b"\x1a\x2b\x3c\x4d" else "<"
+        length = struct.unpack_from(order + "I", data, offset + 4)[0]
+        if length < 12 or offset + length > len(data):
+            break
+        if block_type == _PCAPNG_DSB and length >= 20:
+            secrets_type, secrets_length = struct.unpack_from(order + "II", data, offset + 8)
+            if secrets_type == _SECRETS_TLS_KEY_LOG:
+                text = data[offset + 16 : offset + 16 + min(secrets_length, length - 20)]
+                lines += text.decode("ascii", errors="replace").splitlines()
+        offset += length
+    return lines
 
 
 def _pcapng_resolution(options: bytes, order: str) -> float:

@@ -190,3 +190,17 @@ def test_tshark_decrypts_our_capture_with_the_same_key_log(tls_capture: tuple[Pa
     decrypted = "".join(line.split("\t")[-1] for line in out.stdout.splitlines()).replace(":", "")
     first = josev_exchange(1)[0]
     assert v2gtp.frame(first[1], first[2]).hex() in decrypted, "tshark did not decrypt the application data"
+
+
+@pytest.mark.peer
+def test_pcapng_with_secrets_injected_by_editcap_decodes_alone(
+    tls_capture: tuple[Path, Path, list[str], str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    need(shutil.which("editcap") is not None, "editcap not installed (apt install tshark)")
+    pcap, keylog, names, _suite = tls_capture
+    bundled = tmp_path / "with-secrets.pcapng"
+    subprocess.run(["editcap", "--inject-secrets", f"tls,{keylog}", str(pcap), str(bundled)], check=True, timeout=60)
+    assert [m.name for m in decode_capture(bundled.read_bytes()) if m.protocol == "V2GTP"] == names
+    assert main(["trace", "decode", "--json", str(bundled)]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["name"] for r in rows if r["protocol"] == "V2GTP"] == names
