@@ -88,23 +88,39 @@ def encode_journal_entry(fields: Mapping[str, object]) -> bytes:
 
 
 class JournalWriter:
-    """Sends encoded entries to the journal socket; falls back to a sealed memfd for large entries."""
+    """Sends encoded entries to the journal socket; falls back to a sealed memfd for large entries.
 
-    def __init__(self, path: str = JOURNAL_SOCKET) -> None:
+    The socket is non-blocking: when journald falls behind and its queue is full, entries are dropped and
+    counted rather than stalling the event loop that serves the EV; the next entry that gets through is
+    followed by a notice with the count.
+    """
+
+    def __init__(self, path: str = JOURNAL_SOCKET, identifier: str = "secc") -> None:
         self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        self.identifier = identifier
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
         self.dropped = 0
+        self._reported = 0
 
     def send(self, entry: bytes) -> None:
+        if self._send(entry) and self.dropped > self._reported:
+            lost = self.dropped - self._reported
+            self._reported = self.dropped
+            self._send(encode_journal_entry({
+                "MESSAGE": f"journal: {lost} log entries dropped (journald busy or restarting)",
+                "PRIORITY": 4, "SYSLOG_IDENTIFIER": self.identifier, "DROPPED_ENTRIES": lost}))
+
+    def _send(self, entry: bytes) -> bool:
         try:
             self.sock.sendto(entry, self.path)
+            return True
         except OSError as exc:
-            if exc.errno not in (errno.EMSGSIZE, errno.ENOBUFS):
-                self.dropped += 1  # journald restarting: a log line must never take the charger down
-                return
-            self._send_memfd(entry)
+            if exc.errno != errno.EMSGSIZE:
+                self.dropped += 1  # queue full, journald restarting: a log line must never stop the charger
+                return False
+            return self._send_memfd(entry)
 
-    def _send_memfd(self, entry: bytes) -> None:
+    def _send_memfd(self, entry: bytes) -> bool:
         fd = os.memfd_create("secc-journal", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
         try:
             os.write(fd, entry)
@@ -112,8 +128,10 @@ class JournalWriter:
             fcntl.fcntl(fd, fcntl.F_ADD_SEALS,
                         fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL)
             self.sock.sendmsg([], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", fd))], 0, self.path)
+            return True
         except OSError:
             self.dropped += 1
+            return False
         finally:
             os.close(fd)
 
@@ -240,7 +258,7 @@ def configure_logging(
     logger_factory: Callable[..., WrappedLogger]
     processors: list[Processor]
     if output == "journal":
-        writer = JournalWriter(journal_socket)
+        writer = JournalWriter(journal_socket, config.identifier)
         processors = [*shared, JournalRenderer(config.identifier)]
         logger_factory = lambda *args: JournalLogger(writer)  # noqa: E731
     elif output == "console":

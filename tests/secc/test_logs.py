@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import io
 import json
@@ -236,3 +237,27 @@ def test_real_journald_filters_by_evse_id() -> None:
     assert big["BLOB"] == "x" * 300_000  # passed as a sealed memfd, accepted by journald
     # the warning of connector 2 is not in the EVSE_ID=...1 query
     assert all(e["EVSE_ID"] == "DE*SEC*E0001*1" for e in entries)
+
+
+def test_full_journal_queue_drops_and_reports_instead_of_blocking(journal: tuple[socket.socket, str]) -> None:
+    """journald not reading: entries are dropped (the event loop must not block), then the loss is reported."""
+    sock, path = journal
+    configure_logging(LoggingConfig(format="journal"), journal_socket=path, cache=False)
+    log = get_logger("secc", evse_id="1")
+    for i in range(5000):  # far more than a Unix datagram queue holds (net.unix.max_dgram_qlen)
+        log.info("flood", i=i)
+    received = 0
+    sock.setblocking(False)
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            sock.recv(65536)
+            received += 1
+    assert 0 < received < 5000
+    log.info("after")
+    sock.setblocking(True)
+    after = dict(parse_native(sock.recv(65536)))
+    notice = dict(parse_native(sock.recv(65536)))
+    assert after["MESSAGE"].startswith(b"after")
+    assert notice["PRIORITY"] == b"4"
+    assert int(notice["DROPPED_ENTRIES"]) == 5000 - received
+    assert notice["MESSAGE"] == f"journal: {5000 - received} log entries dropped (journald busy or restarting)".encode()
