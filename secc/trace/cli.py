@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import datetime as dt
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -72,21 +73,30 @@ def _decode(args: argparse.Namespace) -> int:
             break
         keylog = with_embedded_keys(data, keylog)  # pcapng with injected secrets decrypts by itself
     messages = decode_packets(packets, keylog)
-    start = next((m.time for m in messages if m.time), 0.0)
-    out = sys.stdout
-    for message in messages:
-        if args.json:
-            out.write(json.dumps(_as_json(message, start), default=str) + "\n")
-            continue
-        out.write(_line(message, start) + "\n")
-        if args.verbose and message.body is not None:
-            out.write(_xml(message.body))
+    try:
+        _print(messages, args.json, args.verbose)
+    except BrokenPipeError:  # `secc trace decode X | head`: the reader has seen enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
     if failure is not None:
         return _error(failure)
     if not messages:
         names = " ".join(str(path) for path in args.file)
         print(f"secc trace: {names}: {len(packets)} packets, no SLAC, SDP or V2G messages", file=sys.stderr)
     return 0
+
+
+def _print(messages: list[Any], as_json: bool, verbose: bool) -> None:
+    start = next((m.time for m in messages if m.time), 0.0)
+    out = sys.stdout
+    for message in messages:
+        if as_json:
+            out.write(json.dumps(_as_json(message, start), default=str) + "\n")
+            continue
+        out.write(_line(message, start) + "\n")
+        if verbose and message.body is not None:
+            out.write(_xml(message.body))
+    out.flush()
 
 
 def _line(message: Any, start: float) -> str:

@@ -205,3 +205,17 @@ def test_rotated_parts_decode_as_one_session(tmp_path: Path, capsys: pytest.Capt
     assert main(["trace", "decode", "--json", *map(str, writer.parts)]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["name"] for r in rows] == DC
+
+
+def test_output_into_a_closed_pipe_is_not_an_error() -> None:
+    import subprocess
+    import sys
+
+    files = [str(DATA / "josev_dc_session.pcap")]  # with --verbose: 80 kB, more than a pipe buffer
+    proc = subprocess.Popen([sys.executable, "-m", "secc.cli", "trace", "decode", "--verbose", *files],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    assert proc.stdout is not None and proc.stderr is not None
+    assert b"SDPReq" in proc.stdout.readline()
+    proc.stdout.close()  # like `| head -1`
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 0 and "Traceback" not in err, err
