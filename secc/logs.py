@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import logging
 import os
 import pprint
@@ -65,6 +66,7 @@ class Lazy:
 # The journal's native protocol
 
 
+@functools.lru_cache(maxsize=1024)  # a few dozen distinct keys, one per call site: the hot path hits the cache
 def journal_field_name(key: str) -> str:
     """A valid journal field name: A-Z, 0-9 and '_', not starting with '_' or a digit, at most 64 chars."""
     name = "".join(c if c.isascii() and c.isalnum() else "_" for c in key.upper())
