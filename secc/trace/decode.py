@@ -309,12 +309,16 @@ class TraceDecoder:
         except frames.MalformedFrame as exc:
             message, error = None, str(exc)
         if message is not None:
-            for name in ("run_id", "result", "num_sounds", "cnt", "nid", "num_groups"):
+            for name in ("run_id", "result", "num_sounds", "count", "nid", "timer", "toggle_num", "pev_mac"):
                 value = getattr(message, name, None)
                 if isinstance(value, bytes):
-                    values[name] = value.hex()
+                    values[name] = frames.mac_str(value) if name == "pev_mac" else value.hex()
                 elif isinstance(value, int):
                     values[name] = value
+            groups = getattr(message, "aag", None)
+            if isinstance(groups, tuple) and groups:  # what the EV decides on: the mean attenuation
+                values["groups"] = len(groups)
+                values["mean_attenuation_db"] = round(sum(groups) / len(groups), 1)
         name = frames.mmtype_name(mmtype) if mmv in (0, 1) else f"MMV {mmv} MMTYPE 0x{mmtype:04X}"
         self.messages.append(Message(timestamp, direction, "SLAC", name, values, error=error))
 

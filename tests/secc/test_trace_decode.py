@@ -219,3 +219,18 @@ def test_output_into_a_closed_pipe_is_not_an_error() -> None:
     proc.stdout.close()  # like `| head -1`
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 0 and "Traceback" not in err, err
+
+
+@pytest.mark.peer
+def test_attenuation_summary_agrees_with_tshark() -> None:
+    need(shutil.which("tshark") is not None, "tshark not installed (apt install tshark)")
+    capture = DATA / "pev_slac_then_sdp.pcap"
+    out = subprocess.run(
+        ["tshark", "-r", str(capture), "-Y", "homeplug_av.mmhdr.mmtype == 0x606e", "-T", "fields",
+         "-e", "homeplug_av.gp.cm_atten_char.aag"],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout  # fmt: skip
+    groups = [int(value) for value in out.strip().split(",")]
+    (ours,) = [m for m in decode_capture(capture.read_bytes()) if m.name == "CM_ATTEN_CHAR.IND"]
+    assert ours.values["groups"] == len(groups) == 58
+    assert ours.values["mean_attenuation_db"] == round(sum(groups) / len(groups), 1)
