@@ -22,6 +22,7 @@ import contextlib
 import dataclasses
 import enum
 import json
+import math
 import os
 import socket
 import stat
@@ -58,6 +59,8 @@ def to_jsonable(value: Any) -> Any:
         return str(value)
     if isinstance(value, bytes):
         return value.hex()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # NaN/inf are not JSON: a measurement not available (jq and friends refuse NaN)
     if value is None or isinstance(value, bool | int | float | str):
         return value
     return str(value)

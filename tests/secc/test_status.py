@@ -193,6 +193,13 @@ def test_stale_socket_is_replaced_but_a_live_one_is_not(sock_path: Path) -> None
         assert query(sock_path)["connectors"]  # the first one still serves
 
 
+def test_non_finite_measurements_are_null() -> None:
+    from secc.status import to_jsonable
+
+    assert to_jsonable({"voltage_v": float("nan"), "current_a": float("inf"), "ok": 1.5}) == {
+        "voltage_v": None, "current_a": None, "ok": 1.5}
+
+
 def test_render_text_without_connectors() -> None:
     text = render_text({"daemon": {"pid": 7, "uptime_s": 1.5}, "error": "state unavailable: x"})
     assert text == "secc: running, pid 7, up 1.5 s\nerror: state unavailable: x"
