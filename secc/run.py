@@ -33,9 +33,12 @@ SIM_STEP_S = 0.01
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--sim", action="store_true", required=True,
-                        help="use the simulated board (required for now)")
-    parser.add_argument("--iface", required=True, help="interface with an IPv6 link-local address (PLC netdev)")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="the daemon: connectors, TLS, logs, traces from this TOML file "
+                             "(default /etc/secc/secc.toml when --sim is not given); see secc/daemon.py")
+    parser.add_argument("--sim", action="store_true",
+                        help="one port on the simulated board on --iface, configured by the options below")
+    parser.add_argument("--iface", help="interface with an IPv6 link-local address (PLC netdev), with --sim")
     parser.add_argument("--tls", action="store_true", help="also offer TLS 1.3 (needs --pki)")
     parser.add_argument("--no-tcp", action="store_true", help="offer TLS only")
     parser.add_argument("--pki", type=Path, default=Path("build/pki"), help="test PKI directory (make certs)")
@@ -60,6 +63,13 @@ def parse_schedule(text: str) -> tuple[ScheduleEntry, ...]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.config is not None or not args.sim:
+        from secc import daemon
+
+        return daemon.main(args.config)
+    if not args.iface:
+        print("secc run: --sim needs --iface", file=sys.stderr)
+        return 2
     level = logging.DEBUG if args.verbose > 1 else logging.INFO if args.verbose else logging.WARNING
     logging.basicConfig(level=level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)

@@ -1,0 +1,559 @@
+"""`secc run --config FILE`: the daemon. One asyncio process, one `ConnectorRuntime` per [[connector]].
+
+Per connector the chain is CP -> SLAC -> SDP -> V2G server -> charger logic:
+
+    board (hal.registry)  ->  ChargePortSupervisor (CP machine, contactors, IMD rules)   hal/
+         CP HlcAvailable  ->  SlacService.cp_b_with_5_percent()                          slac/
+         CP EvUnplugged   ->  SlacService.cp_unplugged(), the session trace is closed
+         SLAC MatchingFailed / LinkFailed -> cp.restart_hlc (E/F, then 5 % again)
+    SDP + TCP/TLS servers on the PLC interface  ->  ChargingStation's SessionHandler     secc/transport, secc/session
+    each V2G session: one info log line per message, a pcap (secc.trace) from plug-in to session end
+
+Loopback mode: a connector whose `plc_interface` is "lo" has no powerline under it, so it runs without SLAC
+and without SDP, and its V2G servers listen on ::1 (ports in the log and in `secc status`). That is how
+`make run` works for a user without CAP_NET_RAW; everything above the link is the same code.
+
+The simulated board ("sim") follows the wall clock. Its `hal` table takes, besides the factory's `step_s`:
+`ev` = "plugged" (default: a simulated car is plugged in at start and its battery follows the session, so
+an EV emulator elsewhere only has to connect) or "absent" (the car is plugged by whoever drives the model,
+e.g. `secc demo`), and `imd_self_test_s` (the IMD self-test duration, Bender: about 10 s).
+
+Shutdown (SIGTERM/SIGINT): the running session is ended, power off, contactors commanded open, and the
+daemon waits (at most SAFE_STATE_WAIT_S) until the contactors' mirror contacts confirm them open before it
+logs the "safe state" line and closes the boards. Exit 0; 2 for a bad configuration (one line); 1 when a
+server cannot start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import ssl
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from hal.board import Board
+from hal.cp import EvPlugged, EvUnplugged, HlcAvailable
+from hal.supervisor import ContactorsOpened, Event, IsolationFault, PowerCut
+from hal.types import CpState
+from secc import config as cfg
+from secc.logs import V2GLog, get_logger
+from secc.session import events as ev
+from secc.session.station import ChargingStation, SessionHandler, SessionRecord
+from secc.transport import Close, CloseReason, Connection, Reply, V2GConnectionServer
+from secc.v2gtp import V2GTPMessage
+
+log: Any = get_logger("secc.daemon")
+
+LOOPBACK_INTERFACE: Final = "lo"
+SIM_STEP_S: Final = 0.01  # how often the simulated board's model time catches up with the wall clock
+SAFE_STATE_WAIT_S: Final = 0.5  # SIGTERM: wait this long at most for the mirrors to confirm "open"
+STATUS_POLL_S: Final = 0.25
+SIM_EV_MODES: Final = ("plugged", "absent")
+LAST_ERRORS: Final = 8
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The simulated board's extra options (validated here: the config module passes the sim's table through)
+
+
+@dataclass(frozen=True, slots=True)
+class SimOptions:
+    ev: str = "plugged"
+    imd_self_test_s: float = 10.0
+
+    @classmethod
+    def from_hal(cls, hal: Mapping[str, Any], key: str) -> SimOptions:
+        ev_mode = hal.get("ev", "plugged")
+        if ev_mode not in SIM_EV_MODES:
+            raise cfg.ConfigError(f"{key}.ev", f"must be one of {', '.join(SIM_EV_MODES)}, not {ev_mode!r}")
+        self_test = hal.get("imd_self_test_s", 10.0)
+        if isinstance(self_test, bool) or not isinstance(self_test, int | float) or not 0 < self_test <= 600:
+            raise cfg.ConfigError(f"{key}.imd_self_test_s", f"must be a number of seconds in (0, 600], "
+                                  f"not {self_test!r}")
+        for name in hal:
+            if name not in ("ev", "imd_self_test_s", "step_s"):
+                raise cfg.ConfigError(f"{key}.{name}", "unknown key for the sim board")
+        return cls(ev_mode, float(self_test))
+
+
+def check_config(config: cfg.Config) -> None:
+    """What only the daemon knows about a config (beyond secc.config's checks); raises ConfigError."""
+    for i, connector in enumerate(config.connectors):
+        if connector.board == "sim":
+            SimOptions.from_hal(connector.hal, f"connector[{i}].hal")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# One connector
+
+
+class DaemonStation(ChargingStation):
+    """The session glue of secc.session, plus the daemon's hooks: CP events out, sessions logged."""
+
+    def __init__(self, runtime: ConnectorRuntime, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.runtime = runtime
+
+    def _on_safety_events(self, events: list[Event]) -> None:
+        super()._on_safety_events(events)
+        self.runtime.on_board_events(events)
+
+    def handler_factory(self, connection: Connection) -> SessionHandler:
+        handler = super().handler_factory(connection)
+        self.runtime.session_started(handler)
+        return _LoggedHandler(handler, self.runtime)  # type: ignore[return-value]
+
+
+class _LoggedHandler:
+    """Wraps a SessionHandler: one log line per V2G message, and the end of the session to the runtime."""
+
+    def __init__(self, inner: SessionHandler, runtime: ConnectorRuntime) -> None:
+        self.inner = inner
+        self.runtime = runtime
+        self._logged = 0
+        self.v2g = V2GLog(runtime.log.bind(peer=inner.connection.peer_host))
+
+    async def on_message(self, message: V2GTPMessage) -> Reply | Close | None:
+        try:
+            return await self.inner.on_message(message)
+        finally:
+            self._log_new()
+            if self.inner.session.ended:
+                self.runtime.session_finished(self.inner.record)
+
+    def on_closed(self, reason: CloseReason) -> None:
+        self.inner.on_closed(reason)
+        self._log_new()
+        self.runtime.session_finished(self.inner.record)
+
+    def _log_new(self) -> None:
+        trace = self.inner.session.trace
+        for entry in trace[self._logged:]:
+            if entry.direction in ("rx", "tx"):
+                self.v2g.message(entry.direction, entry.name, response_code=entry.detail or None)
+        self._logged = len(trace)
+
+
+@dataclass(slots=True)
+class SafeStateReport:
+    evse_id: str
+    contactors_open: bool
+    power_off: bool
+    waited_s: float
+
+
+class ConnectorRuntime:
+    def __init__(self, daemon: Daemon, connector: cfg.ConnectorConfig, tls_context: ssl.SSLContext | None,
+                 board: Board | None = None) -> None:
+        from hal.registry import open_board
+
+        self.daemon = daemon
+        self.config = connector
+        self.evse_id = connector.evse_id
+        self.log: Any = get_logger("secc.daemon", evse_id=connector.evse_id)
+        self.interface = connector.plc_interface
+        self.loopback = self.interface == LOOPBACK_INTERFACE
+        self.tls_context = tls_context
+        self.board = board if board is not None else open_board(connector.board, connector.hal)
+        self.sim: Any = None  # hal.sim.board.SimBoard when the board is simulated
+        self.sim_options = SimOptions()
+        if connector.board == "sim" and self.board.model is not None:
+            self.sim = self.board.model
+            self.sim_options = SimOptions.from_hal(connector.hal, "hal")
+            self.sim.isolation_monitor.self_test_duration_s = self.sim_options.imd_self_test_s
+        self.station = DaemonStation(self, cfg.session_config(connector), self.board)
+        if self.sim is not None:
+            self.station.signal_hooks.append(self._sim_ev_physics)
+        self.slac: Any = None
+        self.slac_state = "off" if self.loopback else "idle"
+        self.servers: list[V2GConnectionServer] = []
+        self.listeners: Any = None  # secc.transport.SeccListeners
+        self.ports: dict[str, int] = {}
+        self.address = ""
+        self.recorder: Any = None  # secc.trace.recorder.SessionRecorder of the session in progress
+        self.traces: list[str] = []
+        self.last_errors: list[str] = []
+        self.sessions = 0
+        self._finished: set[int] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # ----------------------------------------------------------------------------------------- lifecycle
+    async def start(self) -> None:
+        if self.sim is not None:
+            self._tasks.append(asyncio.create_task(self._follow_wall_clock()))
+            if self.sim_options.ev == "plugged":
+                self.plug_sim_ev()
+        await self.station.start()
+        if not self.loopback:
+            self._start_slac()
+        await self._start_servers()
+
+    def plug_sim_ev(self) -> None:
+        """The simulated car: plugged in, S2 closed (state C), battery connected only for energy transfer."""
+        self.sim.ev.battery_connected = False
+        self.sim.ev.plug()
+        self.sim.ev.request_charge()
+
+    async def _start_servers(self) -> None:
+        tls_cfg = self.daemon.config.tls
+        tls_context = self.tls_context if tls_cfg.tls_enabled else None
+        if self.loopback:
+            kinds: list[tuple[str, ssl.SSLContext | None]] = [("tcp", None)] if tls_cfg.tcp_enabled else []
+            if tls_context is not None:
+                kinds.append(("tls", tls_context))
+            for kind, context in kinds:
+                server = V2GConnectionServer(self.station.handler_factory, tls_context=context)
+                self.ports[kind] = await server.start("::1", 0)
+                self.servers.append(server)
+            self.address = "::1"
+        else:
+            from secc.transport import start_secc_listeners
+
+            self.listeners = await start_secc_listeners(
+                self.interface, self.station.handler_factory, tls_context=tls_context,
+                offer_tcp=tls_cfg.tcp_enabled, policy=cfg.sdp_policy(tls_cfg))
+            for kind in ("tcp", "tls"):
+                server = getattr(self.listeners, kind)
+                if server is not None:
+                    self.ports[kind] = server.port
+            self.address = f"{self.listeners.address}%{self.interface}"
+        self.log.info("listening", interface=self.interface, address=self.address, **self.ports,
+                      mode="loopback: no SLAC, no SDP" if self.loopback else "SLAC and SDP")
+
+    def _start_slac(self) -> None:
+        from slac import SlacService
+
+        try:
+            self.slac = SlacService.open(self.interface, self._on_slac_event)
+            self.slac.start()
+        except OSError as exc:  # no CAP_NET_RAW, interface down: V2G still serves, the error is visible
+            self.slac = None
+            self.slac_state = "unavailable"
+            self._error(f"SLAC cannot open {self.interface}: {exc}")
+            return
+        # An EV plugged in before we started: the HlcAvailable event was before SLAC existed.
+        if self.station.supervisor.cp.state in (CpState.B, CpState.C, CpState.D):
+            self.slac.cp_b_with_5_percent()
+
+    async def shutdown(self) -> SafeStateReport:
+        """Safe state first (confirmed by the mirror contacts, bounded wait), then close everything."""
+        started = time.monotonic()
+        station = self.station
+        if station.active is not None:
+            handler = station.active
+            handler.end("daemon stopping")
+            handler.connection.request_close()
+        station.charger.make_safe(self.board.clock())
+        report = SafeStateReport(self.evse_id, False, False, 0.0)
+        while True:
+            report.contactors_open = not any(self.board.contactors.feedback_closed())
+            report.power_off = not self.board.power_stage.present().enabled
+            report.waited_s = time.monotonic() - started
+            if (report.contactors_open and report.power_off) or report.waited_s >= SAFE_STATE_WAIT_S:
+                break
+            await asyncio.sleep(0.005)
+        if report.contactors_open and report.power_off:
+            self.log.warning("safe state", contactors_open=True, power_off=True, confirmed_by="mirror contacts",
+                             waited_ms=round(report.waited_s * 1000, 1))
+        else:
+            self.log.error("safe state not confirmed, closing the board", contactors_open=report.contactors_open,
+                           power_off=report.power_off, waited_ms=round(report.waited_s * 1000, 1))
+        for server in self.servers:
+            await server.close()
+        if self.listeners is not None:
+            await self.listeners.close()
+        if self.slac is not None:
+            self.slac.close()
+        await station.close()  # power off, contactors open, CP to F, devices released
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._stop_trace()
+        return report
+
+    # ----------------------------------------------------------------------------------------- events
+    def on_board_events(self, events: list[Event]) -> None:
+        for event in events:
+            if isinstance(event, EvPlugged):
+                self._start_trace()
+            elif isinstance(event, HlcAvailable):
+                if self.slac is not None:
+                    self.slac_state = "matching"
+                    self.slac.cp_b_with_5_percent()
+            elif isinstance(event, EvUnplugged):
+                if self.slac is not None:
+                    self.slac.cp_unplugged()
+                    self.slac_state = "idle"
+                if self.station.active is None:
+                    asyncio.get_running_loop().create_task(self._stop_trace())
+            elif isinstance(event, PowerCut | IsolationFault):
+                self._error(f"{type(event).__name__}: {event}")
+            elif isinstance(event, ContactorsOpened) and event.forced:
+                self._error(f"contactors opened under load ({event.current_a:.1f} A)")
+        self.daemon.state_changed()
+
+    def _on_slac_event(self, event: object) -> None:
+        from slac import KeyFailed, LinkFailed, LinkUp, Matched, MatchingFailed
+
+        name = type(event).__name__
+        if isinstance(event, Matched):
+            self.slac_state = "matched"
+            self.log.info("slac matched", ev_mac=event.ev_mac.hex(":"))
+        elif isinstance(event, LinkUp):
+            self.slac_state = "link up"
+        elif isinstance(event, MatchingFailed | LinkFailed):
+            self.slac_state = "failed"
+            self._error(f"SLAC {name}: {getattr(event, 'reason', '')}")
+            self.station.supervisor.cp.restart_hlc(self.board.clock())
+        elif isinstance(event, KeyFailed):
+            self.slac_state = "key failed"
+            self._error(f"SLAC {name}: {event.reason}")
+        else:
+            self.log.debug("slac", slac_event=name)
+        self.daemon.state_changed()
+
+    def session_started(self, handler: SessionHandler) -> None:
+        self.sessions += 1
+        if self.recorder is None or not self.recorder.active:
+            self._start_trace()
+        if handler.connection.tls is not None and self.recorder is not None:
+            self.recorder.tls_established(handler.connection.peer_port)
+        self.daemon.state_changed()
+
+    def session_finished(self, record: SessionRecord) -> None:
+        if id(record) in self._finished:
+            return
+        self._finished.add(id(record))
+        if record.failed:
+            self._error(f"session failed: {record.end_reason}")
+        self.log.info("session ended", end_reason=record.end_reason, failed=record.failed,
+                      messages=len(record.trace))
+        asyncio.get_running_loop().create_task(self._stop_trace())
+        self.daemon.session_finished(self, record)
+        self.daemon.state_changed()
+
+    def _error(self, text: str) -> None:
+        self.log.warning(text)
+        self.last_errors = [*self.last_errors, text][-LAST_ERRORS:]
+
+    # ----------------------------------------------------------------------------------------- traces
+    def _start_trace(self) -> None:
+        traces = self.daemon.config.traces
+        if not traces.enabled or (self.recorder is not None and self.recorder.active):
+            return
+        from secc.trace.recorder import SessionRecorder
+
+        try:
+            traces.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            self._error(f"trace directory {traces.directory}: {exc}")
+            return
+        recorder = SessionRecorder.from_config(traces, self.daemon.config.tls.key_log, self.interface, self.evse_id)
+        if recorder.start():
+            self.recorder = recorder
+
+    async def _stop_trace(self) -> None:
+        recorder, self.recorder = self.recorder, None
+        if recorder is None:
+            return
+        await recorder.stop()
+        self.traces.append(str(recorder.pcap_path))
+        self.log.info("session trace written", path=str(recorder.pcap_path))
+        self.daemon.trace_written(self, recorder.pcap_path)
+
+    # ----------------------------------------------------------------------------------------- sim
+    def _sim_ev_physics(self, sig: ev.Signal, now: float) -> None:
+        if self.sim_options.ev != "plugged":
+            return  # whoever plugged the car also drives its battery
+        if isinstance(sig, ev.PowerTarget):
+            self.sim.ev.battery_connected = True
+        elif isinstance(sig, ev.PowerStop | ev.SessionEnded | ev.WeldingDetectionRequested):
+            self.sim.ev.battery_connected = False
+
+    async def _follow_wall_clock(self) -> None:
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(SIM_STEP_S)
+            now = time.monotonic()
+            self.sim.advance(now - last)
+            last = now
+
+    # ----------------------------------------------------------------------------------------- state
+    def phase(self) -> str:
+        active = self.station.active
+        if active is not None:
+            return str(active.session.phase.value)
+        cp_state = self.station.supervisor.cp.state
+        if cp_state in (CpState.B, CpState.C, CpState.D):
+            return "plugged" if self.slac_state in ("off", "matched", "link up") else f"slac {self.slac_state}"
+        return "idle" if cp_state is CpState.A else f"cp {cp_state.value}"
+
+    def state(self) -> dict[str, Any]:
+        supervisor = self.station.supervisor
+        present = self.board.power_stage.present()
+        active = self.station.active
+        isolation = "fault" if supervisor.isolation_fault else "ok"
+        return {
+            "evse_id": self.evse_id,
+            "interface": self.interface,
+            "loopback": self.loopback,
+            "address": self.address,
+            "ports": dict(self.ports),
+            "cp_state": supervisor.cp.state.value,
+            "cp_output": str(supervisor.cp.output),
+            "slac": self.slac_state,
+            "contactors": "closed" if any(self.board.contactors.feedback_closed()) else "open",
+            "isolation": isolation,
+            "power_stage": {"on": present.enabled, "voltage_v": round(present.voltage_v, 1),
+                            "current_a": round(present.current_a, 1)},
+            "limits": self.config.limits,
+            "session": None if active is None else {
+                "peer": active.connection.peer_host, "tls": active.connection.tls is not None,
+                "phase": str(active.session.phase.value), "messages": len(active.session.trace)},
+            "sessions": self.sessions,
+            "last_session": None if not self.station.history else {
+                "end_reason": self.station.history[-1].end_reason, "failed": self.station.history[-1].failed},
+            "trace": str(self.recorder.pcap_path) if self.recorder is not None else None,
+            "traces": self.traces[-4:],
+            "last_errors": list(self.last_errors),
+        }
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The process
+
+
+class Daemon:
+    """All connectors, the status socket, sd_notify and the watchdog. `run_until(stop)` is the main loop."""
+
+    def __init__(self, config: cfg.Config, environ: dict[str, str] | None = None,
+                 boards: Mapping[str, Board] | None = None) -> None:
+        self.config = config
+        self.environ = environ
+        self.boards = dict(boards or {})  # evse_id -> an already open board (tests, `secc demo`)
+        self.connectors: list[ConnectorRuntime] = []
+        self.runtime: Any = None  # secc.service.ServiceRuntime
+        self.on_session: list[Callable[[ConnectorRuntime, SessionRecord], None]] = []
+        self.on_trace: list[Callable[[ConnectorRuntime, Path], None]] = []
+        self._changed = asyncio.Event()
+
+    async def start(self) -> None:
+        from secc.service import ServiceRuntime
+
+        tls_context = cfg.tls_context(self.config.tls)
+        try:
+            for connector in self.config.connectors:
+                runtime = ConnectorRuntime(self, connector, tls_context, self.boards.get(connector.evse_id))
+                self.connectors.append(runtime)
+                await runtime.start()
+            self.runtime = ServiceRuntime(self.config, self.state, self.environ)
+            await self.runtime.start(self.connector_states())  # READY=1 last: every server listens
+        except BaseException:
+            await self.stop("start failed")
+            raise
+        log.info("ready", connectors=len(self.connectors))
+
+    async def run_until(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), STATUS_POLL_S)
+            if self.runtime is not None:
+                self.runtime.connector_states(self.connector_states())
+
+    async def stop(self, reason: str = "stopping") -> list[SafeStateReport]:
+        reports = []
+        if self.runtime is not None:
+            self.runtime.notifier.stopping(reason)
+        for runtime in self.connectors:
+            try:
+                reports.append(await runtime.shutdown())
+            except Exception:  # noqa: BLE001 - the other connectors still need their safe state
+                log.exception("shutdown failed", evse_id=runtime.evse_id)
+        if self.runtime is not None:
+            await self.runtime.stop(reason)
+            self.runtime = None
+        return reports
+
+    def state(self) -> dict[str, Any]:
+        return {"connectors": [c.state() for c in self.connectors]}
+
+    def connector_states(self) -> dict[str, str]:
+        return {c.evse_id: c.phase() for c in self.connectors}
+
+    def state_changed(self) -> None:
+        if self.runtime is not None:
+            self.runtime.connector_states(self.connector_states())
+
+    def session_finished(self, connector: ConnectorRuntime, record: SessionRecord) -> None:
+        for hook in self.on_session:
+            hook(connector, record)
+
+    def trace_written(self, connector: ConnectorRuntime, path: Path) -> None:
+        for hook in self.on_trace:
+            hook(connector, path)
+
+
+def load(path: Path | str | None) -> cfg.Config:
+    """The config for `secc run`: one line on stderr and exit 2 for anything wrong with it."""
+    from secc.service import load_config_or_exit
+
+    config = load_config_or_exit(path)
+    try:
+        check_config(config)
+        cfg.tls_context(config.tls)  # a chain/key pair that does not load is a config error too
+    except cfg.ConfigError as exc:
+        print(f"secc: {config.source}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except (OSError, ValueError, ssl.SSLError) as exc:
+        print(f"secc: {config.source}: tls: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return config
+
+
+def main(config_path: Path | str | None) -> int:
+    """`secc run --config FILE`."""
+    from secc.logs import configure_logging
+
+    config = load(config_path)
+    configure_logging(config.logging)
+    try:
+        import exi
+
+        log.info("starting", config=config.source, exi_backend=exi.backend)
+    except ImportError:
+        pass
+    try:
+        return asyncio.run(_serve(config))
+    except KeyboardInterrupt:
+        return 0
+
+
+async def _serve(config: cfg.Config) -> int:
+    from secc.status import StatusServerError
+
+    daemon = Daemon(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await daemon.start()
+    except (OSError, LookupError, StatusServerError) as exc:
+        log.error("cannot start", error=str(exc))
+        print(f"secc: cannot start: {exc}", file=sys.stderr)
+        return 1
+    await daemon.run_until(stop)
+    log.warning("stopping", reason="signal")
+    await daemon.stop("signal")
+    return 0
+
+
+__all__ = ["ConnectorRuntime", "Daemon", "SafeStateReport", "SimOptions", "check_config", "load", "main"]
