@@ -159,7 +159,7 @@ def test_watchdog_from_a_real_process(manager: tuple[socket.socket, str], tmp_pa
         "    n.ready('up')\n"
         "    await asyncio.sleep(0.3)\n"
         "    n.status('stalling')\n"
-        "    time.sleep(1.0)\n"
+        "    time.sleep(2.0)\n"
         "asyncio.run(main())\n"
     )
     env = {**os.environ, "NOTIFY_SOCKET": path, "WATCHDOG_USEC": "100000"}
