@@ -271,6 +271,14 @@ class TraceDecoder:
 
     def finish(self) -> None:
         for connection in self._connections.values():
+            for side, half in connection.halves.items():
+                if half.pending or half.lost:
+                    direction = EV_TO_SECC if side is Side.CLIENT else SECC_TO_EV
+                    held = sum(len(p) for p in half.pending.values())
+                    self.messages.append(
+                        Message(0.0, direction, "TCP", "segment missing from the capture",
+                                values={"bytes_not_decoded": held}, error="the stream after the gap is not decoded")
+                    )  # fmt: skip
             for side, parser in connection.parsers.items():
                 if parser.buffered:
                     direction = EV_TO_SECC if side is Side.CLIENT else SECC_TO_EV

@@ -234,3 +234,22 @@ def test_attenuation_summary_agrees_with_tshark() -> None:
     (ours,) = [m for m in decode_capture(capture.read_bytes()) if m.name == "CM_ATTEN_CHAR.IND"]
     assert ours.values["groups"] == len(groups) == 58
     assert ours.values["mean_attenuation_db"] == round(sum(groups) / len(groups), 1)
+
+
+def test_a_segment_missing_from_the_capture_is_reported(tmp_path: Path) -> None:
+    from secc import v2gtp
+    from secc.trace.pcap import RotatingPcapWriter
+    from tests.secc.trace_frames import TcpConversation
+
+    conversation = TcpConversation()
+    conversation.handshake()
+    conversation.segment("ev", v2gtp.frame(v2gtp.SAP, bytes(10)))
+    lost = conversation.segment("ev", bytes(20))
+    conversation.segment("ev", bytes(30))
+    writer = RotatingPcapWriter(tmp_path, "secc-gap")
+    for number, frame in enumerate(f for f in conversation.frames if f is not lost):
+        writer.write(1_700_000_000 + number, frame)
+    writer.close()
+    messages = decode_capture(writer.parts[0].read_bytes())
+    gap = [m for m in messages if m.protocol == "TCP"]
+    assert len(gap) == 1 and gap[0].direction == EV_TO_SECC and gap[0].values["bytes_not_decoded"] == 30
