@@ -634,14 +634,27 @@ def tls_server_config(tls: TlsConfig) -> TlsServerConfig | None:
                            client_roots=tls.client_roots, keylog_file=tls.key_log, key_password=password)
 
 
-def tls_context(tls: TlsConfig) -> ssl.SSLContext | None:
-    """The -20 TLS server context, or None when TLS is not offered. Raises secc.tls.TlsProfileError."""
+def tls_context(tls: TlsConfig, key_log: bool = True) -> ssl.SSLContext | None:
+    """The -20 TLS server context, or None when TLS is not offered.
+
+    A chain, key or roots that do not load under the -20 profile (wrong curve, key not matching the leaf,
+    wrong password) raise ConfigError on `tls`, so `secc run` and `secc config check` report one line.
+    `key_log=False` leaves the key log file alone (the offline check must not create it).
+    """
     server = tls_server_config(tls)
     if server is None:
         return None
-    from secc.tls import server_context
+    import dataclasses
+    import ssl as _ssl
 
-    return server_context(server)
+    from secc.tls import TlsProfileError, server_context
+
+    if not key_log:
+        server = dataclasses.replace(server, keylog_file=None)
+    try:
+        return server_context(server)
+    except (TlsProfileError, OSError, ValueError, _ssl.SSLError) as exc:
+        raise ConfigError("tls", f"the TLS server cannot use this chain/key: {exc}") from None
 
 
 def sdp_policy(tls: TlsConfig) -> SecurityPolicy:

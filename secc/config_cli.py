@@ -1,8 +1,10 @@
 """`secc config check FILE`: validate a daemon configuration offline, as `secc run` does at start.
 
 Exit status 0 when the file would be accepted, 2 with one line on stderr naming the key and the reason when
-not. `--no-host-checks` skips what depends on this machine (interfaces, certificate files, /dev paths), for
-a file meant for another board.
+not. With host checks on, the TLS chain and key are loaded under the -20 profile as `secc run` loads them
+(the key log file is not created), and the daemon's own checks (secc.daemon.check_config) run too.
+`--no-host-checks` skips what depends on this machine (interfaces, certificate files, /dev paths), for a
+file meant for another board.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from secc.config import DEFAULT_CONFIG_PATH, ConfigError, HostChecks, load_config
+from secc.config import DEFAULT_CONFIG_PATH, Config, ConfigError, HostChecks, load_config, tls_context
 
 HELP = "validate the daemon configuration (secc config check FILE)"
 
@@ -25,9 +27,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     check.add_argument("-q", "--quiet", action="store_true", help="print nothing when the file is valid")
 
 
-def run(args: argparse.Namespace) -> int:
+def _daemon_checks(config: Config) -> None:
+    """What `secc run` checks beyond secc.config (sim board options, ...), when the daemon module is there."""
     try:
-        config = load_config(args.file, HostChecks(enabled=not args.no_host_checks))
+        from secc.daemon import check_config
+    except ImportError:
+        return
+    check_config(config)
+
+
+def run(args: argparse.Namespace) -> int:
+    host_checks = not args.no_host_checks
+    try:
+        config = load_config(args.file, HostChecks(enabled=host_checks))
+        try:
+            _daemon_checks(config)
+            if host_checks:
+                tls_context(config.tls, key_log=False)  # loads chain and key as `secc run` does
+        except ConfigError as exc:
+            raise ConfigError(exc.key, exc.reason, config.source) from None
     except ConfigError as exc:
         print(f"secc config: {exc}", file=sys.stderr)
         return 2

@@ -379,3 +379,59 @@ def test_userspace_plc_driver_creates_its_interface(tmp_path: Path, capsys: pyte
     assert err.endswith("connector[0].plc_interface: unknown network interface 'plc7' (not in /sys/class/net)")
     err = one_error_line(tmp_path, text + 'tap = "plc0"\n', capsys)
     assert err.endswith("connector[0].hal.plc.tap: 'plc0' differs from plc_interface 'plc7'")
+
+
+def test_chain_and_key_must_load_under_the_tls_profile(tmp_path: Path, pki: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """Readable PEM is not enough: `config check` loads chain and key as the TLS server does."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "p256")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now).not_valid_after(now + dt.timedelta(days=1))
+            .sign(key, hashes.SHA256()))
+    p256_chain = tmp_path / "p256.pem"
+    p256_chain.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    err = one_error_line(tmp_path, sim_config(pki, chain=str(p256_chain)), capsys)
+    assert "tls: the TLS server cannot use this chain/key: SECC leaf in" in err
+    assert "is not secp521r1/Ed448" in err
+
+    private = pki / "private"
+    wrong_key = sim_config(pki).replace(str(private / "secc_leaf.key"), str(private / "vehicle_leaf.key"))
+    err = one_error_line(tmp_path, wrong_key, capsys)
+    assert "tls: the TLS server cannot use this chain/key: cannot load SECC chain" in err
+
+    # the offline check does not create the key log; --no-host-checks does not load anything
+    key_log = tmp_path / "keys.log"
+    text = sim_config(pki).replace("[tls]", f'[tls]\nkey_log = "{key_log}"')
+    rc, _, err = check(write(tmp_path, text), capsys=capsys)
+    assert rc == 0, err
+    assert not key_log.exists()
+    rc, _, _ = check(write(tmp_path, sim_config(pki, chain=str(p256_chain))), "--no-host-checks", capsys=capsys)
+    assert rc == 0
+
+
+def test_daemon_checks_run_in_config_check(tmp_path: Path, pki: Path, capsys: pytest.CaptureFixture[str],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """`config check` runs secc.daemon.check_config, so it refuses what `secc run` refuses."""
+    import types
+
+    daemon = types.ModuleType("secc.daemon")
+
+    def check_config(config: Any) -> None:
+        if config.connectors[0].hal.get("ev") == "flying":
+            raise ConfigError("connector[0].hal.ev", "must be one of plugged, unplugged, not 'flying'")
+
+    daemon.check_config = check_config  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "secc.daemon", daemon)
+    text = sim_config(pki) + '[connector.hal]\nev = "flying"\n'
+    err = one_error_line(tmp_path, text, capsys)
+    assert err == (f"secc config: {tmp_path / 'secc.toml'}: connector[0].hal.ev: must be one of plugged, "
+                   "unplugged, not 'flying'")
