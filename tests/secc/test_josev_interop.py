@@ -71,6 +71,23 @@ def test_josev_completes_a_session_over_tcp(secc_tcp: tuple[NetnsPair, SeccProce
     assert session["charge_loop_max_ms"] < 500  # the -20 ChargeLoop budget (measured inside the SECC)
 
 
+def test_stock_josev_with_its_junk_values_and_random_ongoing(secc_tcp: tuple[NetnsPair, SeccProcess]) -> None:
+    """Josev as shipped: 20 kV EV voltages, the SECC's first parameter set, PowerDelivery(Ongoing) on a coin
+    flip (peers.md §6.4/5/8). We clamp instead of failing, and answer the Ongoing PowerDeliveries."""
+    link, secc = secc_tcp
+    power_deliveries = 0
+    for seed in (5, 6, 7):  # seeds 5 and 6 make Josev send one PowerDelivery(Ongoing) (measured)
+        result = run_josev_evcc(link, service="DC_BPT", control_mode="auto", ev_voltage=None,
+                                ev_processing="random", seed=seed, timeout=90)
+        session = secc.next_session(timeout=20)
+        assert result.exit_code == 0, f"Josev: {result.meaning}: {result.report.get('reason')}\n{result.log[-4000:]}"
+        assert result.report["control_mode"] == "scheduled"  # our first parameter set
+        assert not session["failed"], session
+        assert session["received"].count("DC_ChargeLoopReq") == 10
+        power_deliveries += session["received"].count("PowerDeliveryReq")
+    assert power_deliveries > 2 * 3, "no PowerDelivery(Ongoing) happened: pick other seeds"
+
+
 @pytest.fixture(scope="module")
 def secc_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[NetnsPair, SeccProcess, Path]]:
     need_root()
