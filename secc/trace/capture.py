@@ -108,7 +108,8 @@ class SessionCapture:
         self.writer = RotatingPcapWriter(config.directory, self.basename, config.limits)
         self.dropped = 0
         self.kernel_filter = False
-        self._queue: queue.Queue[tuple[float, bytes] | None] = queue.Queue(config.queue_frames)
+        self._queue: queue.Queue[tuple[float, bytes]] = queue.Queue(config.queue_frames)
+        self._stopping = threading.Event()  # writer: drain the queue, close the file, exit
         self._sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -156,14 +157,18 @@ class SessionCapture:
         writer = self.writer
         writer.begin()
         writer.flush()
+        idle = 0
         while True:
             try:
-                item = self._queue.get(timeout=1.0)
+                item = self._queue.get(timeout=0.2)
             except queue.Empty:
-                writer.flush()  # a technician may open the file while the session runs
+                if self._stopping.is_set():
+                    break
+                idle += 1
+                if idle == 5:  # a second without frames: a technician may open the file while the session runs
+                    writer.flush()
                 continue
-            if item is None:
-                break
+            idle = 0
             writer.write(*item)
         writer.close()
 
@@ -176,17 +181,12 @@ class SessionCapture:
         self._sock = None
 
     def stop_nowait(self) -> None:
-        """Stop reading now; the writer thread finishes the queued frames and closes the file by itself."""
-        if self._thread is None:
+        """Stop reading now, without waiting: the writer thread writes what is queued, closes the file, exits."""
+        if self._thread is None or self._stopping.is_set():
             return
         self._on_readable()  # what the kernel already holds belongs to this session
         self._detach()
-        while True:
-            try:
-                self._queue.put(None, timeout=0.1)
-                break
-            except queue.Full:  # writer is busy; never lose the end marker
-                continue
+        self._stopping.set()
 
     async def stop(self) -> CaptureResult:
         """Stop, wait (off the loop) for the file to be complete, and say what was written."""

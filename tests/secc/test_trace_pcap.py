@@ -199,6 +199,10 @@ class _FakePacketSocket:
 
     def __init__(self, frames: list[bytes]) -> None:
         self.frames = frames
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
 
     def recvmsg(self, _size: int, _ancillary: int) -> tuple[bytes, list[tuple[int, int, bytes]], int, tuple[Any, ...]]:
         if not self.frames:
@@ -228,6 +232,27 @@ def test_capture_reads_at_most_one_batch_per_wakeup(tmp_path: Path) -> None:
     capture._sock = fake  # type: ignore[assignment]
     capture._on_readable()
     assert capture._queue.qsize() == BATCH and len(fake.frames) == 5
+
+
+def test_stop_writes_everything_queued_and_is_idempotent(tmp_path: Path) -> None:
+    import asyncio
+    import threading
+
+    capture = SessionCapture(CaptureConfig("eth0", tmp_path, queue_frames=10_000), "E1")
+    capture.kernel_filter = True
+    fake = _FakePacketSocket([FRAME] * 1000)
+    capture._sock = fake  # type: ignore[assignment]
+    capture._thread = threading.Thread(target=capture._write_loop)
+    capture._thread.start()
+    for _ in range(1000 // 64 + 1):
+        capture._on_readable()
+
+    async def stop_twice() -> tuple[object, object]:
+        return await capture.stop(), await capture.stop()
+
+    first, second = asyncio.run(stop_twice())
+    assert first == second and capture.result().frames == 1000 and fake.closed
+    assert len(list(read_packets(capture.pcap_path.read_bytes()))) == 1000
 
 
 def test_capture_on_a_missing_interface_is_a_clear_error(tmp_path: Path) -> None:
