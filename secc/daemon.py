@@ -14,9 +14,9 @@ and without SDP, and its V2G servers listen on ::1 (ports in the log and in `sec
 `make run` works for a user without CAP_NET_RAW; everything above the link is the same code.
 
 The simulated board ("sim") follows the wall clock. Its `hal` table takes, besides the factory's `step_s`:
-`ev` = "plugged" (default: a simulated car is plugged in at start and its battery follows the session, so
-an EV emulator elsewhere only has to connect) or "absent" (the car is plugged by whoever drives the model,
-e.g. `secc demo`), and `imd_self_test_s` (the IMD self-test duration, Bender: about 10 s).
+`ev` = "plugged" (default: a simulated car is plugged in at start, so an EV emulator elsewhere only has to
+connect) or "unplugged" (whoever drives the model plugs it, e.g. `secc demo`), and `imd_self_test_s` (the IMD
+self-test duration, Bender: about 10 s). The simulated car's battery follows the session either way.
 
 Shutdown (SIGTERM/SIGINT): the running session is ended, power off, contactors commanded open, and the
 daemon waits (at most SAFE_STATE_WAIT_S) until the contactors' mirror contacts confirm them open before it
@@ -54,7 +54,7 @@ LOOPBACK_INTERFACE: Final = "lo"
 SIM_STEP_S: Final = 0.01  # how often the simulated board's model time catches up with the wall clock
 SAFE_STATE_WAIT_S: Final = 0.5  # SIGTERM: wait this long at most for the mirrors to confirm "open"
 STATUS_POLL_S: Final = 0.25
-SIM_EV_MODES: Final = ("plugged", "absent")
+SIM_EV_MODES: Final = ("plugged", "unplugged")
 LAST_ERRORS: Final = 8
 
 
@@ -181,6 +181,7 @@ class ConnectorRuntime:
         self.last_errors: list[str] = []
         self.sessions = 0
         self._finished: set[int] = set()
+        self._trace_stops: set[asyncio.Task[None]] = set()
         self._tasks: list[asyncio.Task[None]] = []
 
     # ----------------------------------------------------------------------------------------- lifecycle
@@ -199,6 +200,10 @@ class ConnectorRuntime:
         self.sim.ev.battery_connected = False
         self.sim.ev.plug()
         self.sim.ev.request_charge()
+
+    def unplug_sim_ev(self) -> None:
+        self.sim.ev.battery_connected = False
+        self.sim.ev.unplug()
 
     async def _start_servers(self) -> None:
         tls_cfg = self.daemon.config.tls
@@ -293,7 +298,7 @@ class ConnectorRuntime:
                     self.slac.cp_unplugged()
                     self.slac_state = "idle"
                 if self.station.active is None:
-                    asyncio.get_running_loop().create_task(self._stop_trace())
+                    self._stop_trace_soon()
             elif isinstance(event, PowerCut | IsolationFault):
                 self._error(f"{type(event).__name__}: {event}")
             elif isinstance(event, ContactorsOpened) and event.forced:
@@ -336,7 +341,7 @@ class ConnectorRuntime:
             self._error(f"session failed: {record.end_reason}")
         self.log.info("session ended", end_reason=record.end_reason, failed=record.failed,
                       messages=len(record.trace))
-        asyncio.get_running_loop().create_task(self._stop_trace())
+        self._stop_trace_soon()
         self.daemon.session_finished(self, record)
         self.daemon.state_changed()
 
@@ -360,6 +365,15 @@ class ConnectorRuntime:
         if recorder.start():
             self.recorder = recorder
 
+    def trace_pending(self) -> bool:
+        """A capture still running or still being written."""
+        return self.recorder is not None or bool(self._trace_stops)
+
+    def _stop_trace_soon(self) -> None:
+        task = asyncio.get_running_loop().create_task(self._stop_trace())
+        self._trace_stops.add(task)
+        task.add_done_callback(self._trace_stops.discard)
+
     async def _stop_trace(self) -> None:
         recorder, self.recorder = self.recorder, None
         if recorder is None:
@@ -371,8 +385,6 @@ class ConnectorRuntime:
 
     # ----------------------------------------------------------------------------------------- sim
     def _sim_ev_physics(self, sig: ev.Signal, now: float) -> None:
-        if self.sim_options.ev != "plugged":
-            return  # whoever plugged the car also drives its battery
         if isinstance(sig, ev.PowerTarget):
             self.sim.ev.battery_connected = True
         elif isinstance(sig, ev.PowerStop | ev.SessionEnded | ev.WeldingDetectionRequested):

@@ -1,0 +1,267 @@
+"""`secc demo [--once] [--scenario NAME]`: the daemon on the simulated board with the EV emulator plugged in.
+
+Everything runs in this one process, on the same code as `secc run --config`: a loopback connector (no SLAC,
+no SDP: the EV connects to the daemon's port on ::1, so no privileges are needed), the simulated board
+following the wall clock, and hil's EV emulator playing the car. The car is plugged in (CP B, then C), runs
+the scenario (default: DC_BPT, charge, then discharge when the setpoint schedule turns negative), and is
+unplugged; a scenario's `board_faults` are injected into the simulated board at the step they name.
+
+A live one-line status shows CP state, session phase, contactors, output voltage/current and the EV's SOC.
+The session's trace (pcap) is written into --trace-dir; capturing needs CAP_NET_RAW (root), without it the
+demo says so. With --once the demo exits after the first session: status 0 only when that session completed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import ssl
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from secc import config as cfg
+
+HELP = "the daemon on the simulated board with the EV emulator: a full DC_BPT session, live status and trace"
+
+EVSE_ID = "DE*SEC*E0001*1"
+STATUS_INTERVAL_S = 0.2
+REPLUG_PAUSE_S = 3.0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--once", action="store_true", help="exit after the first session (0 only if it completed)")
+    parser.add_argument("--scenario", "-s", default="bpt-discharge",
+                        help="hil scenario name or TOML file (default: bpt-discharge; `secc ev --list`)")
+    parser.add_argument("--trace-dir", type=Path, default=Path("build/traces"), help="where session traces go")
+    parser.add_argument("--tls", action="store_true",
+                        help="TLS 1.3 with the test PKI (--pki, `make certs`); the key log goes next to the traces")
+    parser.add_argument("--pki", type=Path, default=Path("build/pki"), help="test PKI directory")
+    parser.add_argument("--charge-s", type=int, default=4,
+                        help="setpoint schedule: seconds of charging (11 kW) before discharging (-7 kW)")
+    parser.add_argument("--imd-self-test-s", type=float, default=1.0,
+                        help="simulated IMD self-test duration (a real Bender takes about 10 s)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="daemon logs at info level (else warnings)")
+
+
+def demo_config(args: argparse.Namespace, status_socket: Path) -> cfg.Config:
+    """The daemon's config for the demo, validated like any config file."""
+    trace_dir = args.trace_dir.resolve()
+    tls: dict[str, Any] = {"mode": "no-tls"}
+    if args.tls:
+        pki = args.pki.resolve()
+        tls = {"mode": "tls-only", "chain": str(pki / "certs" / "secc_chain.pem"),
+               "key": str(pki / "private" / "secc_leaf.key"), "key_log": str(trace_dir / "tls-keys.log")}
+    data: dict[str, Any] = {
+        "logging": {"level": "info" if args.verbose else "warning", "format": "console"},
+        "traces": {"directory": str(trace_dir)},
+        "status": {"socket": str(status_socket)},
+        "tls": tls,
+        "limits": {"max_charge_power_w": 50_000, "max_charge_current_a": 125, "max_voltage_v": 500,
+                   "min_voltage_v": 150, "max_discharge_power_w": 11_000, "max_discharge_current_a": 30},
+        "schedule": [{"duration_s": args.charge_s, "power_w": 11_000}, {"duration_s": 3600, "power_w": -7_000}],
+        "connector": [{"evse_id": EVSE_ID, "plc_interface": "lo", "board": "sim", "auto_authorize": True,
+                       "hal": {"ev": "unplugged", "imd_self_test_s": args.imd_self_test_s}}],
+    }
+    trace_dir.mkdir(parents=True, exist_ok=True)
+    config = cfg.parse_config(data, source="secc demo")
+    from secc.daemon import check_config
+
+    check_config(config)
+    return config
+
+
+def run(args: argparse.Namespace) -> int:
+    from hil.ev import scenario as scenarios
+
+    try:
+        scenario = scenarios.load(args.scenario)
+    except scenarios.ScenarioError as exc:
+        print(f"secc demo: {exc}", file=sys.stderr)
+        return 2
+    if args.tls and not (args.pki / "certs" / "secc_chain.pem").exists():
+        print(f"secc demo: --tls needs the test PKI in {args.pki} (make certs)", file=sys.stderr)
+        return 2
+    status_socket = args.trace_dir.resolve() / f"secc-demo-{os.getpid()}.sock"
+    try:
+        config = demo_config(args, status_socket)
+    except (cfg.ConfigError, OSError) as exc:
+        print(f"secc demo: {exc}", file=sys.stderr)
+        return 2
+    from secc.logs import configure_logging
+
+    configure_logging(config.logging)
+    try:
+        return asyncio.run(Demo(config, scenario, args).main())
+    except KeyboardInterrupt:
+        return 130
+
+
+class Demo:
+    def __init__(self, config: cfg.Config, scenario: Any, args: argparse.Namespace) -> None:
+        self.config = config
+        self.scenario = scenario
+        self.args = args
+        self.out: TextIO = sys.stdout
+        self.live = sys.stdout.isatty()
+        self.ev_step = ""
+        self.traces: list[Path] = []
+        self.records: list[Any] = []
+
+    async def main(self) -> int:
+        from secc.daemon import Daemon
+
+        daemon = Daemon(self.config)
+        daemon.on_trace.append(lambda connector, path: self.traces.append(path))
+        daemon.on_session.append(lambda connector, record: self.records.append(record))
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        try:
+            await daemon.start()
+        except (OSError, LookupError, RuntimeError) as exc:
+            print(f"secc demo: cannot start the daemon: {exc}", file=sys.stderr)
+            return 1
+        connector = daemon.connectors[0]
+        status_task = asyncio.create_task(self._status_line(connector))
+        exit_code = 1
+        try:
+            while not stop.is_set():
+                ok = await self._one_session(connector, stop)
+                exit_code = 0 if ok else 1
+                if self.args.once or stop.is_set():
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), REPLUG_PAUSE_S)
+        finally:
+            status_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await status_task
+            await daemon.stop("demo over")
+            self._print_traces()
+        return exit_code
+
+    async def _one_session(self, connector: Any, stop: asyncio.Event) -> bool:
+        from hil.ev.client import SeccAddress, run_session
+
+        sessions_before = len(self.records)
+        traces_before = len(self.traces)
+        self.ev_step = "plugging in"
+        connector.plug_sim_ev()
+        # the EV's own battery model sets the SOC the simulated battery starts from
+        connector.sim.ev.soc = self.scenario.soc / 100.0
+        for _ in range(200):  # CP B/C seen by the CP machine (debounced) before the car talks
+            if connector.station.supervisor.cp.state.value in ("B", "C", "D"):
+                break
+            await asyncio.sleep(0.01)
+        tls = self.config.tls.tls_enabled
+        port = connector.ports["tls" if tls else "tcp"]
+        context = self._ev_tls_context() if tls else None
+        pending_faults = list(self.scenario.board_faults)
+
+        def report(line: str) -> None:
+            self.ev_step = line
+            for fault in list(pending_faults):
+                at = str(fault.get("at", "start"))
+                if at == "start" or (line.startswith("EV -> ") and _step_matches(line[6:], at)):
+                    pending_faults.remove(fault)
+                    self._inject(connector, fault)
+
+        result, session = await run_session(self.scenario, SeccAddress("::1", port, tls), context, report)
+        # the daemon's side of the same session (it ends a moment after the EV's last answer)
+        for _ in range(300):
+            if len(self.records) > sessions_before:
+                break
+            await asyncio.sleep(0.01)
+        self.ev_step = "unplugging"
+        connector.unplug_sim_ev()
+        from hal.sim.faults import clear_faults
+
+        clear_faults(connector.sim)  # the next car gets a healthy board
+        for _ in range(300):
+            if not connector.trace_pending():
+                break
+            await asyncio.sleep(0.01)
+        record = self.records[-1] if len(self.records) > sessions_before else None
+        completed = result.ok and record is not None and not record.failed and self.scenario.unplug_after_loops is None
+        self._clear_line()
+        print(f"{'OK' if result.ok else 'FAILED'} (EV): {result.reason}", file=self.out)
+        if record is not None:
+            print(f"{'OK' if not record.failed else 'FAILED'} (SECC): {record.end_reason}; {len(record.received())} "
+                  f"requests, {len(record.charge_loop_latencies_s)} charge loops", file=self.out)
+        else:
+            print("FAILED (SECC): the daemon recorded no session", file=self.out)
+        for path in self.traces[traces_before:]:
+            print(f"trace written: {path}", file=self.out)
+        if self.config.traces.enabled and len(self.traces) == traces_before:
+            print("no trace written: capturing needs CAP_NET_RAW (run as root)", file=self.out)
+        self.out.flush()
+        return completed
+
+    def _inject(self, connector: Any, fault: dict[str, Any]) -> None:
+        from hal.sim.faults import FaultError, inject
+
+        name = str(fault.get("fault", "")).replace("_", "-")
+        value = next((str(v) for k, v in fault.items() if k.startswith("value")), "")
+        try:
+            inject(connector.sim, name, value)
+        except FaultError as exc:
+            print(f"secc demo: scenario fault {fault}: {exc}", file=sys.stderr)
+            return
+        self._clear_line()
+        print(f"injected board fault {name}={value} at {fault.get('at', 'start')}", file=self.out)
+
+    def _ev_tls_context(self) -> ssl.SSLContext:
+        from hil.cli import tls_context
+
+        return tls_context(str(self.args.pki / "certs" / "v2g_root.pem"))
+
+    async def _status_line(self, connector: Any) -> None:
+        """On a terminal: one line rewritten in place. Otherwise a line every few seconds (logs, CI)."""
+        printed = 0.0
+        while True:
+            line = self.status_text(connector)
+            if self.live:
+                self.out.write("\r\x1b[2K" + line[:200])
+                self.out.flush()
+            elif time.monotonic() - printed >= 2.0:
+                print(line, file=self.out, flush=True)
+                printed = time.monotonic()
+            await asyncio.sleep(STATUS_INTERVAL_S)
+
+    def status_text(self, connector: Any) -> str:
+        state = connector.state()
+        stage = state["power_stage"]
+        session = state["session"]
+        phase = session["phase"] if session else connector.phase()
+        soc = f"{connector.sim.ev.soc * 100:6.2f} %" if connector.sim is not None else "?"
+        direction = "charging" if stage["current_a"] > 0.5 else "discharging" if stage["current_a"] < -0.5 else "idle"
+        return (f"{state['evse_id']}  CP {state['cp_state']}  {phase:<22} contactors {state['contactors']:<6} "
+                f"{stage['voltage_v']:6.1f} V {stage['current_a']:7.1f} A {direction:<11} SOC {soc}  "
+                f"| {self.ev_step}")
+
+    def _clear_line(self) -> None:
+        if self.live:
+            self.out.write("\r\x1b[2K")
+
+    def _print_traces(self) -> None:
+        if self.traces:
+            print(f"decode with: secc trace decode {self.traces[-1]}"
+                  + (f" --keylog {self.config.tls.key_log}" if self.config.tls.key_log else ""), file=self.out)
+
+
+def _step_matches(message: str, at: str) -> bool:
+    """'cable_check' matches DC_CableCheckReq, 'charge_loop' DC_ChargeLoopReq, ..."""
+    wanted = at.replace("_", "").lower()
+    return wanted in message.lower().replace("_", "")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    from secc.cli import main
+
+    sys.exit(main(["demo", *sys.argv[1:]]))
