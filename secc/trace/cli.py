@@ -1,12 +1,14 @@
 """`secc trace`: read session traces (and take one by hand).
 
+    secc trace list [DIR]                      the traces in DIR (default /var/log/secc/traces), oldest first
     secc trace decode FILE [FILE.part2 ...] [--keylog FILE] [--json] [--verbose]
     secc trace capture --interface plc0 --dir DIR [--evse-id ID] [--seconds N]     (needs CAP_NET_RAW)
 
 `decode` prints one line per message in capture order: time since the first packet, direction, protocol,
 message name and key values; `--verbose` adds the full XML of each EXI message, `--json` prints one JSON
-object per message instead. A file that is not a readable capture gives one error line and exit status 1;
-a capture cut short is decoded up to the cut, then reported the same way.
+object per message instead. Without --keylog, the session's key log next to the trace (X.keys for X.pcap)
+is used when it exists. A file that is not a readable capture gives one error line and exit status 1; a
+capture cut short is decoded up to the cut, then reported the same way.
 """
 
 from __future__ import annotations
@@ -20,15 +22,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
-HELP = "decode a session trace (pcap/pcapng, TLS 1.3 with a key log) or capture one"
+HELP = "list, decode (pcap/pcapng, TLS 1.3 with a key log) or capture session traces"
+DEFAULT_DIRECTORY = Path("/var/log/secc/traces")  # secc.config's default [traces] directory
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="trace_command", metavar="ACTION", required=True)
+    lst = sub.add_parser("list", help="the session traces in a directory, oldest first")
+    lst.add_argument("dir", type=Path, nargs="?", default=DEFAULT_DIRECTORY,
+                     help=f"traces directory (default {DEFAULT_DIRECTORY})")
     dec = sub.add_parser("decode", help="print every message of a capture, decoded")
     dec.add_argument("file", type=Path, nargs="+",
                      help="capture file (classic pcap or pcapng); several: the parts of one session, in order")
-    dec.add_argument("--keylog", type=Path, help="NSS key log file with the TLS 1.3 secrets of the session")
+    dec.add_argument("--keylog", type=Path,
+                     help="NSS key log file with the TLS 1.3 secrets of the session (default: X.keys beside X.pcap)")
     dec.add_argument("--json", action="store_true", help="one JSON object per message")
     dec.add_argument("--verbose", "-v", action="store_true", help="also print each EXI message as XML")
     cap = sub.add_parser("capture", help="capture SLAC, SDP and V2G traffic on an interface into DIR")
@@ -41,7 +48,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.trace_command == "capture":
         return _capture(args)
+    if args.trace_command == "list":
+        return _list(args)
     return _decode(args)
+
+
+def session_keylog(trace: Path) -> Path:
+    """X.keys for X.pcap and X.partN.pcap (the name SessionRecorder gives the session's key log)."""
+    stem = trace.name.removesuffix(".pcapng").removesuffix(".pcap")
+    stem = stem.rsplit(".part", 1)[0] if ".part" in stem else stem
+    return trace.with_name(stem + ".keys")
+
+
+def _list(args: argparse.Namespace) -> int:
+    from secc.trace.pcap import KEYLOG_SUFFIX, TRACE_PREFIX, TRACE_SUFFIX
+
+    try:
+        names = sorted(os.listdir(args.dir))
+    except OSError as exc:
+        return _error(f"{args.dir}: {exc.strerror}")
+    sessions: dict[str, list[Path]] = {}
+    for name in names:
+        if name.startswith(TRACE_PREFIX) and name.endswith(TRACE_SUFFIX):
+            sessions.setdefault(session_keylog(args.dir / name).stem, []).append(args.dir / name)
+    rows = []
+    for stem, parts in sessions.items():
+        try:
+            stats = [part.stat() for part in parts]
+        except OSError:
+            continue
+        started = min(st.st_mtime for st in stats)
+        keys = "keys" if (args.dir / (stem + KEYLOG_SUFFIX)).exists() else ""
+        rows.append((started, stem, len(parts), sum(st.st_size for st in stats), keys))
+    for started, stem, count, size, keys in sorted(rows):
+        when = dt.datetime.fromtimestamp(started, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+        print(f"{when}  {size / 1024:9.1f} KiB  {count:2d} part(s)  {keys:4}  {args.dir / stem}{TRACE_SUFFIX}")
+    if not rows:
+        print(f"secc trace: no traces in {args.dir}", file=sys.stderr)
+    return 0
 
 
 def _error(text: str) -> int:
@@ -55,13 +99,17 @@ def _decode(args: argparse.Namespace) -> int:
     from secc.trace.tls13 import KeyLog
 
     keylog = None
+    automatic = args.keylog is None and session_keylog(args.file[0]).is_file()
+    if automatic:
+        args.keylog = session_keylog(args.file[0])
+        print(f"secc trace: using the session key log {args.keylog}", file=sys.stderr)
     try:
         contents = [(path, path.read_bytes()) for path in args.file]
         if args.keylog is not None:
             keylog = KeyLog.from_file(args.keylog)
     except OSError as exc:
         return _error(f"{exc.filename}: {exc.strerror}")
-    if keylog is not None and not len(keylog):
+    if keylog is not None and not len(keylog) and not automatic:
         return _error(f"{args.keylog}: no NSS key-log lines (LABEL <client random hex> <secret hex>)")
     packets: list[Packet] = []
     failure = None

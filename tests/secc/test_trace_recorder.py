@@ -86,3 +86,26 @@ def test_cli_capture_writes_a_file_tshark_opens(tmp_path: Path) -> None:
     shown = subprocess.run(["tshark", "-r", str(pcap), "-T", "fields", "-e", "udp.dstport"], capture_output=True,
                            text=True, timeout=60, check=True).stdout.split()  # fmt: skip
     assert shown == ["15118"]
+
+
+def test_list_and_automatic_session_key_log(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from secc.trace.cli import session_keylog
+    from secc.trace.pcap import RotatingPcapWriter, TraceLimits
+
+    assert session_keylog(Path("/t/secc-E1-20260101T000000Z.part3.pcap")) == Path("/t/secc-E1-20260101T000000Z.keys")
+    assert session_keylog(Path("/t/secc-E1-20260101T000000Z-s.pcap")) == Path("/t/secc-E1-20260101T000000Z-s.keys")
+    data = (REPO / "tests" / "data" / "josev_dc_session.pcap").read_bytes()
+    writer = RotatingPcapWriter(tmp_path, "secc-DE-ABC-E1-20261121T061500Z", TraceLimits(file_bytes=8000))
+    for packet in read_packets(data):
+        writer.write(packet.timestamp, packet.data)
+    writer.close()
+    (tmp_path / "secc-DE-ABC-E1-20261121T061500Z.keys").write_text("# no secrets: a plain TCP session\n")
+    (tmp_path / "unrelated.txt").write_text("x")
+    assert main(["trace", "list", str(tmp_path)]) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    assert f"{len(writer.parts)} part(s)" in line and "keys" in line
+    assert line.endswith(str(tmp_path / "secc-DE-ABC-E1-20261121T061500Z.pcap"))
+    assert main(["trace", "decode", *map(str, writer.parts)]) == 0
+    captured = capsys.readouterr()
+    assert "using the session key log" in captured.err and "SessionStopRes" in captured.out
+    assert main(["trace", "list", str(tmp_path / "missing")]) == 1
