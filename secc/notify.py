@@ -39,6 +39,7 @@ class Notifier:
         self.address: str | bytes | None = _address(socket_address) if socket_address else None
         self.sock: socket.socket | None = None
         self.last_error: OSError | None = None
+        self.stopping_sent = False
         if self.address is not None:
             self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
             self.sock.setblocking(False)
@@ -75,7 +76,11 @@ class Notifier:
         return self.send(f"STATUS={_one_line(text)}")
 
     def stopping(self, status: str | None = None) -> bool:
-        return self.send("STOPPING=1", *(() if status is None else (f"STATUS={_one_line(status)}",)))
+        """STOPPING=1, once: the daemon announces it early (before the safe state) and again on the way out."""
+        if self.stopping_sent:
+            return False
+        self.stopping_sent = self.send("STOPPING=1", *(() if status is None else (f"STATUS={_one_line(status)}",)))
+        return self.stopping_sent
 
     def watchdog(self) -> bool:
         return self.send("WATCHDOG=1")
