@@ -65,14 +65,31 @@ def workdir() -> Iterator[Path]:
     shutil.rmtree(directory)
 
 
-def test_notify_watchdog_status_and_sigterm(workdir: Path) -> None:
+# What secc.service grants, applied without systemd: only the unit's three capabilities in the bounding set,
+# no new privileges, SCHED_FIFO 40 (CPUSchedulingPolicy=fifo, CPUSchedulingPriority=40).
+UNIT_CAPS = "cap_net_raw,cap_net_admin,cap_sys_nice"
+CAP_BITS = {"cap_net_admin": 12, "cap_net_raw": 13, "cap_sys_nice": 23}
+
+
+def unit_like_prefix() -> list[str]:
+    need(os.geteuid() == 0 and shutil.which("setpriv") is not None and shutil.which("chrt") is not None,
+         "root, setpriv and chrt (util-linux) to start the daemon with the unit's capabilities and SCHED_FIFO")
+    caps = ",".join(f"+{c[4:]}" for c in UNIT_CAPS.split(","))
+    return ["setpriv", f"--bounding-set=-all,{caps}", f"--inh-caps=-all,{caps}", f"--ambient-caps={caps}",
+            "--no-new-privs", "chrt", "--fifo", "40"]
+
+
+@pytest.mark.parametrize("confined", [False, pytest.param(True, marks=pytest.mark.root)],
+                         ids=["plain", "unit-caps-fifo"])
+def test_notify_watchdog_status_and_sigterm(workdir: Path, confined: bool) -> None:
+    prefix = unit_like_prefix() if confined else []
     manager = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     manager.bind(str(workdir / "notify"))
     manager.settimeout(30)
     config = daemon_config(workdir)
     env = {**os.environ, "NOTIFY_SOCKET": str(workdir / "notify"), "WATCHDOG_USEC": "400000"}
     with open(workdir / "stderr", "w") as stderr:
-        proc = subprocess.Popen([*SECC, "run", "--config", str(config)], env=env, stderr=stderr,
+        proc = subprocess.Popen([*prefix, *SECC, "run", "--config", str(config)], env=env, stderr=stderr,
                                 stdout=subprocess.DEVNULL, cwd=REPO)
     try:
         messages: list[tuple[float, str]] = []
@@ -85,6 +102,13 @@ def test_notify_watchdog_status_and_sigterm(workdir: Path) -> None:
                 messages.append((time.monotonic(), manager.recv(4096).decode()))
         status = subprocess.run([*SECC, "status", "--json", "--socket", str(workdir / "status.sock")],
                                 capture_output=True, text=True, timeout=30, cwd=REPO)
+        if confined:
+            proc_status = Path(f"/proc/{proc.pid}/status").read_text()
+            cap_bnd = int(next(line.split()[1] for line in proc_status.splitlines() if line.startswith("CapBnd")), 16)
+            assert cap_bnd == sum(1 << bit for bit in CAP_BITS.values())
+            assert "NoNewPrivs:\t1" in proc_status
+            assert os.sched_getscheduler(proc.pid) == os.SCHED_FIFO
+            assert os.sched_getparam(proc.pid).sched_priority == 40
         proc.send_signal(signal.SIGTERM)
         signalled = time.monotonic()
         assert proc.wait(10) == 0
