@@ -213,7 +213,7 @@ def tables(schema: str) -> Any:
 
 def decode(data: bytes, schema: str, validate: bool = True) -> Any:
     """Decode one EXI document (a V2G message) of the schema set into its message object."""
-    t = _set(schema).tables
+    t = (_SETS.get(schema) or _set(schema)).tables  # inline cache hit: this is the per-message path
     if t is None:
         return codec.decode(data, schema, validate)
     return t.decode(data if type(data) is bytes else bytes(data), validate)
@@ -221,7 +221,7 @@ def decode(data: bytes, schema: str, validate: bool = True) -> Any:
 
 def encode(message: Any, schema: str, validate: bool = True) -> bytes:
     """Encode a message object as an EXI document of the schema set (header 0x80 included)."""
-    t = _set(schema).tables
+    t = (_SETS.get(schema) or _set(schema)).tables
     if t is None:
         return codec.encode(message, schema, validate)
     result: bytes = t.encode(message, validate)

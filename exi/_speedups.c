@@ -817,7 +817,8 @@ static PyObject *build_slow(const Layout *t, PyObject **vals)
     return r;
 }
 
-/* Fill the slots directly: the generated dataclass __init__ does nothing else (checked by exi/_c.py). */
+/* Fill the slots directly: the generated dataclass __init__ does nothing else (checked by exi/_c.py).
+ * Takes over the references in vals (set to NULL) on the fast path. */
 static PyObject *build(const Layout *t, PyObject **vals)
 {
     if (!t->fast)
@@ -833,7 +834,7 @@ static PyObject *build(const Layout *t, PyObject **vals)
         const Field *f = &t->fields[i];
         PyObject *v = vals[i];
         if (v != NULL) {
-            Py_INCREF(v);
+            vals[i] = NULL;  /* the slot takes the reference */
         } else if (f->dflt == D_NONE) {
             v = Py_NewRef(Py_None);
         } else if (f->dflt == D_LIST) {
