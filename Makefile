@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 SCHEMAS ?= ../shared/schemas
 
-.PHONY: all install run test lint typecheck bench grammars grammars-check peers certs clean
+.PHONY: all install run run-netns test lint typecheck bench grammars grammars-check peers certs clean
 
 all: test
 
@@ -19,9 +19,15 @@ $(STAMP): pyproject.toml setup.py exi/_speedups.c
 
 install: $(STAMP)
 
-# The daemon's main job on the simulated board (for now: the codec demo).
+# The daemon on the simulated board while the EV emulator does a full DC_BPT session (charge, then discharge
+# on the setpoint schedule) over loopback: live status line, trace in build/traces (capturing needs root).
 run: $(STAMP)
-	$(VENV)/bin/secc exi demo
+	$(VENV)/bin/secc demo --once --scenario bpt-discharge
+
+# The full raw-socket path as root: SLAC (open-plc-utils pev over the project's fake modem) and SDP on a veth
+# pair between network namespaces, `secc run --config` and the EV emulator as separate processes.
+run-netns: $(STAMP)
+	$(PY) -m tests.secc.test_daemon_netns
 
 # The ISO 15118-20 test PKI (secp521r1 chains, keys 0600); see certs/README.md.
 CERTS_OUT ?= build/pki
