@@ -22,7 +22,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hal.board import Board
-from hal.supervisor import ChargePortSupervisor, Event, run_supervisor
+from hal.contactors import ContactorFault
+from hal.cp import EvUnplugged
+from hal.supervisor import ChargePortSupervisor, Event, IsolationFault, PowerCut, run_supervisor
 from secc import v2gtp
 from secc.session import events as ev
 from secc.session.charger import HalDcCharger
@@ -144,8 +146,17 @@ class ChargingStation:
                 pending += session.control(event, time.monotonic())
 
     def _on_safety_events(self, events: list[Event]) -> None:
+        """The supervisor has already made it safe; tell the session so the EV hears about it too."""
         for event in events:
             log.info("safety: %s", event)
+            active = self.active
+            if active is None:
+                continue
+            if isinstance(event, EvUnplugged):
+                active.end("EV unplugged (CP state A)")
+                active.connection.request_close()
+            elif isinstance(event, PowerCut | IsolationFault | ContactorFault):
+                active.feed(ev.StopCharging(f"supervisor: {type(event).__name__}"))
 
     async def _charger_loop(self) -> None:
         while not self._stop.is_set():

@@ -322,3 +322,43 @@ def test_station_limits_stand_for_the_next_car_and_lapse() -> None:
         port.station.control(ev.LimitsUpdate(port.station.config.limits))  # back to the full envelope
 
     run_scenario(scenario)
+
+
+def test_isolation_fault_mid_loop_cuts_power_and_terminates() -> None:
+    async def scenario(port: SimulatedPort, connect: Callable[[], Awaitable[NetEv]]) -> None:
+        car = await connect()
+        await car.into_charge_loop()
+        port.sim.faults.isolation_resistance_ohm = 50_000.0
+        for _ in range(60):  # the IMD publishes once a second, the supervisor polls it once a second
+            if not port.sim.power_stage.enabled:
+                break
+            await asyncio.sleep(0.05)
+        assert not port.sim.power_stage.enabled
+        res = await car.request(car.charge_loop(car.loop_mode(False, False)))
+        assert res.evse_status.evse_notification == ct.EvseNotification.Terminate
+        await car.request(car.power_delivery(False))
+        await car.request(car.welding(True))
+        assert (await car.request(car.stop())).response_code == RC.OK
+        port.sim.faults.isolation_resistance_ohm = 5e6
+        port.sim.ev.unplug()  # the isolation fault latches until the EV leaves
+        await asyncio.sleep(0.2)
+        port.sim.ev.plug()
+        port.sim.ev.request_charge()
+        await asyncio.sleep(0.2)
+
+    run_scenario(scenario)
+
+
+def test_unplug_mid_loop_ends_the_session() -> None:
+    async def scenario(port: SimulatedPort, connect: Callable[[], Awaitable[NetEv]]) -> None:
+        car = await connect()
+        await car.into_charge_loop()
+        port.sim.ev.unplug()
+        assert await car.closed_by_secc()
+        assert not port.sim.power_stage.enabled
+        port.sim.ev.plug()
+        port.sim.ev.request_charge()
+        await asyncio.sleep(0.2)
+
+    port = run_scenario(scenario)
+    assert port.station.history[0].end_reason == "EV unplugged (CP state A)"
