@@ -7,8 +7,11 @@ the scenario (default: DC_BPT, charge, then discharge when the setpoint schedule
 unplugged; a scenario's `board_faults` are injected into the simulated board at the step they name.
 
 A live one-line status shows CP state, session phase, contactors, output voltage/current and the EV's SOC.
-The session's trace (pcap) is written into --trace-dir; capturing needs CAP_NET_RAW (root), without it the
-demo says so. With --once the demo exits after the first session: status 0 only when that session completed.
+The session's trace (pcap) is written into --trace-dir. Capturing needs CAP_NET_RAW: as a normal user the
+demo re-runs itself in a private user + network namespace (`unshare --user --map-root-user --net`, where it
+holds that capability over its own loopback only, and nothing it sends can leave it); where user namespaces
+are not allowed it runs without a trace and says so. With --once the demo exits after the first session:
+status 0 only when that session completed.
 """
 
 from __future__ import annotations
@@ -16,9 +19,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import fcntl
 import os
+import shutil
 import signal
+import socket
 import ssl
+import struct
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -31,6 +39,8 @@ HELP = "the daemon on the simulated board with the EV emulator: a full DC_BPT se
 EVSE_ID = "DE*SEC*E0001*1"
 STATUS_INTERVAL_S = 0.2
 REPLUG_PAUSE_S = 3.0
+IN_NAMESPACE_ENV = "SECC_DEMO_NAMESPACE"  # set when the demo runs inside its own user + network namespace
+UNSHARE = ("unshare", "--user", "--map-root-user", "--net")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,6 +56,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--imd-self-test-s", type=float, default=1.0,
                         help="simulated IMD self-test duration (a real Bender takes about 10 s)")
     parser.add_argument("-v", "--verbose", action="store_true", help="daemon logs at info level (else warnings)")
+    parser.add_argument("--no-namespace", action="store_true",
+                        help="as a normal user, do not run in a private user + network namespace (no trace then)")
 
 
 def demo_config(args: argparse.Namespace, status_socket: Path) -> cfg.Config:
@@ -86,6 +98,16 @@ def run(args: argparse.Namespace) -> int:
     if args.tls and not (args.pki / "certs" / "secc_chain.pem").exists():
         print(f"secc demo: --tls needs the test PKI in {args.pki} (make certs)", file=sys.stderr)
         return 2
+    if os.geteuid() != 0 and not args.no_namespace and os.environ.get(IN_NAMESPACE_ENV) != "1":
+        code = _rerun_in_namespace(args)
+        if code is not None:
+            return code
+    if os.environ.get(IN_NAMESPACE_ENV) == "1":
+        try:
+            _loopback_up()
+        except OSError as exc:
+            print(f"secc demo: cannot bring up the namespace's loopback: {exc}", file=sys.stderr)
+            return 1
     status_socket = args.trace_dir.resolve() / f"secc-demo-{os.getpid()}.sock"
     try:
         config = demo_config(args, status_socket)
@@ -99,6 +121,33 @@ def run(args: argparse.Namespace) -> int:
         return asyncio.run(Demo(config, scenario, args).main())
     except KeyboardInterrupt:
         return 130
+
+
+def _rerun_in_namespace(args: argparse.Namespace) -> int | None:
+    """This demo again inside `unshare --user --map-root-user --net`; None when user namespaces are not allowed."""
+    if shutil.which("unshare") is None:
+        return None
+    probe = subprocess.run([*UNSHARE, "true"], capture_output=True, timeout=10)
+    if probe.returncode != 0:
+        return None
+    argv = [sys.executable, "-m", "secc.cli", "demo", "--scenario", args.scenario,
+            "--trace-dir", str(args.trace_dir.resolve()), "--pki", str(args.pki.resolve()),
+            "--charge-s", str(args.charge_s), "--imd-self-test-s", str(args.imd_self_test_s)]
+    argv += [flag for flag, on in (("--once", args.once), ("--tls", args.tls), ("--verbose", args.verbose)) if on]
+    try:
+        return subprocess.run([*UNSHARE, *argv], env={**os.environ, IN_NAMESPACE_ENV: "1"}).returncode
+    except KeyboardInterrupt:
+        return 130
+
+
+def _loopback_up() -> None:
+    """`ip link set lo up` without iproute2: a new network namespace starts with lo down."""
+    siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        request = struct.pack("16sH14s", b"lo", 0, b"")
+        flags = struct.unpack("16sH14s", fcntl.ioctl(sock, siocgifflags, request))[1]
+        if not flags & iff_up:
+            fcntl.ioctl(sock, siocsifflags, struct.pack("16sH14s", b"lo", flags | iff_up, b""))
 
 
 class Demo:
