@@ -1,0 +1,106 @@
+"""`secc demo --once`: the daemon and the EV emulator in one process; exit status and the trace it names."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import need_root
+
+REPO = Path(__file__).resolve().parents[2]
+SITE_PACKAGES = next((p for p in sys.path if p.endswith("site-packages") and Path(p).is_dir()), "")
+
+
+def demo(*args: str, prefix: tuple[str, ...] = (), python: str = sys.executable,
+         env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*prefix, python, "-m", "secc.cli", "demo", "--once", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=120, env=env)
+
+
+def trace_path(stdout: str) -> Path:
+    found = re.search(r"^trace written: (\S+)$", stdout, re.M)
+    assert found, stdout
+    return Path(found.group(1))
+
+
+def decoded_v2gtp(pcap: Path) -> list[str]:
+    out = subprocess.run([sys.executable, "-m", "secc.cli", "trace", "decode", str(pcap)], cwd=REPO,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return [line.split()[3] for line in out.stdout.splitlines() if len(line.split()) > 3 and line.split()[2] == "V2GTP"]
+
+
+@pytest.mark.root
+def test_completed_session_exits_0_and_names_its_trace(tmp_path: Path) -> None:
+    need_root()  # the capture; a normal user gets it through a user namespace (test below)
+    out = demo("--scenario", "charge", "--trace-dir", str(tmp_path))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "OK (EV): session complete: 30 charge loops" in out.stdout
+    assert "OK (SECC): SessionStopReq answered OK" in out.stdout
+    pcap = trace_path(out.stdout)
+    assert pcap.parent == tmp_path and pcap.exists()
+    names = decoded_v2gtp(pcap)
+    assert names[0] == "SupportedAppProtocolReq" and names[-1] == "SessionStopRes"
+    assert names.count("DC_ChargeLoopRes") == 30
+    assert "safe state" in out.stderr and "contactors_open=True" in out.stderr
+
+
+def test_failed_session_exits_1(tmp_path: Path) -> None:
+    """isolation-fault: the scenario's board fault is injected at CableCheck; the charger must refuse."""
+    out = demo("--scenario", "isolation-fault", "--trace-dir", str(tmp_path), "--no-namespace")
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "injected board fault isolation-resistance=50000 at cable_check" in out.stdout
+    assert "FAILED (SECC): FAILED: CableCheck failed" in out.stdout
+    assert "DC_ChargeLoop" not in out.stdout.split("injected board fault")[1].split("FAILED (EV)")[0]
+
+
+def test_unplugged_session_is_not_a_completed_session(tmp_path: Path) -> None:
+    out = demo("--scenario", "unplug", "--trace-dir", str(tmp_path), "--no-namespace")
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "unplugged after 10 charge loops" in out.stdout and "FAILED (SECC): connection lost" in out.stdout
+
+
+def test_unknown_scenario_exits_2(tmp_path: Path) -> None:
+    out = demo("--scenario", "nope", "--trace-dir", str(tmp_path))
+    assert out.returncode == 2 and "no scenario 'nope'" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.root
+def test_a_normal_user_gets_a_trace_through_a_user_namespace() -> None:
+    """As `make run` on a fresh machine: no root, yet the session is captured (unshare --user --net)."""
+    need_root()  # to become someone else
+    if shutil.which("setpriv") is None or shutil.which("unshare") is None:
+        pytest.skip("setpriv/unshare (util-linux) missing")
+    tmp_path = Path(tempfile.mkdtemp(prefix="secc-demo-user-"))  # pytest's tmp is private to root
+    tmp_path.chmod(0o777)
+    try:
+        run_as_nobody(tmp_path)
+    finally:
+        shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def run_as_nobody(tmp_path: Path) -> None:
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path),
+           "PYTHONPATH": os.pathsep.join([str(REPO), SITE_PACKAGES])}
+    nobody = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups")
+    unshare = ("unshare", "--user", "--map-root-user", "--net")
+    probe = subprocess.run([*nobody, *unshare, "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"unprivileged user namespaces are disabled here: {probe.stderr.decode().strip()}")
+    # an interpreter the user can run, also inside the namespace (a venv under /root is not one)
+    python = next((p for p in (sys.executable, shutil.which("python3.11"), "/usr/bin/python3") if p and subprocess.run(
+        [*nobody, *unshare, p, "-c", "import secc.demo, exi"], env=env, capture_output=True).returncode == 0), None)
+    if python is None:
+        pytest.skip("no Python interpreter with the project importable by an unprivileged user here")
+    out = demo("--scenario", "charge", "--trace-dir", str(tmp_path / "traces"), prefix=nobody, python=python, env=env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    pcap = trace_path(out.stdout)
+    assert pcap.stat().st_uid == 65534  # written by the user, not by root
+    assert decoded_v2gtp(pcap)[-1] == "SessionStopRes"
