@@ -100,6 +100,10 @@ class DaemonStation(ChargingStation):
         super().__init__(*args, **kwargs)
         self.runtime = runtime
 
+    def tasks_alive(self) -> bool:
+        """The supervisor and charger loops still run (a crashed one must not be hidden by a live event loop)."""
+        return bool(self._tasks) and all(not task.done() for task in self._tasks)
+
     def _on_safety_events(self, events: list[Event]) -> None:
         super()._on_safety_events(events)
         self.runtime.on_board_events(events)
@@ -466,7 +470,7 @@ class Daemon:
                 runtime = ConnectorRuntime(self, connector, tls_context, self.boards.get(connector.evse_id))
                 self.connectors.append(runtime)
                 await runtime.start()
-            self.runtime = ServiceRuntime(self.config, self.state, self.environ)
+            self.runtime = ServiceRuntime(self.config, self.state, self.environ, healthy=self.healthy)
             await self.runtime.start(self.connector_states())  # READY=1 last: every server listens
         except BaseException:
             await self.stop("start failed")
@@ -496,6 +500,13 @@ class Daemon:
 
     def state(self) -> dict[str, Any]:
         return {"connectors": [c.state() for c in self.connectors]}
+
+    def healthy(self) -> bool:
+        """Withholds WATCHDOG=1 (systemd restarts us) when a connector's safety loop has died."""
+        dead = [c.evse_id for c in self.connectors if not c.station.tasks_alive()]
+        if dead:
+            log.error("supervisor loop not running: withholding the watchdog ping", connectors=dead)
+        return not dead
 
     def connector_states(self) -> dict[str, str]:
         return {c.evse_id: c.phase() for c in self.connectors}

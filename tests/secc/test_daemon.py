@@ -7,12 +7,15 @@ CAP_NET_RAW, so these run as root (CI does).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -85,13 +88,14 @@ def write_config(tmp: Path, **kwargs: Any) -> Path:
 class DaemonProcess:
     """`secc run --config` in a subprocess (optionally prefixed, e.g. `ip netns exec NS`); JSON logs to a file."""
 
-    def __init__(self, config: Path, tmp: Path, prefix: tuple[str, ...] = ()) -> None:
+    def __init__(self, config: Path, tmp: Path, prefix: tuple[str, ...] = (),
+                 env: dict[str, str] | None = None) -> None:
         self.config = config
         self.socket = tmp / "status.sock"
         self.log_path = tmp / "daemon.log"
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen([*prefix, sys.executable, "-m", "secc.cli", "run", "--config", str(config)],
-                                         cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+                                         cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
 
     def wait_ready(self, timeout: float = 20.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
@@ -172,8 +176,8 @@ def v2gtp_lines_decoded(pcap: Path, keylog: Path | None = None) -> list[str]:
 def daemon_factory(tmp_path: Path) -> Any:
     started: list[DaemonProcess] = []
 
-    def start(prefix: tuple[str, ...] = (), **kwargs: Any) -> DaemonProcess:
-        daemon = DaemonProcess(write_config(tmp_path, **kwargs), tmp_path, prefix)
+    def start(prefix: tuple[str, ...] = (), env: dict[str, str] | None = None, **kwargs: Any) -> DaemonProcess:
+        daemon = DaemonProcess(write_config(tmp_path, **kwargs), tmp_path, prefix, env)
         started.append(daemon)
         return daemon
 
@@ -283,6 +287,48 @@ def test_sigterm_mid_session_opens_the_contactors_and_exits_within_a_second(daem
     ended = [e for e in daemon.logs() if e.get("event") == "session ended"]
     assert ended and ended[-1]["end_reason"] == "daemon stopping"
     assert "FAILED" in ev_out  # the car saw its charger go away mid-loop
+
+
+def test_sd_notify_ready_status_watchdog_and_stopping(daemon_factory: Any, tmp_path: Path) -> None:
+    """A fake systemd manager (NOTIFY_SOCKET): READY=1 once serving, STATUS= per connector state as the session
+    moves, WATCHDOG=1 from the loop, STOPPING=1 on SIGTERM."""
+    manager = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    manager.bind(str(tmp_path / "notify.sock"))
+    manager.settimeout(0.05)
+    received: list[str] = []
+    done = threading.Event()
+
+    def listen() -> None:  # a datagram queue holds 10 messages: read as systemd does, all the time
+        while not done.is_set():
+            with contextlib.suppress(TimeoutError):
+                received.append(manager.recv(4096).decode())
+
+    def drain() -> list[str]:
+        time.sleep(0.1)
+        return list(received)
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+
+    env = {**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify.sock"), "WATCHDOG_USEC": "400000"}
+    try:
+        daemon = daemon_factory(env=env)
+        connector = daemon.wait_ready()
+        ready = [m for m in drain() if "READY=1" in m]
+        assert len(ready) == 1 and f"STATUS={EVSE_ID}: " in ready[0], received
+        ev = run_ev(["--host", "::1", "--port", str(connector["ports"]["tcp"]), "-s", "charge", "-q"])
+        assert ev.returncode == 0, ev.stdout + ev.stderr
+        time.sleep(0.5)
+        statuses = [line for m in drain() for line in m.splitlines() if line.startswith("STATUS=")]
+        assert f"STATUS={EVSE_ID}: DC_ChargeLoop" in statuses, statuses
+        assert statuses[-1] in (f"STATUS={EVSE_ID}: plugged", f"STATUS={EVSE_ID}: idle"), statuses
+        assert sum("WATCHDOG=1" in m for m in received) >= 10  # every 0.2 s for several seconds
+        daemon.terminate()
+        assert any("STOPPING=1" in m for m in drain())
+    finally:
+        done.set()
+        listener.join()
+        manager.close()
 
 
 # ------------------------------------------------------------------------------------------ bad configs
