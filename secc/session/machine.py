@@ -128,7 +128,9 @@ class Session:
         self.failed = False
         self._unix_clock = unix_clock
         self._new_session_id = new_session_id
-        self._sequence_deadline: float | None = None  # not armed before SupportedAppProtocol (as EVerest)
+        # Armed from the start (EVerest waits for SupportedAppProtocol): a connection that never speaks
+        # must not hold the charge port.
+        self._sequence_deadline: float | None = now + config.timeouts.sequence_s
         self._started = now
 
     # ------------------------------------------------------------------------------------------------ API
@@ -153,7 +155,11 @@ class Session:
             return self._supported_app_protocol(message, now)
         if isinstance(message, app.SupportedAppProtocolRes) or not hasattr(message, "header"):
             return self._abort(now, f"{type(message).__name__} is not a request")
-        return self._request(message, now)
+        try:
+            return self._request(message, now)
+        except (exi.ExiError, ValueError) as exc:  # a response we cannot encode (e.g. a value out of range)
+            log.exception("answering %s failed", type(message).__name__)
+            return self._abort(now, f"cannot answer {type(message).__name__}: {exc}")
 
     def control(self, event: ev.ControlEvent, now: float) -> list[ev.Signal]:
         ctx = self.ctx

@@ -42,7 +42,8 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--cycles", type=int, default=10)
     parser.add_argument("--timeout", type=float, default=90.0)
     parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--ev-processing", choices=["random", "finished"], default="finished")
+    parser.add_argument("--ev-processing", choices=["random", "finished", "ongoing-once"], default="finished",
+                        help="Josev's coin flip after ScheduleExchange; ongoing-once: first PowerDelivery Ongoing")
     parser.add_argument("--ev-voltage", type=int, default=None)
     parser.add_argument("--log-level", default="INFO")
     return parser.parse_args()
@@ -125,15 +126,30 @@ def main() -> int:
                     report["control_mode"] = mode_names.get(int(p.int_value), p.int_value)
             return selected
 
+        ongoing_sent = False
+
+        def _forced_ongoing(self) -> bool:
+            # Josev's own "not ready yet" answer, once, instead of on its coin flip: for the PowerDelivery
+            # after PreCharge (an earlier call after ScheduleExchange is consumed without a message in DC)
+            after_precharge = "DCPreChargeRes" in report["received"]
+            if args.ev_processing == "ongoing-once" and after_precharge and not Ev.ongoing_sent:
+                Ev.ongoing_sent = True
+                return True
+            return False
+
         async def process_scheduled_se_params(self, params: Any, pause: bool) -> Any:
+            if self._forced_ongoing():
+                return None, (await super().process_scheduled_se_params(params, pause))[1]
             result = await super().process_scheduled_se_params(params, pause)
-            while args.ev_processing == "finished" and result[0] is None:
+            while args.ev_processing != "random" and result[0] is None:
                 result = await super().process_scheduled_se_params(params, pause)
             return result
 
         async def process_dynamic_se_params(self, params: Any, pause: bool) -> Any:
+            if self._forced_ongoing():
+                return None, (await super().process_dynamic_se_params(params, pause))[1]
             result = await super().process_dynamic_se_params(params, pause)
-            while args.ev_processing == "finished" and result[0] is None:
+            while args.ev_processing != "random" and result[0] is None:
                 result = await super().process_dynamic_se_params(params, pause)
             return result
 

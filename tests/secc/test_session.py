@@ -348,3 +348,19 @@ def test_meter_info_from_the_present_values() -> None:
     assert res.meter_info.meter_id == "SECC-METER-1"
     assert res.meter_info.charged_energy_reading_wh == 1234
     assert res.meter_info.bpt_discharged_energy_reading_wh == 57
+
+
+def test_a_silent_connection_times_out() -> None:
+    car = make()
+    deadline = car.session.next_deadline()
+    assert deadline == pytest.approx(60.0)
+    assert car.session.handle_timer(deadline).close
+
+
+def test_an_unencodable_answer_ends_the_session_safely() -> None:
+    car = make()
+    car.through_precharge(bpt=False, dynamic=False)
+    car.control(ev.PresentValues(float("nan"), 0.0))
+    assert car.send(car.precharge(400, True)) is None
+    assert car.last is not None and car.last.close and car.session.failed
+    assert isinstance(car.signals[-1], ev.SessionEnded)
