@@ -743,24 +743,40 @@ static PyObject *dec_value(Ctx *c, const DT *dt)
     }
 }
 
-static PyObject *dec_empty(Ctx *c, const EL *el, const DT *dt)
+/* After an escape where typed text is expected: only the second-level EE (code 0) of an empty string or
+ * binary, as EXIficient writes it. `where` is "<element>" for simple-typed elements, the type name for
+ * simple content of a complex type (the same texts as codec.py). */
+static PyObject *dec_empty_content(Ctx *c, const DT *dt, PyObject *where, long long start)
 {
-    long long start = (long long)c->pos - 1;
     uint32_t code;
     if (read_bits(c, SIMPLE_SECOND_LEVEL_BITS, &code) < 0)
         return NULL;
     if (code != 0 || dt->kind < K_STRING) {
-        ERR(c, DecodeError, start, "deviation (second-level event %u) in <%U> is not supported", (unsigned)code,
-            el->local);
+        ERR(c, DecodeError, start, "deviation (second-level event %u) in %U is not supported", (unsigned)code, where);
         return NULL;
     }
     if (c->validate && dt->min_len > 0) {
-        ERR(c, ValidationError, start, "<%U> is empty but %U needs %zd or more", el->local, dt->name, dt->min_len);
+        ERR(c, ValidationError, start, "%U is empty but %U needs %zd or more", where, dt->name, dt->min_len);
         return NULL;
     }
     if (dt->kind == K_STRING)
         return PyUnicode_New(0, 0);
     return PyBytes_FromStringAndSize(NULL, 0);
+}
+
+/* The typed-text production of a state whose value may be empty (string or binary simple content). */
+static const Prod *state_text(const Tables *T, const State *st)
+{
+    for (int i = 0; i < st->nprods; i++)
+        if (st->prods[i].ev == EV_CH && st->prods[i].dt >= 0 && T->dts[st->prods[i].dt].kind >= K_STRING)
+            return &st->prods[i];
+    return NULL;
+}
+
+static int is_empty_text(PyObject *v)
+{
+    return (PyUnicode_Check(v) && PyUnicode_GET_LENGTH(v) == 0) || (PyBytes_Check(v) && PyBytes_GET_SIZE(v) == 0) ||
+           (PyByteArray_Check(v) && PyByteArray_GET_SIZE(v) == 0);
 }
 
 static PyObject *dec_element(Ctx *c, const Tables *T, int ei)
@@ -772,8 +788,14 @@ static PyObject *dec_element(Ctx *c, const Tables *T, int ei)
         uint32_t bit;
         if (read_bits(c, 1, &bit) < 0)
             return NULL;
-        if (bit)
-            return dec_empty(c, el, dt);
+        if (bit) {
+            PyObject *where = PyUnicode_FromFormat("<%U>", el->local);
+            if (where == NULL)
+                return NULL;
+            PyObject *v = dec_empty_content(c, dt, where, (long long)c->pos - 1);
+            Py_DECREF(where);
+            return v;
+        }
         PyObject *v = dec_value(c, dt);
         if (v == NULL)
             return NULL;
@@ -876,6 +898,17 @@ static PyObject *dec_complex(Ctx *c, const Tables *T, int ei)
         uint32_t code;
         if (read_bits(c, st->width, &code) < 0)
             goto done;
+        if ((int)code == st->nprods) {
+            const Prod *text = state_text(T, st);
+            if (text != NULL) {  /* simple content written without characters: second-level EE */
+                PyObject *v = dec_empty_content(c, &T->dts[text->dt], t->name, (long long)start);
+                if (v == NULL)
+                    goto done;
+                Py_XSETREF(vals[text->field], v);
+                result = build(&T->els[ei].lay, vals);
+                goto done;
+            }
+        }
         if ((int)code >= st->nprods) {
             const char *what = (int)code == st->nprods ? "escape to second-level events (deviation)"
                                                        : "unused event code";
@@ -1378,6 +1411,18 @@ static int enc_complex(Enc *e, const Tables *T, int ei, PyObject *obj)
                 goto fail_item;
             }
             const State *st = &t->states[si];
+            if (p->kind == F_VALUE && is_empty_text(item) && state_text(T, st) != NULL) {
+                /* empty simple content: escape + second-level EE, as EXIficient writes it; the element ends */
+                const DT *dt = &T->dts[p->dt];
+                int rc = (e->w.validate && length_bad(dt, 0))
+                             ? length_error(&e->c, ValidationError, -1, dt, NULL, dt->kind_name, 0)
+                             : w_bits(&e->w, (uint32_t)st->nprods, st->width);
+                if (rc == 0)
+                    rc = w_bits(&e->w, 0, SIMPLE_SECOND_LEVEL_BITS);
+                Py_DECREF(item);
+                Py_DECREF(seq);
+                return rc;
+            }
             int ci = find_code(st, key);
             if (ci < 0 && el >= 0) {
                 for (int w = 0; w < t->ntwins; w++) {

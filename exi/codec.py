@@ -454,7 +454,7 @@ class ElementInfo:
 
 
 class State:
-    __slots__ = ("width", "prods", "enc", "loop_len", "loop_exit", "expected")
+    __slots__ = ("width", "prods", "enc", "loop_len", "loop_exit", "expected", "text")
 
     def __init__(self, width: int, loop_len: int) -> None:
         self.width = width
@@ -463,6 +463,8 @@ class State:
         self.prods: list[tuple[int, Any, State | None, int]] = []
         self.enc: dict[Any, tuple[int, State | None, int]] = {}
         self.expected = ""
+        # (field, datatype) when this state expects string/binary text, which may come as a second-level EE
+        self.text: tuple[str, Datatype] | None = None
 
 
 class TypeInfo:
@@ -578,6 +580,8 @@ class Grammar:
                     payload = ("value", t.simple)
                     key = _CH_KEY
                     names.append("text")
+                    if t.simple is not None and t.simple.kind in _EMPTY:
+                        st.text = payload
                 elif ev == EE:
                     payload = None
                     key = _EE_KEY
@@ -666,16 +670,17 @@ _EMPTY = {"string": "", "hex": b"", "base64": b""}
 
 
 def _decode_empty(r: BitReader, el: ElementInfo) -> Any:
-    start = r.pos - 1
+    assert el.dt is not None
+    return _empty_content(r, el.dt, f"<{el.local}>", r.pos - 1)
+
+
+def _empty_content(r: BitReader, dt: Datatype, where: str, start: int) -> Any:
+    """After an escape where typed text is expected: only the second-level EE (code 0) of an empty value."""
     code = r.read(SIMPLE_SECOND_LEVEL_BITS)
-    dt = el.dt
-    assert dt is not None
     if code != 0 or dt.kind not in _EMPTY:
-        raise ExiDecodeError(f"deviation (second-level event {code}) in <{el.local}> is not supported",
-                             bit_offset=start)
+        raise ExiDecodeError(f"deviation (second-level event {code}) in {where} is not supported", bit_offset=start)
     if r.validate and dt.min_length:
-        raise ExiValidationError(f"<{el.local}> is empty but {dt.name} needs {dt.min_length} or more",
-                                 bit_offset=start)
+        raise ExiValidationError(f"{where} is empty but {dt.name} needs {dt.min_length} or more", bit_offset=start)
     return _EMPTY[dt.kind]
 
 
@@ -688,6 +693,11 @@ def _decode_complex(r: BitReader, t: TypeInfo, cls: Any) -> Any:
         code = r.read(st.width)
         prods = st.prods
         if code >= len(prods):
+            if code == len(prods) and st.text is not None:
+                # simple content written without characters: second-level EE (EXIficient's empty value)
+                fname, dt = st.text
+                vals[fname] = _empty_content(r, dt, t.name, start)
+                break
             what = "escape to second-level events (deviation)" if code == len(prods) else "unused event code"
             raise ExiDecodeError(f"{what} {code} in {t.name}; expected {st.expected}", bit_offset=start)
         ev, arg, nxt, flag = prods[code]
@@ -823,6 +833,13 @@ def _encode_complex(w: BitWriter, obj: Any, t: TypeInfo) -> None:
                 item = item.value
             elif kind == F_ANY:
                 raise ExiEncodeError(f"wildcard content in {t.name}.{fname} is not supported")
+            if kind == F_VALUE and st.text is not None and not item and isinstance(item, (str, bytes, bytearray)):
+                # empty simple content: escape + second-level EE, as EXIficient writes it; the element ends here
+                if w.validate:
+                    st.text[1].check_length(0, st.text[1].kind, ExiValidationError)
+                w.write(len(st.prods), st.width)
+                w.write(0, SIMPLE_SECOND_LEVEL_BITS)
+                return
             entry = st.enc.get(key)
             if entry is None and el in t.twins:
                 for twin in t.twins[el]:

@@ -123,7 +123,7 @@ def josev_cannot_encode(doc: dict[str, Any]) -> str | None:
 # content with an optional Id attribute) is written by EXIficient as SE, [AT Id], EE through the second-level
 # EE production; we write CH with length 0 and reject EXIficient's form. Until fixed, random messages with an
 # empty SignatureValue are only checked in the Josev-decodes-ours direction.
-EMPTY_SIGNATURE_VALUE_OPEN = True
+EMPTY_SIGNATURE_VALUE_OPEN = False
 
 
 def has_empty_signature_value(value: Any) -> bool:
