@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import ssl
 import sys
@@ -186,6 +187,7 @@ class ConnectorRuntime:
         self.sessions = 0
         self._finished: set[int] = set()
         self._trace_stops: set[asyncio.Task[None]] = set()
+        self._trace_count = 0
         self._tasks: list[asyncio.Task[None]] = []
 
     # ----------------------------------------------------------------------------------------- lifecycle
@@ -285,7 +287,7 @@ class ConnectorRuntime:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await self._stop_trace()
+        await self._stop_trace(self._take_recorder(), rearm=False)
         return report
 
     # ----------------------------------------------------------------------------------------- events
@@ -302,7 +304,7 @@ class ConnectorRuntime:
                     self.slac.cp_unplugged()
                     self.slac_state = "idle"
                 if self.station.active is None:
-                    self._stop_trace_soon()
+                    self._stop_trace_soon(rearm=False)
             elif isinstance(event, PowerCut | IsolationFault):
                 self._error(f"{type(event).__name__}: {event}")
             elif isinstance(event, ContactorsOpened) and event.forced:
@@ -345,7 +347,7 @@ class ConnectorRuntime:
             self._error(f"session failed: {record.end_reason}")
         self.log.info("session ended", end_reason=record.end_reason, failed=record.failed,
                       messages=len(record.trace))
-        self._stop_trace_soon()
+        self._stop_trace_soon(rearm=True)
         self.daemon.session_finished(self, record)
         self.daemon.state_changed()
 
@@ -365,7 +367,10 @@ class ConnectorRuntime:
         except OSError as exc:
             self._error(f"trace directory {traces.directory}: {exc}")
             return
-        recorder = SessionRecorder.from_config(traces, self.daemon.config.tls.key_log, self.interface, self.evse_id)
+        # names carry a sequence number: two traces may start within the same second (file names have seconds)
+        self._trace_count += 1
+        recorder = SessionRecorder.from_config(traces, self.daemon.config.tls.key_log, self.interface, self.evse_id,
+                                               session=f"{os.getpid()}.{self._trace_count}")
         if recorder.start():
             self.recorder = recorder
 
@@ -373,16 +378,32 @@ class ConnectorRuntime:
         """A capture still running or still being written."""
         return self.recorder is not None or bool(self._trace_stops)
 
-    def _stop_trace_soon(self) -> None:
-        task = asyncio.get_running_loop().create_task(self._stop_trace())
+    def _take_recorder(self) -> Any:
+        recorder, self.recorder = self.recorder, None
+        return recorder
+
+    def _stop_trace_soon(self, rearm: bool) -> None:
+        """Stop this session's capture (now taken, so a next session gets its own), write it off the loop.
+
+        rearm: the EV is still plugged in; start the next capture at once, so a next session's TCP/TLS
+        handshake is in its trace (the TLS key log needs the ClientHello).
+        """
+        task = asyncio.get_running_loop().create_task(self._stop_trace(self._take_recorder(), rearm))
         self._trace_stops.add(task)
         task.add_done_callback(self._trace_stops.discard)
 
-    async def _stop_trace(self) -> None:
-        recorder, self.recorder = self.recorder, None
+    async def _stop_trace(self, recorder: Any, rearm: bool) -> None:
         if recorder is None:
             return
-        await recorder.stop()
+        result = await recorder.stop()
+        if rearm and self.recorder is None and self.station.active is None and (
+                self.station.supervisor.cp.state in (CpState.B, CpState.C, CpState.D)):
+            self._start_trace()
+        if result is not None and result.frames == 0:  # armed for a session that never came
+            for path in (*result.parts, recorder.keys_path):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            return
         self.traces.append(str(recorder.pcap_path))
         self.log.info("session trace written", path=str(recorder.pcap_path))
         self.daemon.trace_written(self, recorder.pcap_path)

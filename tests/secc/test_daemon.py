@@ -236,15 +236,26 @@ def test_tls_session_capture_decodes_with_the_key_log(daemon_factory: Any, pki_d
     daemon = daemon_factory(tls="tls-only", pki=pki_dir, key_log=True)
     connector = daemon.wait_ready()
     assert set(connector["ports"]) == {"tls"}
-    ev = run_ev(["--host", "::1", "--port", str(connector["ports"]["tls"]), "--tls",
-                 "--root", str(pki_dir / "certs" / "v2g_root.pem"), "-s", "charge", "-q"])
-    assert ev.returncode == 0, ev.stdout + ev.stderr
-    pcap = Path(daemon.wait_log("session trace written")["path"])
+    ev_args = ["--host", "::1", "--port", str(connector["ports"]["tls"]), "--tls",
+               "--root", str(pki_dir / "certs" / "v2g_root.pem"), "-s", "charge", "-q"]
+    for i in range(2):  # the car stays plugged in: the second session's handshake must be in its own trace
+        ev = run_ev(ev_args)
+        assert ev.returncode == 0, ev.stdout + ev.stderr
+        deadline = time.monotonic() + 10
+        while len(written := [e for e in daemon.logs() if e.get("event") == "session trace written"]) < i + 1:
+            assert time.monotonic() < deadline, daemon.log_path.read_text()[-3000:]
+            time.sleep(0.05)
     daemon.terminate()
+    first, second = (Path(e["path"]) for e in written)
+    assert first != second and first.exists() and second.exists()
+    assert v2gtp_messages_decoded(second, second.with_suffix(".keys"))[0] == "SupportedAppProtocolReq"
+    assert len(list(first.parent.glob("*.pcap"))) == 2  # the capture armed after the second one was empty: gone
+    pcap = first
     session_keys = pcap.with_suffix(".keys")
     assert session_keys.exists(), "the daemon wrote no per-session key log"
     logged = v2g_messages_logged(daemon)
-    assert v2gtp_messages_decoded(pcap, session_keys) == logged and len(logged) > 60
+    first_session = logged[:logged.index("SessionStopRes") + 1]  # (CableCheck Ongoing repeats vary per session)
+    assert v2gtp_messages_decoded(pcap, session_keys) == first_session and len(first_session) > 60
     out = subprocess.run(
         ["tshark", "-r", str(pcap), "-o", f"tls.keylog_file:{session_keys}",
          "-d", f"tcp.port=={connector['ports']['tls']},tls", "-Y", "tls.app_data", "-T", "fields", "-e", "data.data"],
