@@ -90,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _print_record(record: SessionRecord) -> None:
     line = {
-        "peer": record.peer, "tls": record.tls, "failed": record.failed, "end_reason": record.end_reason,
+        "session_id": record.session_id, "peer": record.peer, "tls": record.tls, "failed": record.failed,
+        "end_reason": record.end_reason,
         "close_reason": record.close_reason.name if record.close_reason else None,
         "received": record.received(), "sent": record.sent(),
         "charge_loops": len(record.charge_loop_latencies_s),

@@ -413,7 +413,8 @@ def loop_target(
         else:
             max_discharge_w = min(max_discharge_w, -setpoint)
     else:
-        voltage, v_lim = voltage_ceiling, False
+        # The EV's maximum voltage of this very request caps the output (it may be below its CPD value).
+        voltage, v_lim = _clamp(float(req_mode.ev_maximum_voltage), 0.0, voltage_ceiling)
         if evl is not None:
             max_charge_a = min(max_charge_a, float(req_mode.ev_maximum_charge_current))
             max_charge_w = min(max_charge_w, float(req_mode.ev_maximum_charge_power))

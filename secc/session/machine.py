@@ -240,6 +240,7 @@ class Session:
         if isinstance(message, cm.SessionSetupReq):
             ctx.session_id = self._new_session_id()
             header = self._header()
+            self._trace(now, "--", "SessionID", ctx.session_id.hex())
         try:
             handled = self._dispatch(message, header, now)
         except h.InvalidContent as exc:

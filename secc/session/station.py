@@ -48,6 +48,10 @@ class SessionRecord:
     close_reason: CloseReason | None = None
     charge_loop_latencies_s: list[float] = field(default_factory=list)
 
+    @property
+    def session_id(self) -> str:
+        return next((t.detail for t in self.trace if t.name == "SessionID"), "")
+
     def received(self) -> list[str]:
         return [t.name for t in self.trace if t.direction == "rx"]
 
@@ -95,6 +99,10 @@ class ChargingStation:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self.board.close()
+
+    def tasks_alive(self) -> bool:
+        """True while the supervisor and charger loops run (a watchdog must not be fed otherwise)."""
+        return bool(self._tasks) and not any(task.done() for task in self._tasks)
 
     def control(self, event: ev.ControlEvent) -> None:
         """The charger side in (limits, setpoint, stop, authorization) for the session of the car now.

@@ -12,6 +12,7 @@ not collide with the shared benches (`ev`/`evse`, `slac-*`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -112,16 +113,30 @@ class SeccProcess:
                 if self.proc.poll() is not None:
                     raise RuntimeError(f"secc run exited with {self.proc.returncode}: {self.log()[-3000:]}") from None
                 continue
-            if line.startswith("SESSION "):
-                self._sessions.append(json.loads(line[8:]))
             if line.startswith(prefix):
                 return dict(json.loads(line[len(prefix):]))
+            if line.startswith("SESSION "):  # not what we wait for now: keep it for next_session()
+                self._sessions.append(json.loads(line[8:]))
         raise TimeoutError(f"no {prefix.strip()} line from secc run within {timeout} s: {self.log()[-3000:]}")
 
     def next_session(self, timeout: float = 15.0) -> dict[str, Any]:
         if self._sessions:
             return self._sessions.pop(0)
         return self._wait_for("SESSION ", timeout)
+
+    def session(self, session_id: str, timeout: float = 15.0) -> dict[str, Any]:
+        """The SESSION record with this SessionID (hex, as the EV saw it)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for record in self._sessions:
+                if record.get("session_id") == session_id.lower():
+                    self._sessions.remove(record)
+                    return record
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no SESSION {session_id}; have {[r.get('session_id') for r in self._sessions]}")
+            with contextlib.suppress(TimeoutError):
+                self._sessions.append(self._wait_for("SESSION ", left))
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -200,6 +200,8 @@ def main() -> int:
                             end("no_secc", f"SDP failed: {exc}")
                             return
                     elif isinstance(notification, StopNotification):
+                        if self.comm_session[0] is not None:
+                            report["session_id"] = str(self.comm_session[0].session_id).lower()
                         if self.comm_session[1] is not None:
                             await cancel_task(self.comm_session[1])
                         if not notification.successful:

@@ -54,7 +54,7 @@ def secc_tcp() -> Iterator[tuple[NetnsPair, SeccProcess]]:
 def test_josev_completes_a_session_over_tcp(secc_tcp: tuple[NetnsPair, SeccProcess], service: str, mode: str) -> None:
     link, secc = secc_tcp
     result = run_josev_evcc(link, service=service, control_mode=mode, cycles=10, timeout=90)
-    session = secc.next_session(timeout=20)
+    session = secc.session(result.report["session_id"], timeout=20)
     assert result.exit_code == 0, f"Josev: {result.meaning}: {result.report.get('reason')}\n{result.log[-4000:]}"
     assert result.report["control_mode"] == mode
     assert result.report["charge_loops"] == 10
@@ -79,12 +79,12 @@ def test_stock_josev_with_its_junk_values_and_ongoing_power_delivery(secc_tcp: t
     link, secc = secc_tcp
     result = run_josev_evcc(link, service="DC_BPT", control_mode="auto", ev_voltage=None,
                             ev_processing="ongoing-once", timeout=90)
-    session = secc.next_session(timeout=20)
+    session = secc.session(result.report["session_id"], timeout=20)
     assert result.exit_code == 0, f"Josev: {result.meaning}: {result.report.get('reason')}\n{result.log[-4000:]}"
     assert result.report["control_mode"] == "scheduled"  # our first parameter set
     assert not session["failed"], session
     assert session["received"].count("DC_ChargeLoopReq") == 10
-    assert session["received"].count("PowerDeliveryReq") == 3  # Start(Ongoing), Start(Finished), Stop
+    assert session["received"].count("PowerDeliveryReq") == 3, result.log[-6000:]  # Start(Ongoing), Start, Stop
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +113,7 @@ def test_josev_completes_a_session_over_tls13(
 ) -> None:
     link, secc, josev_pki = secc_tls
     result = run_josev_evcc(link, service=service, control_mode=mode, tls="enforce", pki=josev_pki, timeout=90)
-    session = secc.next_session(timeout=20)
+    session = secc.session(result.report["session_id"], timeout=20)
     assert result.exit_code == 0, f"Josev: {result.meaning}: {result.report.get('reason')}\n{result.log[-4000:]}"
     assert result.report["tls_used"] is True
     assert session["tls"] is True and not session["failed"], session
