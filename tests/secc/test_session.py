@@ -364,3 +364,42 @@ def test_an_unencodable_answer_ends_the_session_safely() -> None:
     assert car.send(car.precharge(400, True)) is None
     assert car.last is not None and car.last.close and car.session.failed
     assert isinstance(car.signals[-1], ev.SessionEnded)
+
+
+def test_sap_minor_deviation_and_major_mismatch() -> None:
+    car = make()
+    req = sap_req()
+    req.app_protocol[0].version_number_minor = 3
+    res = car.send(req)
+    assert res.response_code == app.ResponseCode.OK_SuccessfulNegotiationWithMinorDeviation
+    car = make()
+    req = sap_req()
+    req.app_protocol[0].version_number_major = 2
+    assert car.send(req).response_code == app.ResponseCode.Failed_NoNegotiation
+
+
+def test_a_second_sap_is_refused() -> None:
+    car = make()
+    car.send(sap_req())
+    res = car.send(sap_req())
+    assert res.response_code == app.ResponseCode.Failed_NoNegotiation and car.session.ended
+
+
+def test_service_detail_parameters() -> None:
+    car = make()
+    car.send(sap_req())
+    car.send(cm.SessionSetupReq(header=car.header(), evccid="X"))
+    car.send(cm.AuthorizationSetupReq(header=car.header()))
+    car.control(ev.AuthorizationResult(True))
+    car.send(car.authorization_req())
+    discovery = car.send(cm.ServiceDiscoveryReq(header=car.header()))
+    assert [s.service_id for s in discovery.energy_transfer_service_list.service] == [2, 6]
+    assert discovery.vas_list is None  # Josev breaks on any VAS entry
+    detail = car.send(cm.ServiceDetailReq(header=car.header(), service_id=6))
+    sets = detail.service_parameter_list.parameter_set
+    assert [p.parameter_set_id for p in sets] == [1, 2, 3]
+    names = {p.name: p.int_value for p in sets[1].parameter}
+    assert names == {"Connector": 2, "ControlMode": 2, "EVSENominalVoltage": 1000, "MobilityNeedsMode": 2,
+                     "Pricing": 0, "BPTChannel": 1, "GeneratorMode": 1, "GridCodeIslandingDetectionMethod": 2}
+    dc_detail = car.send(cm.ServiceDetailReq(header=car.header(), service_id=2))
+    assert "BPTChannel" not in {p.name for p in dc_detail.service_parameter_list.parameter_set[0].parameter}
