@@ -406,12 +406,13 @@ def loop_target(
     if isinstance(req_mode, dc.Scheduled_DC_CLReqControlMode | dc.BPT_Scheduled_DC_CLReqControlMode):
         voltage, v_lim = _clamp(float(req_mode.ev_target_voltage), 0.0, voltage_ceiling)
         wanted_a = float(req_mode.ev_target_current)
-        # The schedule (setpoint) caps the power the EV may draw in Scheduled mode.
+        # The schedule (setpoint) bounds the EV in Scheduled mode: a charging period allows charging up to
+        # its power and no discharge, a discharging period the reverse.
         setpoint = ctx.setpoint_w(now)
         if setpoint >= 0:
-            max_charge_w = min(max_charge_w, setpoint)
+            max_charge_w, max_discharge_w = min(max_charge_w, setpoint), 0.0
         else:
-            max_discharge_w = min(max_discharge_w, -setpoint)
+            max_charge_w, max_discharge_w = 0.0, min(max_discharge_w, -setpoint)
     else:
         # The EV's maximum voltage of this very request caps the output (it may be below its CPD value).
         voltage, v_lim = _clamp(float(req_mode.ev_maximum_voltage), 0.0, voltage_ceiling)

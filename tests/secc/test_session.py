@@ -403,3 +403,18 @@ def test_service_detail_parameters() -> None:
                      "Pricing": 0, "BPTChannel": 1, "GeneratorMode": 1, "GridCodeIslandingDetectionMethod": 2}
     dc_detail = car.send(cm.ServiceDetailReq(header=car.header(), service_id=2))
     assert "BPTChannel" not in {p.name for p in dc_detail.service_parameter_list.parameter_set[0].parameter}
+
+
+def test_bpt_scheduled_discharge_follows_the_ev_target_within_the_schedule() -> None:
+    config = SessionConfig(schedule=(ScheduleEntry(3600, -8000.0),))
+    car = make(config)
+    car.through_precharge(bpt=True, dynamic=False)
+    car.send(car.power_delivery(True, True, cm.ChannelSelection.Discharge))
+    car.control(ev.PresentValues(400.0, 0.0))
+    res = car.send(car.charge_loop(car.loop_mode(True, False, target_a=-15.0, target_v=400.0)))
+    assert signals_of(car, ev.PowerTarget)[-1] == ev.PowerTarget(400.0, -15.0)
+    assert float(res.cl_res_control_mode.evse_maximum_discharge_power) == 50_000.0  # positive by default
+    car.send(car.charge_loop(car.loop_mode(True, False, target_a=-60.0, target_v=400.0)))
+    assert signals_of(car, ev.PowerTarget)[-1] == ev.PowerTarget(400.0, -20.0)  # the schedule's 8 kW
+    car.send(car.charge_loop(car.loop_mode(True, False, target_a=30.0, target_v=400.0)))
+    assert signals_of(car, ev.PowerTarget)[-1] == ev.PowerTarget(400.0, 0.0)  # no charging in a discharge period
