@@ -125,11 +125,12 @@ class ChargingStation:
         return out
 
     def handler_factory(self, connection: Connection) -> SessionHandler:
-        if self.active is not None:
+        previous = self.active
+        if previous is not None:
             log.warning("new V2G connection from [%s]: ending the session of [%s]",
-                        connection.peer_host, self.active.connection.peer_host)
-            self.active.end("superseded by a new connection")
-            self.active.connection.request_close()
+                        connection.peer_host, previous.connection.peer_host)
+            previous.end("superseded by a new connection")
+            previous.connection.request_close()
         handler = SessionHandler(self, connection)
         self.active = handler
         return handler

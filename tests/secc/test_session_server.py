@@ -362,3 +362,18 @@ def test_unplug_mid_loop_ends_the_session() -> None:
 
     port = run_scenario(scenario)
     assert port.station.history[0].end_reason == "EV unplugged (CP state A)"
+
+
+def test_a_new_connection_supersedes_a_hanging_one() -> None:
+    async def scenario(port: SimulatedPort, connect: Callable[[], Awaitable[NetEv]]) -> None:
+        old = await connect()
+        await old.into_charge_loop()
+        assert port.sim.power_stage.enabled
+        new = await connect()  # the EV rebooted its stack and comes back on a new connection
+        await new.setup_net()
+        assert await old.closed_by_secc()
+        assert not port.sim.power_stage.enabled
+        assert port.station.history[0].end_reason == "superseded by a new connection"
+        assert (await new.request(new.stop())).response_code == RC.OK
+
+    run_scenario(scenario)
