@@ -122,6 +122,7 @@ class _LoggedHandler:
         self.inner = inner
         self.runtime = runtime
         self._logged = 0
+        self._session_bound = False
         self.v2g = V2GLog(runtime.log.bind(peer=inner.connection.peer_host))
 
     async def on_message(self, message: V2GTPMessage) -> Reply | Close | None:
@@ -138,6 +139,10 @@ class _LoggedHandler:
         self.runtime.session_finished(self.inner.record)
 
     def _log_new(self) -> None:
+        session_id = self.inner.session.ctx.session_id
+        if not self._session_bound and any(session_id):  # SESSION_ID on every line once SessionSetup gave one
+            self.v2g.log = self.v2g.log.bind(session_id=session_id.hex().upper())
+            self._session_bound = True
         trace = self.inner.session.trace
         for entry in trace[self._logged:]:
             if entry.direction in ("rx", "tx"):

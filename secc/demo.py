@@ -7,11 +7,12 @@ the scenario (default: DC_BPT, charge, then discharge when the setpoint schedule
 unplugged; a scenario's `board_faults` are injected into the simulated board at the step they name.
 
 A live one-line status shows CP state, session phase, contactors, output voltage/current and the EV's SOC.
-The session's trace (pcap) is written into --trace-dir. Capturing needs CAP_NET_RAW: as a normal user the
-demo re-runs itself in a private user + network namespace (`unshare --user --map-root-user --net`, where it
-holds that capability over its own loopback only, and nothing it sends can leave it); where user namespaces
-are not allowed it runs without a trace and says so. With --once the demo exits after the first session:
-status 0 only when that session completed.
+The session's trace (pcap) is written into --trace-dir. The demo re-runs itself in a private network
+namespace (`unshare --net`; as a normal user `unshare --user --map-root-user --net`, where it holds
+CAP_NET_RAW over its own loopback only): the capture then holds this session alone (other programs on this
+host use ::1 too), nothing the demo sends can leave, and no privileges are needed. Where user namespaces are
+not allowed it runs on the host's loopback, without a trace unless root, and says so.
+With --once the demo exits after the first session: status 0 only when that session completed.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ EVSE_ID = "DE*SEC*E0001*1"
 STATUS_INTERVAL_S = 0.2
 REPLUG_PAUSE_S = 3.0
 IN_NAMESPACE_ENV = "SECC_DEMO_NAMESPACE"  # set when the demo runs inside its own user + network namespace
-UNSHARE = ("unshare", "--user", "--map-root-user", "--net")
+UNSHARE_USER = ("unshare", "--user", "--map-root-user", "--net")
+UNSHARE_ROOT = ("unshare", "--net")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,7 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="simulated IMD self-test duration (a real Bender takes about 10 s)")
     parser.add_argument("-v", "--verbose", action="store_true", help="daemon logs at info level (else warnings)")
     parser.add_argument("--no-namespace", action="store_true",
-                        help="as a normal user, do not run in a private user + network namespace (no trace then)")
+                        help="run on the host's loopback, not in a private network namespace "
+                             "(a normal user gets no trace then)")
 
 
 def demo_config(args: argparse.Namespace, status_socket: Path) -> cfg.Config:
@@ -98,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     if args.tls and not (args.pki / "certs" / "secc_chain.pem").exists():
         print(f"secc demo: --tls needs the test PKI in {args.pki} (make certs)", file=sys.stderr)
         return 2
-    if os.geteuid() != 0 and not args.no_namespace and os.environ.get(IN_NAMESPACE_ENV) != "1":
+    if not args.no_namespace and os.environ.get(IN_NAMESPACE_ENV) != "1":
         code = _rerun_in_namespace(args)
         if code is not None:
             return code
@@ -124,10 +127,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _rerun_in_namespace(args: argparse.Namespace) -> int | None:
-    """This demo again inside `unshare --user --map-root-user --net`; None when user namespaces are not allowed."""
+    """This demo again in a private network namespace; None when that is not possible here."""
     if shutil.which("unshare") is None:
         return None
-    probe = subprocess.run([*UNSHARE, "true"], capture_output=True, timeout=10)
+    unshare = UNSHARE_ROOT if os.geteuid() == 0 else UNSHARE_USER
+    probe = subprocess.run([*unshare, "true"], capture_output=True, timeout=10)
     if probe.returncode != 0:
         return None
     argv = [sys.executable, "-m", "secc.cli", "demo", "--scenario", args.scenario,
@@ -135,7 +139,7 @@ def _rerun_in_namespace(args: argparse.Namespace) -> int | None:
             "--charge-s", str(args.charge_s), "--imd-self-test-s", str(args.imd_self_test_s)]
     argv += [flag for flag, on in (("--once", args.once), ("--tls", args.tls), ("--verbose", args.verbose)) if on]
     try:
-        return subprocess.run([*UNSHARE, *argv], env={**os.environ, IN_NAMESPACE_ENV: "1"}).returncode
+        return subprocess.run([*unshare, *argv], env={**os.environ, IN_NAMESPACE_ENV: "1"}).returncode
     except KeyboardInterrupt:
         return 130
 

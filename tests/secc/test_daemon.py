@@ -91,6 +91,7 @@ class DaemonProcess:
     def __init__(self, config: Path, tmp: Path, prefix: tuple[str, ...] = (),
                  env: dict[str, str] | None = None) -> None:
         self.config = config
+        self.prefix = prefix  # the EV must run in the same network namespace for ::1
         self.socket = tmp / "status.sock"
         self.log_path = tmp / "daemon.log"
         with open(self.log_path, "wb") as log:
@@ -174,9 +175,18 @@ def v2gtp_lines_decoded(pcap: Path, keylog: Path | None = None) -> list[str]:
 
 @pytest.fixture
 def daemon_factory(tmp_path: Path) -> Any:
+    """Starts `secc run --config`; as root inside a private network namespace, so the loopback capture holds
+    this test's traffic only (other processes on this host use ::1 too)."""
     started: list[DaemonProcess] = []
+    namespace = f"secc-dmn{os.getpid()}-{tmp_path.name[-12:]}"
+    private = os.geteuid() == 0
+    if private:
+        subprocess.run(["ip", "netns", "add", namespace], check=True, capture_output=True, timeout=10)
+        subprocess.run(["ip", "-n", namespace, "link", "set", "lo", "up"], check=True, capture_output=True,
+                       timeout=10)
 
-    def start(prefix: tuple[str, ...] = (), env: dict[str, str] | None = None, **kwargs: Any) -> DaemonProcess:
+    def start(env: dict[str, str] | None = None, **kwargs: Any) -> DaemonProcess:
+        prefix = ("ip", "netns", "exec", namespace) if private else ()
         daemon = DaemonProcess(write_config(tmp_path, **kwargs), tmp_path, prefix, env)
         started.append(daemon)
         return daemon
@@ -184,6 +194,8 @@ def daemon_factory(tmp_path: Path) -> Any:
     yield start
     for daemon in started:
         daemon.kill()
+    if private:
+        subprocess.run(["ip", "netns", "del", namespace], capture_output=True, timeout=10)
 
 
 @pytest.mark.root
@@ -194,7 +206,8 @@ def test_session_over_loopback_is_traced_and_decodes_in_order(daemon_factory: An
     daemon = daemon_factory(charge_s=2)
     connector = daemon.wait_ready()
     assert connector["loopback"] and connector["slac"] == "off" and connector["cp_state"] in ("C", "?")
-    ev = run_ev(["--host", "::1", "--port", str(connector["ports"]["tcp"]), "-s", "bpt-discharge", "-q"])
+    ev = run_ev(["--host", "::1", "--port", str(connector["ports"]["tcp"]), "-s", "bpt-discharge", "-q"],
+                prefix=daemon.prefix)
     assert ev.returncode == 0, ev.stdout + ev.stderr
     assert ev.stdout.startswith("OK: session complete")
     written = daemon.wait_log("session trace written")
@@ -209,6 +222,9 @@ def test_session_over_loopback_is_traced_and_decodes_in_order(daemon_factory: An
     assert decoded == logged
     assert decoded[:4] == ["SupportedAppProtocolReq", "SupportedAppProtocolRes", "SessionSetupReq", "SessionSetupRes"]
     assert decoded[-2:] == ["SessionStopReq", "SessionStopRes"]
+    session_ids = {e.get("session_id") for e in daemon.logs() if e.get("event") == "v2g"
+                   and not e["message_type"].startswith("SupportedAppProtocol")}  # no session before SessionSetup
+    assert len(session_ids) == 1 and len(str(session_ids.pop())) == 16  # SESSION_ID on every message line
     assert "DC_CableCheckReq" in decoded and decoded.count("DC_ChargeLoopReq") == 60
     # charge, then discharge when the schedule turns negative (2 s): the present current changes sign
     currents = [float(field.split("=")[1]) for line in v2gtp_lines_decoded(pcap) if "DC_ChargeLoopRes" in line
@@ -239,7 +255,7 @@ def test_tls_session_capture_decodes_with_the_key_log(daemon_factory: Any, pki_d
     ev_args = ["--host", "::1", "--port", str(connector["ports"]["tls"]), "--tls",
                "--root", str(pki_dir / "certs" / "v2g_root.pem"), "-s", "charge", "-q"]
     for i in range(2):  # the car stays plugged in: the second session's handshake must be in its own trace
-        ev = run_ev(ev_args)
+        ev = run_ev(ev_args, prefix=daemon.prefix)
         assert ev.returncode == 0, ev.stdout + ev.stderr
         deadline = time.monotonic() + 10
         while len(written := [e for e in daemon.logs() if e.get("event") == "session trace written"]) < i + 1:
@@ -273,7 +289,7 @@ def test_sigterm_mid_session_opens_the_contactors_and_exits_within_a_second(daem
     connector = daemon.wait_ready()
     scenario = tmp_path / "long.toml"
     scenario.write_text('service = "DC"\ncontrol_mode = "dynamic"\ncharge_loops = 1000\n')
-    ev = subprocess.Popen([sys.executable, "-m", "secc.cli", "ev", "--host", "::1", "--port",
+    ev = subprocess.Popen([*daemon.prefix, sys.executable, "-m", "secc.cli", "ev", "--host", "::1", "--port",
                            str(connector["ports"]["tcp"]), "-s", str(scenario), "-q"], cwd=REPO,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -327,7 +343,8 @@ def test_sd_notify_ready_status_watchdog_and_stopping(daemon_factory: Any, tmp_p
         connector = daemon.wait_ready()
         ready = [m for m in drain() if "READY=1" in m]
         assert len(ready) == 1 and f"STATUS={EVSE_ID}: " in ready[0], received
-        ev = run_ev(["--host", "::1", "--port", str(connector["ports"]["tcp"]), "-s", "charge", "-q"])
+        ev = run_ev(["--host", "::1", "--port", str(connector["ports"]["tcp"]), "-s", "charge", "-q"],
+                    prefix=daemon.prefix)
         assert ev.returncode == 0, ev.stdout + ev.stderr
         time.sleep(0.5)
         statuses = [line for m in drain() for line in m.splitlines() if line.startswith("STATUS=")]
@@ -340,6 +357,76 @@ def test_sd_notify_ready_status_watchdog_and_stopping(daemon_factory: Any, tmp_p
         done.set()
         listener.join()
         manager.close()
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
+
+
+@pytest.mark.root
+def test_two_connectors_serve_two_cars_at_once(tmp_path: Path) -> None:
+    """Connector 1 in loopback mode, connector 2 on a veth with SLAC and SDP; both cars charge at the same time."""
+    need_root()
+    charger, car = f"secc-dmn{os.getpid()}-evse", f"secc-dmn{os.getpid()}-ev"
+    second = EVSE_ID.replace("*1", "*2")
+    text = config_text(tmp_path) + f"""
+[[connector]]
+evse_id = "{second}"
+plc_interface = "va"
+board = "sim"
+auto_authorize = true
+
+[connector.hal]
+imd_self_test_s = 0.5
+"""
+    (tmp_path / "traces").mkdir()
+    (tmp_path / "secc.toml").write_text(text)
+    try:
+        for ns in (charger, car):
+            _ip("netns", "add", ns)
+            _ip("-n", ns, "link", "set", "lo", "up")
+        _ip("-n", charger, "link", "add", "va", "type", "veth", "peer", "name", "vb", "netns", car)
+        for ns, ifname in ((charger, "va"), (car, "vb")):
+            subprocess.run(["ip", "netns", "exec", ns, "sh", "-c",
+                            f"echo 0 > /proc/sys/net/ipv6/conf/{ifname}/accept_dad"], check=True, timeout=10)
+            _ip("-n", ns, "link", "set", ifname, "up")
+        for ns, ifname in ((charger, "va"), (car, "vb")):  # link-local addresses come a moment after "up"
+            deadline = time.monotonic() + 10
+            while "fe80" not in subprocess.run(["ip", "-n", ns, "-6", "addr", "show", "dev", ifname],
+                                               capture_output=True, text=True, timeout=10).stdout:
+                assert time.monotonic() < deadline, f"{ifname} got no link-local address"
+                time.sleep(0.05)
+        daemon = DaemonProcess(tmp_path / "secc.toml", tmp_path, ("ip", "netns", "exec", charger))
+        try:
+            daemon.wait_ready()
+            connectors = {c["evse_id"]: c for c in query(daemon.socket)["connectors"]}
+            assert connectors[EVSE_ID]["loopback"] and not connectors[second]["loopback"]
+            cars = [
+                subprocess.Popen(["ip", "netns", "exec", charger, sys.executable, "-m", "secc.cli", "ev", "--host",
+                                  "::1", "--port", str(connectors[EVSE_ID]["ports"]["tcp"]), "-s", "charge", "-q"],
+                                 cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True),
+                subprocess.Popen(["ip", "netns", "exec", car, sys.executable, "-m", "secc.cli", "ev", "--iface", "vb",
+                                  "-s", "charge", "-q"],
+                                 cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True),
+            ]
+            outputs = [c.communicate(timeout=120)[0] for c in cars]
+            assert all(o.startswith("OK: session complete") for o in outputs), outputs
+            deadline = time.monotonic() + 10
+            while len([e for e in daemon.logs() if e.get("event") == "session trace written"]) < 2:
+                assert time.monotonic() < deadline, daemon.log_path.read_text()[-3000:]
+                time.sleep(0.05)
+            ended = {e["evse_id"]: e for e in daemon.logs() if e.get("event") == "session ended"}
+            assert set(ended) == {EVSE_ID, second} and not any(e["failed"] for e in ended.values())
+            # the sessions overlapped in time: two cars at once, not one after the other
+            setups = [e["timestamp"] for e in daemon.logs() if e.get("message_type") == "SessionSetupRes"]
+            stops = [e["timestamp"] for e in daemon.logs() if e.get("message_type") == "SessionStopRes"]
+            assert len(setups) == 2 and max(setups) < min(stops)
+            assert daemon.terminate() < 1.0
+        finally:
+            daemon.kill()
+    finally:
+        for ns in (charger, car):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
 
 
 # ------------------------------------------------------------------------------------------ bad configs
