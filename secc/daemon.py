@@ -41,12 +41,20 @@ from typing import Any, Final
 from hal.board import Board
 from hal.cp import EvPlugged, EvUnplugged, HlcAvailable
 from hal.supervisor import ContactorsOpened, Event, IsolationFault, PowerCut
-from hal.types import CpState
+from hal.types import CpMode, CpOutput, CpState
 from secc import config as cfg
 from secc.logs import V2GLog, get_logger
 from secc.session import events as ev
 from secc.session.station import ChargingStation, SessionHandler, SessionRecord
-from secc.transport import Close, CloseReason, Connection, Reply, V2GConnectionServer
+from secc.transport import (
+    Close,
+    CloseReason,
+    Connection,
+    ConnectionHandler,
+    Reply,
+    V2GConnectionServer,
+    link_local_address,
+)
 from secc.v2gtp import V2GTPMessage
 
 log: Any = get_logger("secc.daemon")
@@ -57,6 +65,20 @@ SAFE_STATE_WAIT_S: Final = 0.5  # SIGTERM: wait this long at most for the mirror
 STATUS_POLL_S: Final = 0.25
 SIM_EV_MODES: Final = ("plugged", "unplugged")
 LAST_ERRORS: Final = 8
+LINK_LOCAL_WAIT_S: Final = 15.0  # a PLC netdev just created (TAP of the userspace QCA7000 driver) is still in DAD
+
+
+async def wait_for_link_local(interface: str, timeout_s: float) -> None:
+    """Until `interface` has a usable IPv6 link-local address; LookupError after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            link_local_address(interface)
+            return
+        except LookupError:
+            if time.monotonic() >= deadline:
+                raise
+        await asyncio.sleep(0.1)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -95,7 +117,7 @@ def check_config(config: cfg.Config) -> None:
 
 
 class DaemonStation(ChargingStation):
-    """The session glue of secc.session, plus the daemon's hooks: CP events out, sessions logged."""
+    """secc.session's station glue, plus the CP/safety events passed on to the connector (SLAC, traces)."""
 
     def __init__(self, runtime: ConnectorRuntime, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -109,10 +131,6 @@ class DaemonStation(ChargingStation):
         super()._on_safety_events(events)
         self.runtime.on_board_events(events)
 
-    def handler_factory(self, connection: Connection) -> SessionHandler:
-        handler = super().handler_factory(connection)
-        self.runtime.session_started(handler)
-        return _LoggedHandler(handler, self.runtime)  # type: ignore[return-value]
 
 
 class _LoggedHandler:
@@ -224,15 +242,16 @@ class ConnectorRuntime:
             if tls_context is not None:
                 kinds.append(("tls", tls_context))
             for kind, context in kinds:
-                server = V2GConnectionServer(self.station.handler_factory, tls_context=context)
+                server = V2GConnectionServer(self._handler_factory, tls_context=context)
                 self.ports[kind] = await server.start("::1", 0)
                 self.servers.append(server)
             self.address = "::1"
         else:
             from secc.transport import start_secc_listeners
 
+            await wait_for_link_local(self.interface, LINK_LOCAL_WAIT_S)
             self.listeners = await start_secc_listeners(
-                self.interface, self.station.handler_factory, tls_context=tls_context,
+                self.interface, self._handler_factory, tls_context=tls_context,
                 offer_tcp=tls_cfg.tcp_enabled, policy=cfg.sdp_policy(tls_cfg))
             for kind in ("tcp", "tls"):
                 server = getattr(self.listeners, kind)
@@ -241,6 +260,11 @@ class ConnectorRuntime:
             self.address = f"{self.listeners.address}%{self.interface}"
         self.log.info("listening", interface=self.interface, address=self.address, **self.ports,
                       mode="loopback: no SLAC, no SDP" if self.loopback else "SLAC and SDP")
+
+    def _handler_factory(self, connection: Connection) -> ConnectionHandler:
+        handler = self.station.handler_factory(connection)
+        self.session_started(handler)
+        return _LoggedHandler(handler, self)
 
     def _start_slac(self) -> None:
         from slac import SlacService
@@ -436,6 +460,8 @@ class ConnectorRuntime:
         cp_state = self.station.supervisor.cp.state
         if cp_state in (CpState.B, CpState.C, CpState.D):
             return "plugged" if self.slac_state in ("off", "matched", "link up") else f"slac {self.slac_state}"
+        if cp_state is CpState.UNKNOWN:
+            return "starting"
         return "idle" if cp_state is CpState.A else f"cp {cp_state.value}"
 
     def state(self) -> dict[str, Any]:
@@ -450,7 +476,7 @@ class ConnectorRuntime:
             "address": self.address,
             "ports": dict(self.ports),
             "cp_state": supervisor.cp.state.value,
-            "cp_output": str(supervisor.cp.output),
+            "cp_output": _cp_output_text(supervisor.cp.output),
             "slac": self.slac_state,
             "contactors": "closed" if any(self.board.contactors.feedback_closed()) else "open",
             "isolation": isolation,
@@ -467,6 +493,10 @@ class ConnectorRuntime:
             "traces": self.traces[-4:],
             "last_errors": list(self.last_errors),
         }
+
+
+def _cp_output_text(output: CpOutput) -> str:
+    return f"PWM {output.duty * 100:g} %" if output.mode is CpMode.PWM else output.mode.value
 
 
 # ---------------------------------------------------------------------------------------------------------
