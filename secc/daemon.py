@@ -352,10 +352,15 @@ class ConnectorRuntime:
         elif isinstance(event, MatchingFailed | LinkFailed):
             self.slac_state = "failed"
             self._error(f"SLAC {name}: {getattr(event, 'reason', '')}")
-            self.station.supervisor.cp.restart_hlc(self.board.clock())
+            if self.station.active is None:  # E/F then 5 % again: the EV restarts SLAC [V2G3-M06-05]
+                self.station.supervisor.cp.restart_hlc(self.board.clock())
         elif isinstance(event, KeyFailed):
             self.slac_state = "key failed"
-            self._error(f"SLAC {name}: {event.reason}")
+            self._error(f"SLAC {name}: {event.reason}; resetting the modem")
+            try:
+                self.board.plc_modem.reset()  # the next CP B with 5 % sets a key again
+            except Exception as exc:  # noqa: BLE001 - a modem that cannot be reset is reported, not fatal
+                self._error(f"PLC modem reset failed: {exc}")
         else:
             self.log.debug("slac", slac_event=name)
         self.daemon.state_changed()
@@ -417,7 +422,10 @@ class ConnectorRuntime:
         rearm: the EV is still plugged in; start the next capture at once, so a next session's TCP/TLS
         handshake is in its trace (the TLS key log needs the ClientHello).
         """
-        task = asyncio.get_running_loop().create_task(self._stop_trace(self._take_recorder(), rearm))
+        recorder = self._take_recorder()
+        if recorder is None:
+            return
+        task = asyncio.get_running_loop().create_task(self._stop_trace(recorder, rearm))
         self._trace_stops.add(task)
         task.add_done_callback(self._trace_stops.discard)
 

@@ -1,0 +1,110 @@
+"""The daemon's wiring, in-process and without sockets: CP events -> SLAC calls, SLAC events -> CP, sim options.
+
+The end-to-end proof with real SLAC frames (open-plc-utils pev) is tests/secc/test_daemon_netns.py; here each
+rule of the wiring is checked on its own, including the ones that bench cannot provoke (a failed match while a
+session runs must not pulse the CP).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from hal.cp import EvPlugged, EvUnplugged, HlcAvailable
+from hal.types import CpMode
+from secc import config as cfg
+from secc.daemon import ConnectorRuntime, Daemon, SimOptions, check_config
+from slac import KeyFailed, LinkFailed, Matched, MatchingFailed
+
+EVSE_ID = "DE*SEC*E0001*1"
+
+
+def config(hal: dict[str, Any] | None = None) -> cfg.Config:
+    return cfg.parse_config({
+        "traces": {"enabled": False},
+        "tls": {"mode": "no-tls"},
+        "limits": {"max_charge_power_w": 50_000, "max_charge_current_a": 125, "max_voltage_v": 500,
+                   "max_discharge_power_w": 11_000, "max_discharge_current_a": 30},
+        "schedule": [{"duration_s": 60, "power_w": 11_000}],
+        "connector": [{"evse_id": EVSE_ID, "plc_interface": "lo", "board": "sim",
+                       "hal": hal if hal is not None else {"ev": "unplugged"}}],
+    })
+
+
+class FakeSlac:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def cp_b_with_5_percent(self) -> None:
+        self.calls.append("cp_b_with_5_percent")
+
+    def cp_unplugged(self, reason: str = "") -> None:
+        self.calls.append("cp_unplugged")
+
+
+@pytest.fixture
+def runtime() -> ConnectorRuntime:
+    c = config()
+    runtime = ConnectorRuntime(Daemon(c), c.connectors[0], None)
+    runtime.slac = FakeSlac()
+    runtime.slac_state = "idle"
+    return runtime
+
+
+def test_cp_events_drive_slac(runtime: ConnectorRuntime) -> None:
+    runtime.on_board_events([EvPlugged(1.0), HlcAvailable(1.0)])
+    assert runtime.slac.calls == ["cp_b_with_5_percent"] and runtime.slac_state == "matching"
+    runtime.on_board_events([EvUnplugged(2.0)])
+    assert runtime.slac.calls == ["cp_b_with_5_percent", "cp_unplugged"] and runtime.slac_state == "idle"
+
+
+def test_failed_match_pulses_the_cp_only_without_a_session(runtime: ConnectorRuntime) -> None:
+    cp = runtime.station.supervisor.cp
+
+    def output() -> CpMode:
+        return cp.output.mode
+
+    cp.start_hlc(0.0)
+    assert output() is CpMode.PWM
+    runtime.station.active = object()  # type: ignore[assignment]  # a V2G session is running
+    runtime._on_slac_event(LinkFailed(b"\x02" * 6, "link went down"))
+    assert output() is CpMode.PWM  # never pull the CP from under a running session
+    runtime.station.active = None
+    runtime._on_slac_event(MatchingFailed("no CM_SLAC_MATCH.REQ"))
+    assert output() is CpMode.F  # the E/F pulse that makes the EV start SLAC again
+    assert runtime.slac_state == "failed" and "MatchingFailed" in runtime.last_errors[-1]
+
+
+def test_key_failure_resets_the_modem_and_matched_is_shown(runtime: ConnectorRuntime) -> None:
+    resets = runtime.sim.plc_modem.resets
+    runtime._on_slac_event(KeyFailed("no CM_SET_KEY.CNF"))
+    assert runtime.sim.plc_modem.resets == resets + 1 and runtime.slac_state == "key failed"
+    runtime._on_slac_event(Matched(b"\x02" * 6, b"\x01" * 8, b"\x00" * 7, b"\x00" * 16))
+    assert runtime.slac_state == "matched"
+
+
+def test_state_for_secc_status(runtime: ConnectorRuntime) -> None:
+    state = runtime.state()
+    assert state["evse_id"] == EVSE_ID and state["loopback"] is True
+    assert state["contactors"] == "open" and state["power_stage"]["on"] is False
+    assert state["session"] is None and state["last_errors"] == []
+    assert runtime.phase() in ("starting", "idle")
+
+
+@pytest.mark.parametrize(("hal", "key"), [
+    ({"ev": "maybe"}, "connector[0].hal.ev"),
+    ({"imd_self_test_s": 0}, "connector[0].hal.imd_self_test_s"),
+    ({"imd_self_test_s": "10"}, "connector[0].hal.imd_self_test_s"),
+    ({"evv": "plugged"}, "connector[0].hal.evv"),
+])
+def test_sim_options_are_checked(hal: dict[str, Any], key: str) -> None:
+    with pytest.raises(cfg.ConfigError) as err:
+        check_config(config(hal))
+    assert err.value.key == key
+
+
+def test_sim_options_defaults() -> None:
+    assert SimOptions.from_hal({}, "hal") == SimOptions("plugged", 10.0)
+    assert SimOptions.from_hal({"ev": "unplugged", "imd_self_test_s": 2, "step_s": 0.001}, "hal") == SimOptions(
+        "unplugged", 2.0)
