@@ -62,7 +62,17 @@ class StopCharging:
     reason: str = ""
 
 
-ControlEvent = AuthorizationResult | CableCheckResult | PresentValues | LimitsUpdate | SetpointUpdate | StopCharging
+@dataclass(frozen=True, slots=True)
+class ContactorError:
+    """A contactor failed (welded: still closed after the open command; or did not close)."""
+
+    reason: str
+
+
+ControlEvent = (
+    AuthorizationResult | CableCheckResult | PresentValues | LimitsUpdate | SetpointUpdate | StopCharging
+    | ContactorError
+)
 
 
 # ------------------------------------------------------------------------------------------------ signals out

@@ -75,6 +75,7 @@ class SessionContext:
     limits_valid_until: float | None = None
     setpoint_override_w: float | None = None
     stop_requested: str | None = None
+    contactor_error: str | None = None
     power_stopped: bool = False
 
     @property
@@ -509,6 +510,8 @@ def charge_loop(req: dc.DC_ChargeLoopReq, ctx: SessionContext, header: ct.Messag
 
 
 def welding_detection(req: dc.DC_WeldingDetectionReq, ctx: SessionContext, header: ct.MessageHeader) -> Handled:
+    if ctx.contactor_error is not None:
+        raise InvalidContent(RC.FAILED_ContactorError, ctx.contactor_error)
     return Handled(dc.DC_WeldingDetectionRes(header=header, response_code=RC.OK,
                                              evse_present_voltage=rational(ctx.present.voltage_v)),
                    finished=req.ev_processing == ct.Processing.Finished)

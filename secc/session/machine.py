@@ -177,6 +177,12 @@ class Session:
             ctx.limits_valid_until = None if event.valid_for_s is None else now + event.valid_for_s
         elif isinstance(event, ev.SetpointUpdate):
             ctx.setpoint_override_w = event.power_w
+        elif isinstance(event, ev.ContactorError):
+            ctx.contactor_error = event.reason
+            ctx.stop_requested = ctx.stop_requested or event.reason
+            if self.phase is Phase.CHARGE_LOOP and not ctx.power_stopped:
+                ctx.power_stopped = True
+                signals.append(ev.PowerStop(ev.StopReason.CHARGER_STOP))
         elif isinstance(event, ev.StopCharging):
             ctx.stop_requested = event.reason or "charger stop"
             if self.phase is Phase.CHARGE_LOOP and not ctx.power_stopped:

@@ -164,7 +164,9 @@ class ChargingStation:
             if isinstance(event, EvUnplugged):
                 active.end("EV unplugged (CP state A)")
                 active.connection.request_close()
-            elif isinstance(event, PowerCut | IsolationFault | ContactorFault):
+            elif isinstance(event, ContactorFault):
+                active.feed(ev.ContactorError(f"contactor {event.index}: {event.kind.value}"))
+            elif isinstance(event, PowerCut | IsolationFault):
                 active.feed(ev.StopCharging(f"supervisor: {type(event).__name__}"))
 
     async def _charger_loop(self) -> None:

@@ -418,3 +418,14 @@ def test_bpt_scheduled_discharge_follows_the_ev_target_within_the_schedule() -> 
     assert signals_of(car, ev.PowerTarget)[-1] == ev.PowerTarget(400.0, -20.0)  # the schedule's 8 kW
     car.send(car.charge_loop(car.loop_mode(True, False, target_a=30.0, target_v=400.0)))
     assert signals_of(car, ev.PowerTarget)[-1] == ev.PowerTarget(400.0, 0.0)  # no charging in a discharge period
+
+
+def test_welded_contactor_fails_welding_detection() -> None:
+    car = make()
+    car.through_precharge(bpt=False, dynamic=False)
+    car.send(car.power_delivery(True))
+    car.send(car.charge_loop(car.loop_mode(False, False)))
+    car.send(car.power_delivery(False))
+    car.control(ev.ContactorError("contactor 0: welded"))
+    res = car.send(car.welding(False))
+    assert_failed_end(car, res, RC.FAILED_ContactorError)

@@ -105,7 +105,7 @@ class NetEv(ScriptedEv):
 Scenario = Callable[[SimulatedPort, Callable[[], Awaitable[NetEv]]], Awaitable[None]]
 
 
-def run_scenario(scenario: Scenario, config: SessionConfig | None = None) -> SimulatedPort:
+def run_scenario(scenario: Scenario, config: SessionConfig | None = None, next_car: bool = True) -> SimulatedPort:
     async def main() -> SimulatedPort:
         port = SimulatedPort(config or SessionConfig(), imd_self_test_s=0.1)
         await port.start()
@@ -121,11 +121,11 @@ def run_scenario(scenario: Scenario, config: SessionConfig | None = None) -> Sim
         try:
             await scenario(port, connect)
             await assert_safe(port)
-            # ... and the next car charges.
-            car = await connect()
-            await car.complete_session()
-            await assert_safe(port)
-            assert port.station.history[-1].failed is False
+            if next_car:  # ... and the next car charges.
+                car = await connect()
+                await car.complete_session()
+                await assert_safe(port)
+                assert port.station.history[-1].failed is False
         finally:
             for writer in writers:
                 writer.close()
@@ -377,3 +377,28 @@ def test_a_new_connection_supersedes_a_hanging_one() -> None:
         assert (await new.request(new.stop())).response_code == RC.OK
 
     run_scenario(scenario)
+
+
+def test_welded_contactor_at_the_end() -> None:
+    async def scenario(port: SimulatedPort, connect: Callable[[], Awaitable[NetEv]]) -> None:
+        car = await connect()
+        await car.into_charge_loop()
+        await car.request(car.charge_loop(car.loop_mode(False, False)))
+        port.sim.faults.contactor_welded = [True, False]
+        await car.request(car.power_delivery(False))
+        res = None
+        for _ in range(50):  # the mirror contacts judge the release after its release time
+            res = await car.request(car.welding(False))
+            if res is None or res.response_code != RC.OK:
+                break
+            await asyncio.sleep(0.02)
+        assert res is not None and res.response_code == RC.FAILED_ContactorError
+        assert await car.closed_by_secc()
+        assert port.sim.control_pilot.output.mode.value == "F"  # EVSE not available: the supervisor's rule
+        # Out of service (CP F, hal latches WELDED until a technician acknowledges): no next car here.
+        await asyncio.sleep(0.3)
+        assert port.station.supervisor.contactor_monitor.welded
+        assert not port.station.supervisor.power_allowed()
+
+    port = run_scenario(scenario, next_car=False)
+    assert port.station.history[0].end_reason == "FAILED_ContactorError: contactor 0: welded"
