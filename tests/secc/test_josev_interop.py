@@ -119,3 +119,22 @@ def test_josev_completes_a_session_over_tls13(
     assert session["tls"] is True and not session["failed"], session
     assert session["received"].count("DC_ChargeLoopReq") == 10
     assert session["end_reason"] == "SessionStopReq answered OK"
+
+
+def test_josev_p256_only_client_is_refused_by_the_strict_profile(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Without the bench's prime256v1 widening our TLS server keeps to secp521r1/X448, and Josev (P-256
+    only) cannot connect: exit 2, and no V2G session starts on our side."""
+    need_root()
+    ok, why = available()
+    need(ok, why)
+    project_pki = tmp_path_factory.mktemp("pki-strict")
+    generate(project_pki)
+    josev_pki = josev_pki_from(project_pki, tmp_path_factory.mktemp("josev-pki-strict"))
+    args = ["--sim-imd-self-test", "1", "--tls", "--no-tcp", "--pki", str(project_pki)]
+    with NetnsPair("secc-ev-strict", "secc-evse-strict") as link, SeccProcess(link, args) as secc:
+        result = run_josev_evcc(link, service="DC", control_mode="scheduled", tls="enforce", pki=josev_pki,
+                                timeout=60)
+        assert result.exit_code == 2, f"{result.meaning}: {result.report.get('reason')}"
+        assert "TLS" in str(result.report.get("reason"))
+        assert secc.stop() == 0
+        assert "TLS handshake" in secc.log() and "V2G session for" not in secc.log()
