@@ -123,8 +123,8 @@ class ScheduleEntry:
 @dataclass(frozen=True, slots=True)
 class SessionTimeouts:
     sequence_s: float = 60.0  # V2G_SECC_Sequence_Timeout: response -> next request
-    ongoing_s: float = 55.0  # how long we may answer EVSEProcessing=Ongoing (EVerest TIMEOUT_ONGOING)
-    authorization_s: float = 55.0  # EIM: waiting for the charger side to authorize
+    authorization_s: float = 55.0  # EIM Ongoing at most this long (EVerest TIMEOUT_ONGOING; Josev waits 60 s)
+    cable_check_s: float = 38.0  # CableCheck Ongoing at most this long (inside Josev's 40 s)
     charge_loop_budget_s: float = 0.5  # V2G_SECC_SEQUENCE_TIMEOUT_DC_CL: our response must be faster
 
 
@@ -146,7 +146,6 @@ class SessionConfig:
     negative_discharge_limits: bool = False
     auto_authorize: bool = False  # EIM: authorize at once (free charging / simulator)
     timeouts: SessionTimeouts = SessionTimeouts()
-    cable_check_max_s: float = 38.0  # stay inside the EV's 40 s CableCheck timeout (Josev)
 
     def __post_init__(self) -> None:
         for service in self.services:

@@ -317,7 +317,7 @@ def cable_check(req: dc.DC_CableCheckReq, ctx: SessionContext, header: ct.Messag
             cable_check_test_voltage(ctx.ev_limits.max_voltage_v, ctx.evse_limits(now).max_voltage_v)))
     result = ctx.cable_check
     if result is None:
-        if now - ctx.cable_check_started_at >= ctx.config.cable_check_max_s:
+        if now - ctx.cable_check_started_at >= ctx.config.timeouts.cable_check_s:
             raise InvalidContent(RC.FAILED, "CableCheck did not finish in time")
         return Handled(dc.DC_CableCheckRes(header=header, response_code=RC.OK, evse_processing=ct.Processing.Ongoing),
                        finished=False, signals=signals)
