@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from hal.board import Board
 from hal.cp import EvPlugged, EvUnplugged, HlcAvailable
@@ -56,6 +56,12 @@ from secc.transport import (
     link_local_address,
 )
 from secc.v2gtp import V2GTPMessage
+
+if TYPE_CHECKING:
+    from hal.sim.board import SimBoard
+    from secc.trace.recorder import SessionRecorder
+    from secc.transport import SeccListeners
+    from slac import SlacService
 
 log: Any = get_logger("secc.daemon")
 
@@ -132,7 +138,6 @@ class DaemonStation(ChargingStation):
         self.runtime.on_board_events(events)
 
 
-
 class _LoggedHandler:
     """Wraps a SessionHandler: one log line per V2G message, and the end of the session to the runtime."""
 
@@ -189,22 +194,25 @@ class ConnectorRuntime:
         self.loopback = self.interface == LOOPBACK_INTERFACE
         self.tls_context = tls_context
         self.board = board if board is not None else open_board(connector.board, connector.hal)
-        self.sim: Any = None  # hal.sim.board.SimBoard when the board is simulated
+        self.sim: SimBoard | None = None  # the model behind a simulated board
         self.sim_options = SimOptions()
         if connector.board == "sim" and self.board.model is not None:
+            from hal.sim.board import SimBoard
+
+            assert isinstance(self.board.model, SimBoard)
             self.sim = self.board.model
             self.sim_options = SimOptions.from_hal(connector.hal, "hal")
             self.sim.isolation_monitor.self_test_duration_s = self.sim_options.imd_self_test_s
         self.station = DaemonStation(self, cfg.session_config(connector), self.board)
         if self.sim is not None:
             self.station.signal_hooks.append(self._sim_ev_physics)
-        self.slac: Any = None
+        self.slac: SlacService | None = None
         self.slac_state = "off" if self.loopback else "idle"
         self.servers: list[V2GConnectionServer] = []
-        self.listeners: Any = None  # secc.transport.SeccListeners
+        self.listeners: SeccListeners | None = None
         self.ports: dict[str, int] = {}
         self.address = ""
-        self.recorder: Any = None  # secc.trace.recorder.SessionRecorder of the session in progress
+        self.recorder: SessionRecorder | None = None  # the capture of the session in progress
         self.traces: list[str] = []
         self.last_errors: list[str] = []
         self.sessions = 0
@@ -226,13 +234,15 @@ class ConnectorRuntime:
 
     def plug_sim_ev(self) -> None:
         """The simulated car: plugged in, S2 closed (state C), battery connected only for energy transfer."""
-        self.sim.ev.battery_connected = False
-        self.sim.ev.plug()
-        self.sim.ev.request_charge()
+        sim = self._sim()
+        sim.ev.battery_connected = False
+        sim.ev.plug()
+        sim.ev.request_charge()
 
     def unplug_sim_ev(self) -> None:
-        self.sim.ev.battery_connected = False
-        self.sim.ev.unplug()
+        sim = self._sim()
+        sim.ev.battery_connected = False
+        sim.ev.unplug()
 
     async def _start_servers(self) -> None:
         tls_cfg = self.daemon.config.tls
@@ -253,10 +263,9 @@ class ConnectorRuntime:
             self.listeners = await start_secc_listeners(
                 self.interface, self._handler_factory, tls_context=tls_context,
                 offer_tcp=tls_cfg.tcp_enabled, policy=cfg.sdp_policy(tls_cfg))
-            for kind in ("tcp", "tls"):
-                server = getattr(self.listeners, kind)
-                if server is not None:
-                    self.ports[kind] = server.port
+            for kind, listener in (("tcp", self.listeners.tcp), ("tls", self.listeners.tls)):
+                if listener is not None:
+                    self.ports[kind] = listener.port
             self.address = f"{self.listeners.address}%{self.interface}"
         self.log.info("listening", interface=self.interface, address=self.address, **self.ports,
                       mode="loopback: no SLAC, no SDP" if self.loopback else "SLAC and SDP")
@@ -412,7 +421,7 @@ class ConnectorRuntime:
         """A capture still running or still being written."""
         return self.recorder is not None or bool(self._trace_stops)
 
-    def _take_recorder(self) -> Any:
+    def _take_recorder(self) -> SessionRecorder | None:
         recorder, self.recorder = self.recorder, None
         return recorder
 
@@ -429,7 +438,7 @@ class ConnectorRuntime:
         self._trace_stops.add(task)
         task.add_done_callback(self._trace_stops.discard)
 
-    async def _stop_trace(self, recorder: Any, rearm: bool) -> None:
+    async def _stop_trace(self, recorder: SessionRecorder | None, rearm: bool) -> None:
         if recorder is None:
             return
         result = await recorder.stop()
@@ -448,16 +457,21 @@ class ConnectorRuntime:
     # ----------------------------------------------------------------------------------------- sim
     def _sim_ev_physics(self, sig: ev.Signal, now: float) -> None:
         if isinstance(sig, ev.PowerTarget):
-            self.sim.ev.battery_connected = True
+            self._sim().ev.battery_connected = True
         elif isinstance(sig, ev.PowerStop | ev.SessionEnded | ev.WeldingDetectionRequested):
-            self.sim.ev.battery_connected = False
+            self._sim().ev.battery_connected = False
+
+    def _sim(self) -> SimBoard:
+        if self.sim is None:
+            raise RuntimeError(f"connector {self.evse_id} has no simulated board")
+        return self.sim
 
     async def _follow_wall_clock(self) -> None:
         last = time.monotonic()
         while True:
             await asyncio.sleep(SIM_STEP_S)
             now = time.monotonic()
-            self.sim.advance(now - last)
+            self._sim().advance(now - last)
             last = now
 
     # ----------------------------------------------------------------------------------------- state
@@ -633,7 +647,7 @@ async def _serve(config: cfg.Config) -> int:
         loop.add_signal_handler(signum, stop.set)
     try:
         await daemon.start()
-    except (OSError, LookupError, StatusServerError) as exc:
+    except (OSError, LookupError, ValueError, StatusServerError) as exc:  # a board, port or socket that fails
         log.error("cannot start", error=str(exc))
         print(f"secc: cannot start: {exc}", file=sys.stderr)
         return 1

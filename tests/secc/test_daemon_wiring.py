@@ -47,16 +47,17 @@ class FakeSlac:
 def runtime() -> ConnectorRuntime:
     c = config()
     runtime = ConnectorRuntime(Daemon(c), c.connectors[0], None)
-    runtime.slac = FakeSlac()
+    runtime.slac = FakeSlac()  # type: ignore[assignment]  # records the calls instead of sending frames
     runtime.slac_state = "idle"
     return runtime
 
 
 def test_cp_events_drive_slac(runtime: ConnectorRuntime) -> None:
     runtime.on_board_events([EvPlugged(1.0), HlcAvailable(1.0)])
-    assert runtime.slac.calls == ["cp_b_with_5_percent"] and runtime.slac_state == "matching"
+    slac: Any = runtime.slac
+    assert slac.calls == ["cp_b_with_5_percent"] and runtime.slac_state == "matching"
     runtime.on_board_events([EvUnplugged(2.0)])
-    assert runtime.slac.calls == ["cp_b_with_5_percent", "cp_unplugged"] and runtime.slac_state == "idle"
+    assert slac.calls == ["cp_b_with_5_percent", "cp_unplugged"] and runtime.slac_state == "idle"
 
 
 def test_failed_match_pulses_the_cp_only_without_a_session(runtime: ConnectorRuntime) -> None:
@@ -77,6 +78,7 @@ def test_failed_match_pulses_the_cp_only_without_a_session(runtime: ConnectorRun
 
 
 def test_key_failure_resets_the_modem_and_matched_is_shown(runtime: ConnectorRuntime) -> None:
+    assert runtime.sim is not None
     resets = runtime.sim.plc_modem.resets
     runtime._on_slac_event(KeyFailed("no CM_SET_KEY.CNF"))
     assert runtime.sim.plc_modem.resets == resets + 1 and runtime.slac_state == "key failed"
