@@ -7,6 +7,9 @@ session runs must not pulse the CP).
 
 from __future__ import annotations
 
+import asyncio
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,7 +17,7 @@ import pytest
 from hal.cp import EvPlugged, EvUnplugged, HlcAvailable
 from hal.types import CpMode
 from secc import config as cfg
-from secc.daemon import ConnectorRuntime, Daemon, SimOptions, check_config
+from secc.daemon import SAFE_STATE_WAIT_S, ConnectorRuntime, Daemon, SafeStateReport, SimOptions, check_config
 from slac import KeyFailed, LinkFailed, Matched, MatchingFailed
 
 EVSE_ID = "DE*SEC*E0001*1"
@@ -110,3 +113,64 @@ def test_sim_options_defaults() -> None:
     assert SimOptions.from_hal({}, "hal") == SimOptions("plugged", 10.0)
     assert SimOptions.from_hal({"ev": "unplugged", "imd_self_test_s": 2, "step_s": 0.001}, "hal") == SimOptions(
         "unplugged", 2.0)
+
+
+# ------------------------------------------------------------------------------- shutdown in the charge loop
+
+
+def loopback_config(tmp_path: Path) -> cfg.Config:
+    return cfg.parse_config({
+        "traces": {"enabled": False},
+        "status": {"socket": str(tmp_path / "status.sock")},
+        "tls": {"mode": "no-tls"},
+        "limits": {"max_charge_power_w": 50_000, "max_charge_current_a": 125, "max_voltage_v": 500,
+                   "max_discharge_power_w": 11_000, "max_discharge_current_a": 30},
+        "schedule": [{"duration_s": 3600, "power_w": 11_000}],
+        "connector": [{"evse_id": EVSE_ID, "plc_interface": "lo", "board": "sim", "auto_authorize": True,
+                       "hal": {"imd_self_test_s": 0.2}}],
+    })
+
+
+async def stop_in_the_charge_loop(tmp_path: Path, welded: bool) -> tuple[list[SafeStateReport], float, Any]:
+    from hal.sim.faults import inject
+    from hil.ev.client import SeccAddress, run_session
+    from hil.ev.scenario import Scenario
+
+    daemon = Daemon(loopback_config(tmp_path), environ={})
+    await daemon.start()
+    connector = daemon.connectors[0]
+    assert connector.sim is not None
+    car = asyncio.create_task(run_session(Scenario(service="DC", charge_loops=10_000),
+                                          SeccAddress("::1", connector.ports["tcp"], False), None,
+                                          report=lambda line: None))
+    for _ in range(1000):
+        active = connector.station.active
+        if active is not None and active.session.phase.value == "DC_ChargeLoop" and (
+                connector.board.power_stage.present().current_a > 5):
+            break
+        await asyncio.sleep(0.01)
+    else:
+        raise AssertionError("the session never reached the charge loop")
+    if welded:
+        inject(connector.sim, "contactor-welded", "0")
+    started = time.monotonic()
+    reports = await daemon.stop("test")
+    elapsed = time.monotonic() - started
+    result, _ = await car
+    assert not result.ok  # the car saw its charger go
+    return reports, elapsed, connector.sim
+
+
+def test_stop_mid_charge_loop_ends_in_a_confirmed_safe_state(tmp_path: Path) -> None:
+    reports, elapsed, sim = asyncio.run(stop_in_the_charge_loop(tmp_path, welded=False))
+    assert [(r.contactors_open, r.power_off) for r in reports] == [(True, True)]
+    assert reports[0].waited_s < SAFE_STATE_WAIT_S and elapsed < 1.0
+    assert sim.contactors.opened_under_load_a == []  # the current was down before a contact opened
+    assert not sim.power_stage.present().enabled and not any(sim.contactors.main_closed)
+
+
+def test_stop_with_a_welded_contactor_says_so_and_still_ends_in_time(tmp_path: Path) -> None:
+    reports, elapsed, sim = asyncio.run(stop_in_the_charge_loop(tmp_path, welded=True))
+    assert [(r.contactors_open, r.power_off) for r in reports] == [(False, True)]  # not claimed open
+    assert SAFE_STATE_WAIT_S <= reports[0].waited_s < 1.0 and elapsed < 1.5
+    assert not sim.power_stage.present().enabled  # the power stage is off even though a contact stuck
