@@ -1,5 +1,7 @@
 """`secc run --sim --iface IFACE [--tls]`: the SECC on one interface with the simulated board.
 
+(`secc run [--config FILE]` without --sim is the daemon: secc/daemon.py.)
+
 Serves one car after another (SDP + TCP and/or TLS 1.3, the -20 DC/DC_BPT session) until SIGTERM/SIGINT.
 The simulated board's model time follows the wall clock; the simulated EV is plugged in with S2 closed
 (CP state C), connects its battery at the start of energy transfer and disconnects it at the stop, so the
@@ -27,7 +29,7 @@ from secc.session import events as ev
 from secc.session.config import ScheduleEntry, SessionConfig
 from secc.session.station import ChargingStation, SessionRecord
 
-HELP = "run the SECC on an interface (simulated board): SDP, TCP/TLS, the -20 DC/DC_BPT session"
+HELP = "run the SECC daemon from its config (--config, default /etc/secc/secc.toml), or one simulated port (--sim)"
 log = logging.getLogger("secc.run")
 SIM_STEP_S = 0.01
 
