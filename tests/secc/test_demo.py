@@ -104,3 +104,18 @@ def run_as_nobody(tmp_path: Path) -> None:
     pcap = trace_path(out.stdout)
     assert pcap.stat().st_uid == 65534  # written by the user, not by root
     assert decoded_v2gtp(pcap)[-1] == "SessionStopRes"
+
+
+@pytest.mark.root
+def test_tls_demo_trace_decodes_with_the_printed_key_log(tmp_path: Path, pki_dir: Path) -> None:
+    need_root()
+    out = demo("--scenario", "charge", "--trace-dir", str(tmp_path), "--tls", "--pki", str(pki_dir))
+    assert out.returncode == 0, out.stdout + out.stderr
+    pcap = trace_path(out.stdout)
+    found = re.search(r"^decode with: secc trace decode (\S+) --keylog (\S+)$", out.stdout, re.M)
+    assert found and Path(found.group(1)) == pcap, out.stdout
+    out = subprocess.run([sys.executable, "-m", "secc.cli", "trace", "decode", str(pcap), "--keylog", found.group(2)],
+                         cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "TLS   ServerHello TLS_AES_256_GCM_SHA384" in out.stdout or "TLS_CHACHA20_POLY1305_SHA256" in out.stdout
+    assert "V2GTP SessionStopRes" in out.stdout
