@@ -71,6 +71,8 @@ SAFE_STATE_WAIT_S: Final = 0.5  # SIGTERM: wait this long at most for the mirror
 STATUS_POLL_S: Final = 0.25
 SIM_EV_MODES: Final = ("plugged", "unplugged")
 LAST_ERRORS: Final = 8
+# responses that carry EVSEPresentVoltage (and current): their log line carries the values
+PRESENT_VALUE_RESPONSES: Final = frozenset({"DC_PreChargeRes", "DC_ChargeLoopRes", "DC_WeldingDetectionRes"})
 LINK_LOCAL_WAIT_S: Final = 15.0  # a PLC netdev just created (TAP of the userspace QCA7000 driver) is still in DAD
 
 
@@ -167,8 +169,13 @@ class _LoggedHandler:
             self.v2g.log = self.v2g.log.bind(session_id=session_id.hex().upper())
             self._session_bound = True
         trace = self.inner.session.trace
+        ctx = self.inner.session.ctx
         for entry in trace[self._logged:]:
-            if entry.direction in ("rx", "tx"):
+            if entry.direction == "tx" and entry.name in PRESENT_VALUE_RESPONSES:  # the values we just sent
+                self.v2g.message("tx", entry.name, response_code=entry.detail or None,
+                                 present_voltage_v=round(ctx.present.voltage_v, 1),
+                                 present_current_a=round(ctx.present.current_a, 1))
+            elif entry.direction in ("rx", "tx"):
                 self.v2g.message(entry.direction, entry.name, response_code=entry.detail or None)
         self._logged = len(trace)
 

@@ -230,6 +230,8 @@ def test_session_over_loopback_is_traced_and_decodes_in_order(daemon_factory: An
     currents = [float(field.split("=")[1]) for line in v2gtp_lines_decoded(pcap) if "DC_ChargeLoopRes" in line
                 for field in line.split() if field.startswith("EVSEPresentCurrent=")]
     assert len(currents) == 60
+    logged_currents = [e["present_current_a"] for e in daemon.logs() if e.get("message_type") == "DC_ChargeLoopRes"]
+    assert logged_currents == pytest.approx(currents, abs=0.051)  # the log line says what went on the wire
     first_discharge = next(i for i, c in enumerate(currents) if c < -1.0)
     assert max(currents[:first_discharge]) > 1.0 and all(c <= 0.5 for c in currents[first_discharge + 5:])
 
