@@ -11,7 +11,7 @@ Per connector the chain is CP -> SLAC -> SDP -> V2G server -> charger logic:
 
 Loopback mode: a connector whose `plc_interface` is "lo" has no powerline under it, so it runs without SLAC
 and without SDP, and its V2G servers listen on ::1 (ports in the log and in `secc status`). That is how
-`make run` works for a user without CAP_NET_RAW; everything above the link is the same code.
+`make run` (`secc demo`) works without a PLC modem; everything above the link is the same code.
 
 The simulated board ("sim") follows the wall clock. Its `hal` table takes, besides the factory's `step_s`:
 `ev` = "plugged" (default: a simulated car is plugged in at start, so an EV emulator elsewhere only has to
@@ -59,6 +59,7 @@ from secc.v2gtp import V2GTPMessage
 
 if TYPE_CHECKING:
     from hal.sim.board import SimBoard
+    from secc.service import ServiceRuntime
     from secc.trace.recorder import SessionRecorder
     from secc.transport import SeccListeners
     from slac import SlacService
@@ -541,10 +542,9 @@ class Daemon:
         self.environ = environ
         self.boards = dict(boards or {})  # evse_id -> an already open board (tests, `secc demo`)
         self.connectors: list[ConnectorRuntime] = []
-        self.runtime: Any = None  # secc.service.ServiceRuntime
+        self.runtime: ServiceRuntime | None = None
         self.on_session: list[Callable[[ConnectorRuntime, SessionRecord], None]] = []
         self.on_trace: list[Callable[[ConnectorRuntime, Path], None]] = []
-        self._changed = asyncio.Event()
 
     async def start(self) -> None:
         from secc.service import ServiceRuntime
@@ -571,8 +571,6 @@ class Daemon:
 
     async def stop(self, reason: str = "stopping") -> list[SafeStateReport]:
         reports = []
-        if self.runtime is not None:
-            self.runtime.notifier.stopping(reason)
         for runtime in self.connectors:
             try:
                 reports.append(await runtime.shutdown())
