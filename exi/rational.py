@@ -3,10 +3,37 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any, Self
+from functools import lru_cache
+from typing import Self
 
 SHORT_MIN, SHORT_MAX = -32768, 32767
 BYTE_MIN, BYTE_MAX = -128, 127
+
+
+@lru_cache(maxsize=4096)
+def rational_parts(number: Decimal | float | int | str) -> tuple[int, int]:
+    """(exponent, value) for a number: exact when the mantissa fits an xs:short, else rounded half even.
+
+    Cached: a charger sends the same limits and setpoints every ChargeLoop, and the Decimal arithmetic costs
+    microseconds each time. The cache holds plain tuples; every caller builds its own object.
+    """
+    d = Decimal(repr(number)) if isinstance(number, float) else Decimal(number)
+    if not d.is_finite():
+        raise ValueError(f"RationalNumber cannot hold {number!r}")
+    sign, digits, exp = d.normalize().as_tuple()
+    assert isinstance(exp, int)
+    mantissa = int("".join(map(str, digits)) or "0") * (-1 if sign else 1)
+    if mantissa == 0:
+        return 0, 0
+    while not SHORT_MIN <= mantissa <= SHORT_MAX:
+        # drop one decimal digit, rounding half to even
+        q = (Decimal(mantissa) / 10).quantize(Decimal(1), rounding="ROUND_HALF_EVEN")
+        mantissa, exp = int(q), exp + 1
+    while exp > BYTE_MAX and SHORT_MIN <= mantissa * 10 <= SHORT_MAX:
+        mantissa, exp = mantissa * 10, exp - 1
+    if not BYTE_MIN <= exp <= BYTE_MAX:
+        raise ValueError(f"RationalNumber cannot hold {number!r}: exponent {exp} out of range")
+    return exp, mantissa
 
 
 class RationalNumberMixin:
@@ -25,23 +52,8 @@ class RationalNumberMixin:
     @classmethod
     def from_decimal(cls, number: Decimal | float | int | str) -> Self:
         """The exact value if it fits an xs:short mantissa, else the nearest one (rounded half even)."""
-        d = Decimal(str(number)) if isinstance(number, float) else Decimal(number)
-        if not d.is_finite():
-            raise ValueError(f"RationalNumber cannot hold {number!r}")
-        sign, digits, exp = d.normalize().as_tuple()
-        assert isinstance(exp, int)
-        mantissa = int("".join(map(str, digits)) or "0") * (-1 if sign else 1)
-        if mantissa == 0:
-            return cls._make(0, 0)
-        while not SHORT_MIN <= mantissa <= SHORT_MAX:
-            # drop one decimal digit, rounding half to even
-            q = (Decimal(mantissa) / 10).quantize(Decimal(1), rounding="ROUND_HALF_EVEN")
-            mantissa, exp = int(q), exp + 1
-        while exp > BYTE_MAX and SHORT_MIN <= mantissa * 10 <= SHORT_MAX:
-            mantissa, exp = mantissa * 10, exp - 1
-        if not BYTE_MIN <= exp <= BYTE_MAX:
-            raise ValueError(f"RationalNumber cannot hold {number!r}: exponent {exp} out of range")
-        return cls._make(exp, mantissa)
+        exponent, value = rational_parts(number)
+        return cls._make(exponent, value)
 
     @classmethod
     def _make(cls, exponent: int, value: int) -> Self:
@@ -49,7 +61,5 @@ class RationalNumberMixin:
 
     @classmethod
     def from_float(cls, number: float) -> Self:
-        return cls.from_decimal(Decimal(repr(float(number))))
-
-    def _fields(self) -> Any:  # pragma: no cover - debugging aid
-        return (self.exponent, self.value)
+        exponent, value = rational_parts(float(number))
+        return cls._make(exponent, value)
