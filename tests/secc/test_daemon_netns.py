@@ -142,8 +142,20 @@ def main() -> int:
     kept = target / run.pcap.name
     shutil.copy(run.pcap, kept)
     print(f"trace written: {kept.resolve()}  (wireshark/tshark -r, or: secc trace decode {kept})")
-    for line in subprocess.run([sys.executable, "-m", "secc.cli", "trace", "decode", str(kept)], capture_output=True,
-                               text=True, timeout=60).stdout.splitlines()[:12]:
+    lines = subprocess.run([sys.executable, "-m", "secc.cli", "trace", "decode", str(kept)], capture_output=True,
+                           text=True, timeout=60).stdout.splitlines()
+    by_kind: dict[str, list[str]] = {}
+    for line in lines:
+        fields = line.split()
+        if len(fields) > 3:
+            by_kind.setdefault(fields[2], []).append(line)
+    slac_names = list(dict.fromkeys(line.split()[3] for line in by_kind.get("SLAC", [])))
+    print(f"  SLAC: {len(by_kind.get('SLAC', []))} frames: {', '.join(slac_names)}")
+    for line in by_kind.get("SDP", [])[:2]:
+        print("   ", line[:150])
+    v2g = by_kind.get("V2GTP", [])
+    print(f"  V2GTP: {len(v2g)} messages:")
+    for line in [*v2g[:4], "        ...", *v2g[-2:]]:
         print("   ", line[:150])
     shutil.rmtree(tmp, ignore_errors=True)
     return 0 if run.ev.returncode == 0 and run.pev_matched else 1
