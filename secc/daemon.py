@@ -11,7 +11,9 @@ Per connector the chain is CP -> SLAC -> SDP -> V2G server -> charger logic:
 
 Loopback mode: a connector whose `plc_interface` is "lo" has no powerline under it, so it runs without SLAC
 and without SDP, and its V2G servers listen on ::1 (ports in the log and in `secc status`). That is how
-`make run` (`secc demo`) works without a PLC modem; everything above the link is the same code.
+`make run` (`secc demo`) works without a PLC modem; everything above the link is the same code. The loopback
+is shared by every program on the host, so its session trace also holds their ::1 TCP traffic: run the daemon
+in its own network namespace (as `secc demo` and the tests do) for a trace of the sessions alone.
 
 The simulated board ("sim") follows the wall clock. Its `hal` table takes, besides the factory's `step_s`:
 `ev` = "plugged" (default: a simulated car is plugged in at start, so an EV emulator elsewhere only has to
