@@ -573,6 +573,8 @@ class Daemon:
 
     async def stop(self, reason: str = "stopping") -> list[SafeStateReport]:
         reports = []
+        if self.runtime is not None:
+            self.runtime.notifier.stopping(reason)  # first: systemd shows "deactivating" during the safe state
         for runtime in self.connectors:
             try:
                 reports.append(await runtime.shutdown())
