@@ -35,6 +35,7 @@ import signal
 import ssl
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -223,7 +224,7 @@ class ConnectorRuntime:
         self.ports: dict[str, int] = {}
         self.address = ""
         self.recorder: SessionRecorder | None = None  # the capture of the session in progress
-        self.traces: list[str] = []
+        self.traces: deque[str] = deque(maxlen=16)  # the latest trace files, for `secc status`
         self.last_errors: list[str] = []
         self.sessions = 0
         self._finished: set[int] = set()
@@ -522,7 +523,7 @@ class ConnectorRuntime:
             "last_session": None if not self.station.history else {
                 "end_reason": self.station.history[-1].end_reason, "failed": self.station.history[-1].failed},
             "trace": str(self.recorder.pcap_path) if self.recorder is not None else None,
-            "traces": self.traces[-4:],
+            "traces": list(self.traces)[-4:],
             "last_errors": list(self.last_errors),
         }
 

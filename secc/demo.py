@@ -246,7 +246,7 @@ class Demo:
         print(f"{'OK' if result.ok else 'FAILED'} (EV): {result.reason}", file=self.out)
         if record is not None:
             print(f"{'OK' if not record.failed else 'FAILED'} (SECC): {record.end_reason}; {len(record.received())} "
-                  f"requests, {len(record.charge_loop_latencies_s)} charge loops", file=self.out)
+                  f"requests, {record.charge_loops} charge loops", file=self.out)
         else:
             print("FAILED (SECC): the daemon recorded no session", file=self.out)
         for path in self.traces[traces_before:]:

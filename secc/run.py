@@ -96,7 +96,7 @@ def _print_record(record: SessionRecord) -> None:
         "end_reason": record.end_reason,
         "close_reason": record.close_reason.name if record.close_reason else None,
         "received": record.received(), "sent": record.sent(),
-        "charge_loops": len(record.charge_loop_latencies_s),
+        "charge_loops": record.charge_loops,
         "charge_loop_max_ms": round(max(record.charge_loop_latencies_s, default=0.0) * 1000, 3),
     }
     print("SESSION " + json.dumps(line), flush=True)
@@ -173,17 +173,21 @@ async def _serve(args: argparse.Namespace, config: SessionConfig) -> int:
     ports = {"tcp": listeners.tcp.port if listeners.tcp else None, "tls": listeners.tls.port if listeners.tls else None}
     print(f"LISTENING {json.dumps({'iface': args.iface, 'address': str(listeners.address), **ports})}", flush=True)
     printed = 0
+
+    def print_new_records() -> None:
+        nonlocal printed
+        new = station.finished_sessions - printed
+        for record in list(station.history)[-new:] if new > 0 else []:
+            _print_record(record)
+        printed = station.finished_sessions
+
     try:
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.1)
-            while printed < len(station.history):
-                _print_record(station.history[printed])
-                printed += 1
+            print_new_records()
     finally:
         await listeners.close()
         await port.close()
-        while printed < len(station.history):
-            _print_record(station.history[printed])
-            printed += 1
+        print_new_records()
     return 0

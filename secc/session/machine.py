@@ -94,6 +94,9 @@ def request_key(message: object) -> str:
     return name
 
 
+TRACE_HEAD, TRACE_TAIL = 200, 400  # trace entries kept per session: the first ones and the latest ones
+
+
 @dataclass(frozen=True, slots=True)
 class TraceEntry:
     now: float
@@ -124,6 +127,7 @@ class Session:
         self.phase = Phase.SUPPORTED_APP_PROTOCOL
         self.protocol: Negotiated | None = None
         self.trace: list[TraceEntry] = []
+        self.trace_dropped = 0
         self.end_reason: str | None = None
         self.failed = False
         self._unix_clock = unix_clock
@@ -339,7 +343,12 @@ class Session:
         return Output(signals=[ev.SessionEnded(why, failed)])
 
     def _trace(self, now: float, direction: str, name: str, detail: str = "") -> None:
-        self.trace.append(TraceEntry(now, direction, name, detail))
+        trace = self.trace
+        if len(trace) >= TRACE_HEAD + TRACE_TAIL:
+            # a long session keeps how it started and its latest part, not every ChargeLoop of hours
+            del trace[TRACE_HEAD]
+            self.trace_dropped += 1
+        trace.append(TraceEntry(now, direction, name, detail))
 
 
 _DC_REQUESTS: Final = (

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -35,6 +36,9 @@ from secc.transport import Close, CloseReason, Connection, Reply
 log = logging.getLogger(__name__)
 
 CHARGER_TICK_S = 0.02
+# A charger runs for months: keep the latest sessions and, per session, the latest ChargeLoop latencies.
+HISTORY_LENGTH = 32
+LATENCY_SAMPLES = 4096
 SignalHook = Callable[[ev.Signal, float], None]
 
 
@@ -46,7 +50,8 @@ class SessionRecord:
     end_reason: str | None
     failed: bool
     close_reason: CloseReason | None = None
-    charge_loop_latencies_s: list[float] = field(default_factory=list)
+    charge_loop_latencies_s: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))
+    charge_loops: int = 0
 
     @property
     def session_id(self) -> str:
@@ -75,7 +80,8 @@ class ChargingStation:
         # EIM policy: evcc_id -> True/False now, or None to decide later via `authorize_current(...)`.
         self.authorize = authorize
         self.signal_hooks: list[SignalHook] = []  # e.g. the simulated EV's physics
-        self.history: list[SessionRecord] = []
+        self.history: deque[SessionRecord] = deque(maxlen=HISTORY_LENGTH)  # the latest finished sessions
+        self.finished_sessions = 0  # all of them, since start
         self.active: SessionHandler | None = None
         self.charge_loop_over_budget = 0
         self._stop = asyncio.Event()
@@ -207,6 +213,7 @@ class SessionHandler:
         if any(t.name == "DC_ChargeLoopReq" for t in session.trace[-2:]):
             elapsed = time.perf_counter() - started
             self.record.charge_loop_latencies_s.append(elapsed)
+            self.record.charge_loops += 1
             if elapsed > self.station.config.timeouts.charge_loop_budget_s:
                 self.station.charge_loop_over_budget += 1
                 log.warning("DC_ChargeLoopRes took %.0f ms, over the 500 ms budget", elapsed * 1000)
@@ -244,6 +251,7 @@ class SessionHandler:
             self.record.end_reason = self.session.end_reason
         self.record.failed = self.session.failed
         station.history.append(self.record)
+        station.finished_sessions += 1
         if station.active is self:
             station.active = None
         log.info("V2G session ended (%s): %s", "failed" if self.record.failed else "ok", self.record.end_reason)

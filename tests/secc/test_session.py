@@ -429,3 +429,19 @@ def test_welded_contactor_fails_welding_detection() -> None:
     car.control(ev.ContactorError("contactor 0: welded"))
     res = car.send(car.welding(False))
     assert_failed_end(car, res, RC.FAILED_ContactorError)
+
+
+def test_a_long_session_keeps_a_bounded_trace() -> None:
+    """Hours of ChargeLoop must not grow the session's memory: the trace keeps its start and its latest part."""
+    from secc.session.machine import TRACE_HEAD, TRACE_TAIL
+
+    car = make()
+    car.through_precharge(False, True)
+    assert car.send(car.power_delivery(True, False)).response_code == RC.OK
+    for _ in range(TRACE_HEAD + TRACE_TAIL):
+        car.control(ev.PresentValues(400.0, 20.0))
+        assert car.send(car.charge_loop(car.loop_mode(False, True))).response_code == RC.OK
+    trace = car.session.trace
+    assert len(trace) == TRACE_HEAD + TRACE_TAIL and car.session.trace_dropped > 0
+    assert trace[0].name == "SupportedAppProtocolReq"  # how the session started is kept
+    assert trace[-1].name == "DC_ChargeLoopRes"  # and what it is doing now

@@ -256,7 +256,7 @@ def test_garbage_v2gtp() -> None:
         assert await car.closed_by_secc()
 
     port = run_scenario(scenario)
-    assert [r.failed for r in port.station.history[:2]] == [True, True]
+    assert [r.failed for r in list(port.station.history)[:2]] == [True, True]
 
 
 def test_cable_check_fails_on_low_isolation() -> None:
