@@ -42,7 +42,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy exi secc hal slac certs
+	$(VENV)/bin/mypy exi secc hal slac certs hil
 
 test: $(STAMP) peers lint typecheck
 	$(PY) -m pytest -q $(PYTEST_ARGS)
