@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+from secc.session.config import EvseDcLimits
+
 DEFAULT_CONFIG_PATH: Final = Path("/etc/secc/secc.toml")
 DEFAULT_STATUS_SOCKET: Final = Path("/run/secc/status.sock")
 DEFAULT_TRACE_DIRECTORY: Final = Path("/var/log/secc/traces")
@@ -92,24 +94,8 @@ class TlsConfig:
         return self.mode is not TlsMode.TLS_ONLY
 
 
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """Field names and meaning as secc.session.config.EvseDcLimits."""
-
-    max_charge_power_w: float
-    max_charge_current_a: float
-    max_voltage_v: float
-    min_voltage_v: float = 0.0
-    min_charge_power_w: float = 0.0
-    min_charge_current_a: float = 0.0
-    max_discharge_power_w: float = 0.0
-    max_discharge_current_a: float = 0.0
-    min_discharge_power_w: float = 0.0
-    min_discharge_current_a: float = 0.0
-
-    @property
-    def bidirectional(self) -> bool:
-        return self.max_discharge_power_w > 0 and self.max_discharge_current_a > 0
+# The connector's DC envelope is the session's own type: one definition of the fields and their meaning.
+Limits = EvseDcLimits
 
 
 @dataclass(frozen=True, slots=True)
@@ -607,13 +593,12 @@ if TYPE_CHECKING:
 
 def session_config(connector: ConnectorConfig) -> SessionConfig:
     """The connector's secc.session configuration (limits, schedule, services, sign switch)."""
-    from secc.session.config import EvseDcLimits, ScheduleEntry, SessionConfig
+    from secc.session.config import ScheduleEntry, SessionConfig
 
-    lim = connector.limits
     return SessionConfig(
         evse_id=connector.evse_id,
         services=connector.services,
-        limits=EvseDcLimits(**{name: getattr(lim, name) for name in _LIMIT_FIELDS}),
+        limits=connector.limits,
         schedule=tuple(ScheduleEntry(p.duration_s, p.power_w) for p in connector.schedule),
         negative_discharge_limits=connector.negative_discharge_limits,
         auto_authorize=connector.auto_authorize,
