@@ -1296,6 +1296,9 @@ static int enc_element(Enc *e, const Tables *T, int ei, PyObject *value)
         Py_DECREF(tn);
         return rc;
     }
+    if (el->abstract || T->types[el->type].abstract)  /* numbered by the grammar, never valid on the wire */
+        return ERR(&e->c, EncodeError, -1, "<%U> is abstract: use one of the elements that substitute it",
+                   el->local);
     if (Py_EnterRecursiveCall(" while encoding EXI"))
         return -1;
     int rc = enc_complex(e, T, ei, value);

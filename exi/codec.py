@@ -800,6 +800,9 @@ def _encode_element(w: BitWriter, el: ElementInfo, value: Any) -> None:
     if not isinstance(value, el.cls):  # type: ignore[arg-type]
         raise ExiEncodeError(f"<{el.local}> needs a {el.cls.__name__ if el.cls else '?'}, "
                              f"got {type(value).__name__}")
+    if el.abstract or t.abstract:
+        # the grammar numbers abstract heads (CLReqControlMode), but no decoder accepts one on the wire
+        raise ExiEncodeError(f"<{el.local}> is abstract: use one of the elements that substitute it")
     _encode_complex(w, value, t)
 
 
