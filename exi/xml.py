@@ -45,7 +45,10 @@ def value_text(dt: Datatype, v: Any) -> str:
     if kind == "enum":
         return str(v.value if hasattr(v, "value") else v)
     if kind == "float":
-        return repr(float(v)).upper().replace("INF", "INF")
+        f = float(v)
+        if f != f:
+            return "NaN"
+        return {float("inf"): "INF", float("-inf"): "-INF"}.get(f, repr(f))
     return str(v)
 
 
