@@ -363,7 +363,7 @@ test_mutated_vectors_same_bytes_as_josev_long = mutated_vector_test(3000, slow=T
 
 
 def load_vectors() -> list[dict[str, Any]]:
-    need(VECTORS.exists(), f"{VECTORS} missing (copied from ../shared/exi-vectors by issue 2)")
+    need(VECTORS.exists(), f"{VECTORS} missing (the EXI test vectors belong in tests/vectors)")
     rows = [json.loads(line) for line in VECTORS.read_text().splitlines() if line.strip()]
     return [r for r in rows
             if not r.get("fragment") and NAMESPACE_TO_SCHEMA.get(r["schema"]) in JOSEV_SCHEMAS]
