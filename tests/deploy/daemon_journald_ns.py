@@ -15,22 +15,13 @@ import subprocess
 import sys
 import time
 
-JOURNALD = "/lib/systemd/systemd-journald"
-SOCKET = "/run/systemd/journal/socket"
+from tests.secc.journald_ns import private_journald
 
 
 def main(config: str) -> int:
-    for mountpoint in ("/run", "/var/log"):
-        subprocess.run(["mount", "-t", "tmpfs", "tmpfs", mountpoint], check=True)
-    os.makedirs("/var/log/journal")
-    journald = subprocess.Popen([JOURNALD], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 10
-        while not os.path.exists(SOCKET):
-            if time.monotonic() > deadline or journald.poll() is not None:
-                print("journald did not start", file=sys.stderr)
-                return 1
-            time.sleep(0.05)
+    with private_journald() as started:
+        if not started:
+            return 1
         with open("/run/secc-stderr", "w") as stderr:
             st = os.fstat(stderr.fileno())
             env = {**os.environ, "JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}
@@ -56,9 +47,6 @@ def main(config: str) -> int:
             print(f"stderr: {leaked[:500]}", file=sys.stderr)
             return 1
         return 0
-    finally:
-        journald.terminate()
-        journald.wait(10)
 
 
 if __name__ == "__main__":

@@ -7,10 +7,12 @@ entries `journalctl -o json EVSE_ID=...` returns, one JSON object per line.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 
 from secc.config import LoggingConfig
 from secc.logs import V2GLog, configure_logging, get_logger
@@ -19,7 +21,10 @@ JOURNALD = "/lib/systemd/systemd-journald"
 SOCKET = "/run/systemd/journal/socket"
 
 
-def main() -> int:
+@contextlib.contextmanager
+def private_journald() -> Iterator[bool]:
+    """Inside a private mount namespace: tmpfs over /run and /var/log, a journald of our own while the block
+    runs. Yields False when journald did not come up (after saying so on stderr)."""
     for mountpoint in ("/run", "/var/log"):
         subprocess.run(["mount", "-t", "tmpfs", "tmpfs", mountpoint], check=True)
     os.makedirs("/var/log/journal")
@@ -29,8 +34,19 @@ def main() -> int:
         while not os.path.exists(SOCKET):
             if time.monotonic() > deadline or journald.poll() is not None:
                 print("journald did not start", file=sys.stderr)
-                return 1
+                yield False
+                return
             time.sleep(0.05)
+        yield True
+    finally:
+        journald.terminate()
+        journald.wait(10)
+
+
+def main() -> int:
+    with private_journald() as started:
+        if not started:
+            return 1
         configure_logging(LoggingConfig(level="debug", format="journal", identifier="secc-test"), cache=False)
         v2g = V2GLog(get_logger("secc.session", evse_id="DE*SEC*E0001*1"))
         v2g.session_started("0a1b2c3d4e5f6071")
@@ -48,9 +64,6 @@ def main() -> int:
             time.sleep(0.1)
         sys.stdout.write(out.stdout)
         return 0
-    finally:
-        journald.terminate()
-        journald.wait(10)
 
 
 if __name__ == "__main__":
