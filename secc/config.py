@@ -10,6 +10,11 @@ in docs/config.md; systemd/secc.toml.example is a complete example.
 
 Sign convention as in secc.session: schedule power > 0 charges the EV, < 0 discharges it; discharge limits
 are magnitudes (>= 0) and `negative_discharge_limits` only changes how they are written on the wire.
+
+Every value has a plausible range checked here (docs/config.md lists them), so nothing accepted at start can
+fail later in a session: a current of 1e300 A would overflow the wire's RationalNumber, a 300-character EVSE
+ID would fail SessionSetupRes validation. Strings are printable (an error shows a bad one as a repr, never
+raw), and a file nested deeper than `MAX_NESTING` or larger than `MAX_CONFIG_BYTES` is refused in one line.
 """
 
 from __future__ import annotations
@@ -36,23 +41,54 @@ LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 LOG_FORMATS: Final = ("auto", "journal", "console", "json")
 SERVICES: Final = {"DC": 2, "DC_BPT": 6}  # -20 energy transfer service IDs (ISO 15118-20 Table 204)
 IFNAMSIZ: Final = 16  # kernel limit including the NUL
+MAX_CONFIG_BYTES: Final = 1024 * 1024  # a real file is a few KiB
+MAX_NESTING: Final = 16  # the deepest real table is connector.hal.<device>.<option> (4 levels)
+# ISO 15118-20 EVSEID is a string of at most 255 characters; its content follows ISO 15118-2 Annex H /
+# DIN SPEC 91286: <country><S><operator><S>E<outlet> (e.g. DE*SEC*E0001*1, separators optional), or the
+# DIN 70121 telephone form (+49*810*000*438), or "ZZ00000" for "no EVSE ID".
+EVSE_ID_MAX_LENGTH: Final = 255
+EVSE_ID_PATTERN: Final = re.compile(
+    r"[A-Za-z]{2}\*?[A-Za-z0-9]{3}\*?[Ee][A-Za-z0-9*]{1,30}|\+?[0-9]{1,3}\*[0-9]{3}\*[0-9*]{1,32}|ZZ00000"
+)
+# Plausible ranges of the connector limits: IEC 61851-23 / MCS hardware. A -20 RationalNumber (int16
+# mantissa, int8 exponent) carries far more; 1e300 does not fit at all.
+VOLTAGE_MAX_V: Final = 1500.0
+CURRENT_MAX_A: Final = 3000.0
+POWER_MAX_W: Final = 5_000_000.0
+SCHEDULE_PERIOD_MAX_S: Final = 172_800  # 48 h: -20 schedules cover at most that
+SIM_STEP_RANGE_S: Final = (1e-5, 0.1)  # below 10 us the model eats the CPU; above 100 ms it is no model
+TRACE_FILE_MAX_BYTES: Final = 1024**3
+TRACE_TOTAL_MAX_BYTES: Final = 64 * 1024**3
+IDENTIFIER_MAX_LENGTH: Final = 64
 # PLC backends that create plc_interface themselves (a TAP device), so it need not exist before the start
 USERSPACE_PLC_BACKENDS: Final = frozenset({"qca7000-spidev"})
 
 
+def printable(text: str) -> str:
+    """`text` with every non-printable character escaped: config text reaches a terminal or the journal."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 class ConfigError(ValueError):
-    """A configuration that must not be run. `key` is the dotted key, `reason` says what is wrong."""
+    """A configuration that must not be run. `key` is the dotted key, `reason` says what is wrong.
+
+    The message is one line of printable text whatever the file holds (a key or path with an escape
+    sequence or a newline is shown escaped).
+    """
 
     def __init__(self, key: str, reason: str, source: str = "") -> None:
         self.key = key
         self.reason = reason
         self.source = source
         where = f"{source}: " if source else ""
-        super().__init__(f"{where}{key}: {reason}" if key else f"{where}{reason}")
+        super().__init__(printable(f"{where}{key}: {reason}" if key else f"{where}{reason}"))
 
 
 class TlsMode(enum.Enum):
-    """What SDP offers: both servers (the EV picks), TLS only, or plain TCP only."""
+    """What SDP offers: TLS only (the production default, as -20 expects), or, as a lab option, both servers
+    (the EV picks) or plain TCP only. secc.transport logs a warning whenever a plain TCP server runs."""
 
     BOTH = "both"
     TLS_ONLY = "tls-only"
@@ -77,7 +113,7 @@ class TraceConfig:
 
 @dataclass(frozen=True, slots=True)
 class TlsConfig:
-    mode: TlsMode = TlsMode.BOTH
+    mode: TlsMode = TlsMode.TLS_ONLY
     chain: Path | None = None  # PEM: SECC leaf, then its sub-CAs
     key: Path | None = None
     key_password_file: Path | None = None
@@ -187,6 +223,8 @@ class _Table:
             raise self.error(name, f"must be a string, not {_type_name(value)}")
         if not value:
             raise self.error(name, "must not be empty")
+        if not value.isprintable():
+            raise self.error(name, f"must not contain control characters, not {value!r}")
         return value
 
     def opt_str(self, name: str) -> str | None:
@@ -223,7 +261,8 @@ class _Table:
             raise self.error(name, f"must be <= {maximum}, not {value}")
         return value
 
-    def get_float(self, name: str, default: float | None = None, minimum: float | None = None) -> float:
+    def get_float(self, name: str, default: float | None = None, minimum: float | None = None,
+                  maximum: float | None = None) -> float:
         value = self._get(name, default is None)
         if value is None:
             assert default is not None
@@ -234,6 +273,8 @@ class _Table:
             raise self.error(name, "must be a finite number")
         if minimum is not None and value < minimum:
             raise self.error(name, f"must be >= {minimum:g}, not {value:g}")
+        if maximum is not None and value > maximum:
+            raise self.error(name, f"must be <= {maximum:g}, not {value:g}")
         return float(value)
 
     def table(self, name: str) -> _Table:
@@ -259,8 +300,8 @@ class _Table:
         if not isinstance(value, list):
             raise self.error(name, f"must be an array of strings, not {_type_name(value)}")
         for i, item in enumerate(value):
-            if not isinstance(item, str) or not item:
-                raise ConfigError(f"{self.path(name)}[{i}]", "must be a non-empty string")
+            if not isinstance(item, str) or not item or not item.isprintable():
+                raise ConfigError(f"{self.path(name)}[{i}]", f"must be a non-empty printable string, not {item!r}")
         return tuple(value)
 
     def finish(self) -> None:
@@ -328,10 +369,14 @@ def _path(table: _Table, name: str, default: Path | None = None) -> Path | None:
 
 
 def _logging(t: _Table) -> LoggingConfig:
+    identifier = t.get_str("identifier", "secc")
+    if len(identifier) > IDENTIFIER_MAX_LENGTH or any(c.isspace() for c in identifier):
+        raise t.error("identifier", f"must be at most {IDENTIFIER_MAX_LENGTH} characters without spaces, "
+                      f"not {identifier!r}")
     cfg = LoggingConfig(
         level=t.choice("level", LOG_LEVELS, "info"),
         format=t.choice("format", LOG_FORMATS, "auto"),
-        identifier=t.get_str("identifier", "secc"),
+        identifier=identifier,
     )
     t.finish()
     return cfg
@@ -340,8 +385,9 @@ def _logging(t: _Table) -> LoggingConfig:
 def _traces(t: _Table) -> TraceConfig:
     directory = _path(t, "directory", DEFAULT_TRACE_DIRECTORY)
     assert directory is not None
-    max_file = t.get_int("max_file_bytes", DEFAULT_MAX_FILE_BYTES, minimum=64 * 1024)
-    max_total = t.get_int("max_total_bytes", DEFAULT_MAX_TOTAL_BYTES, minimum=64 * 1024)
+    max_file = t.get_int("max_file_bytes", DEFAULT_MAX_FILE_BYTES, minimum=64 * 1024, maximum=TRACE_FILE_MAX_BYTES)
+    max_total = t.get_int("max_total_bytes", DEFAULT_MAX_TOTAL_BYTES, minimum=64 * 1024,
+                          maximum=TRACE_TOTAL_MAX_BYTES)
     if max_total < max_file:
         raise t.error("max_total_bytes", f"must be >= max_file_bytes ({max_file})")
     udp_port = t.get_int("udp_key_disclosure_port", 0, minimum=0, maximum=65535) if t.has(
@@ -357,7 +403,7 @@ def _traces(t: _Table) -> TraceConfig:
 
 
 def _tls(t: _Table, checks: HostChecks) -> TlsConfig:
-    mode_text = t.choice("mode", tuple(m.value for m in TlsMode), TlsMode.BOTH.value)
+    mode_text = t.choice("mode", tuple(m.value for m in TlsMode), TlsMode.TLS_ONLY.value)
     mode = TlsMode(mode_text)
     chain = _path(t, "chain")
     key = _path(t, "key")
@@ -395,14 +441,24 @@ _LIMIT_FIELDS: Final = tuple(Limits.__dataclass_fields__)
 _REQUIRED_LIMITS: Final = ("max_charge_power_w", "max_charge_current_a", "max_voltage_v")
 
 
+def _limit_maximum(name: str) -> float:
+    if name.endswith("_voltage_v"):
+        return VOLTAGE_MAX_V
+    if name.endswith("_current_a"):
+        return CURRENT_MAX_A
+    assert name.endswith("_power_w"), name  # a new limit field needs its plausible range here
+    return POWER_MAX_W
+
+
 def _limits(defaults: Mapping[str, Any], t: _Table) -> Limits:
     merged = _Table({**defaults, **t.data}, t.key)
     values: dict[str, float] = {}
     for name in _LIMIT_FIELDS:
+        top = _limit_maximum(name)
         if name in _REQUIRED_LIMITS:
-            values[name] = merged.get_float(name, minimum=0.0)
+            values[name] = merged.get_float(name, minimum=0.0, maximum=top)
         else:
-            values[name] = merged.get_float(name, 0.0, minimum=0.0)
+            values[name] = merged.get_float(name, 0.0, minimum=0.0, maximum=top)
     merged.finish()
     limits = Limits(**values)
     if limits.min_voltage_v > limits.max_voltage_v:
@@ -418,7 +474,8 @@ def _limits(defaults: Mapping[str, Any], t: _Table) -> Limits:
 def _schedule(periods: list[_Table], key: str) -> tuple[SchedulePeriod, ...]:
     out: list[SchedulePeriod] = []
     for p in periods:
-        out.append(SchedulePeriod(duration_s=p.get_int("duration_s", minimum=1), power_w=p.get_float("power_w")))
+        out.append(SchedulePeriod(duration_s=p.get_int("duration_s", minimum=1, maximum=SCHEDULE_PERIOD_MAX_S),
+                                  power_w=p.get_float("power_w", minimum=-POWER_MAX_W, maximum=POWER_MAX_W)))
         p.finish()
     if not out:
         raise ConfigError(key, "needs at least one [[schedule]] period")
@@ -446,6 +503,9 @@ def _hal(t: _Table, board: str, plc_interface: str, checks: HostChecks) -> dict[
                           f"{', '.join(available_boards())}")
     hal = t.table("hal")
     config: dict[str, Any] = dict(hal.data)
+    if board == "sim" and hal.has("step_s"):  # the sim's other options are checked by secc.daemon
+        low, high = SIM_STEP_RANGE_S
+        config["step_s"] = hal.get_float("step_s", minimum=low, maximum=high)
     if board == "linux":
         from hal.linux.board import SECTIONS
 
@@ -481,9 +541,19 @@ def _check_device_paths(key: str, data: Mapping[str, Any]) -> None:
             raise ConfigError(k, f"{value} does not exist on this machine")
 
 
+def _evse_id(t: _Table) -> str:
+    evse_id = t.get_str("evse_id")
+    if len(evse_id) > EVSE_ID_MAX_LENGTH:
+        raise t.error("evse_id", f"{len(evse_id)} characters; ISO 15118-20 allows at most {EVSE_ID_MAX_LENGTH}")
+    if not EVSE_ID_PATTERN.fullmatch(evse_id):
+        raise t.error("evse_id", f"{evse_id!r} is not an EVSE ID (ISO 15118 / DIN SPEC 91286: e.g. "
+                      f"'DE*SEC*E0001*1', or '+49*810*000*438')")
+    return evse_id
+
+
 def _connector(t: _Table, defaults: _Table, default_schedule: list[_Table],
                checks: HostChecks) -> ConnectorConfig:
-    evse_id = t.get_str("evse_id")
+    evse_id = _evse_id(t)
     plc_interface = t.get_str("plc_interface")
     board = t.get_str("board")  # no default: a forgotten key must not run the simulator on a real charger
     hal = _hal(t, board, plc_interface, checks)
@@ -520,10 +590,24 @@ def _connector(t: _Table, defaults: _Table, default_schedule: list[_Table],
     return cfg
 
 
+def _check_nesting(data: Mapping[str, Any]) -> None:
+    """Refuse documents nested deeper than MAX_NESTING (iteratively: the check itself must not recurse)."""
+    stack: list[tuple[object, int, str]] = [(data, 0, "")]
+    while stack:
+        value, depth, key = stack.pop()
+        if depth > MAX_NESTING:
+            raise ConfigError(key, f"nested deeper than {MAX_NESTING} levels")
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1, f"{key}.{k}" if key else str(k)) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1, f"{key}[{i}]") for i, v in enumerate(value))
+
+
 def parse_config(data: Mapping[str, Any], checks: HostChecks | None = None, source: str = "") -> Config:
     """Validate an already-parsed TOML document. Raises ConfigError naming the first bad key."""
     checks = checks or HostChecks()
     try:
+        _check_nesting(data)
         root = _Table(data, "")
         logging_cfg = _logging(root.table("logging"))
         traces = _traces(root.table("traces"))
@@ -564,7 +648,12 @@ def load_config(path: Path | str = DEFAULT_CONFIG_PATH, checks: HostChecks | Non
     source = str(path)
     try:
         with path.open("rb") as f:
-            data = tomllib.load(f)
+            text = f.read(MAX_CONFIG_BYTES + 1)
+        if len(text) > MAX_CONFIG_BYTES:
+            raise ConfigError("", f"larger than {MAX_CONFIG_BYTES} bytes: not a config file", source)
+        data = tomllib.loads(text.decode("utf-8"))
+    except RecursionError:  # tomllib recurses per nesting level
+        raise ConfigError("", f"invalid TOML: nested deeper than {MAX_NESTING} levels", source) from None
     except FileNotFoundError:
         raise ConfigError("", "config file does not exist", source) from None
     except PermissionError:

@@ -87,7 +87,7 @@ def test_example_config_is_accepted(capsys: pytest.CaptureFixture[str]) -> None:
     assert [p.power_w for p in c.schedule] == [11_000, -7_000]
     assert c.services == (2, 6)
     assert c.hal["plc"] == {"backend": "qcaspi", "interface": "plc0"}
-    assert config.tls.mode is TlsMode.BOTH and config.tls.tls_enabled and config.tls.tcp_enabled
+    assert config.tls.mode is TlsMode.TLS_ONLY and config.tls.tls_enabled and not config.tls.tcp_enabled
 
 
 def test_valid_sim_config_with_host_checks(tmp_path: Path, pki: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -202,7 +202,7 @@ def test_two_connectors_on_one_interface(tmp_path: Path, pki: Path, capsys: pyte
 
 def test_no_tls_needs_no_certificates(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     text = ('[tls]\nmode = "no-tls"\n[[schedule]]\nduration_s = 10\npower_w = 1000\n'
-            '[[connector]]\nevse_id = "X"\nplc_interface = "lo"\nboard = "sim"\nservices = ["DC"]\n'
+            '[[connector]]\nevse_id = "DE*SEC*E0001*1"\nplc_interface = "lo"\nboard = "sim"\nservices = ["DC"]\n'
             "[connector.limits]\nmax_charge_power_w = 1000\nmax_charge_current_a = 10\nmax_voltage_v = 500\n")
     rc, out, err = check(write(tmp_path, text), capsys=capsys)
     assert rc == 0, err
@@ -292,7 +292,7 @@ def test_daemon_objects_from_the_config(tmp_path: Path, pki: Path) -> None:
     assert server.client_roots == (pki / "certs" / "v2g_root.pem",)
     context = tls_context(config.tls)
     assert isinstance(context, ssl.SSLContext) and context.minimum_version is ssl.TLSVersion.TLSv1_3
-    assert sdp_policy(config.tls) is SecurityPolicy.ACCEPT_CLIENT_OFFER
+    assert sdp_policy(config.tls) is SecurityPolicy.ENFORCE_TLS  # tls-only is the default
 
     no_tls = load_config(EXAMPLE, HostChecks(enabled=False))
     object.__setattr__(no_tls.tls, "mode", TlsMode.NO_TLS)
@@ -363,7 +363,7 @@ def test_board_is_required(tmp_path: Path, pki: Path, capsys: pytest.CaptureFixt
 def test_userspace_plc_driver_creates_its_interface(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """qca7000-spidev makes the TAP plc_interface itself: it is not required to exist, and it is the TAP's name."""
     text = ('[tls]\nmode = "no-tls"\n[[schedule]]\nduration_s = 10\npower_w = 1000\n'
-            '[[connector]]\nevse_id = "X"\nplc_interface = "plc7"\nboard = "linux"\nservices = ["DC"]\n'
+            '[[connector]]\nevse_id = "DE*SEC*E0001*1"\nplc_interface = "plc7"\nboard = "linux"\nservices = ["DC"]\n'
             "[connector.limits]\nmax_charge_power_w = 1000\nmax_charge_current_a = 10\nmax_voltage_v = 500\n"
             '[connector.hal.cp]\nbackend = "sysfs-pwm-ads1115"\n[connector.hal.contactors]\nbackend = "gpiod"\n'
             '[connector.hal.imd]\nbackend = "bender-isocha425hv"\n[connector.hal.meter]\nbackend = "eastron-sdm630"\n'
@@ -430,3 +430,131 @@ def test_daemon_checks_run_in_config_check(tmp_path: Path, pki: Path, capsys: py
     err = one_error_line(tmp_path, text, capsys)
     assert err == (f"secc config: {tmp_path / 'secc.toml'}: connector[0].hal.ev: must be one of plugged, "
                    "unplugged, not 'flying'")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# issue 15: every value has a plausible range, checked where the config is read
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (("max_charge_current_a = 200", "max_charge_current_a = 1e300"),
+         "connector[0].limits.max_charge_current_a: must be <= 3000, not 1e+300"),
+        (("max_voltage_v = 1000", "max_voltage_v = 100000"),
+         "connector[0].limits.max_voltage_v: must be <= 1500, not 100000"),
+        (("max_charge_power_w = 150000", "max_charge_power_w = 1e12"),
+         "connector[0].limits.max_charge_power_w: must be <= 5e+06, not 1e+12"),
+        (("duration_s = 60", "duration_s = 9223372036854775807"),
+         "schedule[0].duration_s: must be <= 172800, not 9223372036854775807"),
+        (("power_w = -7000", "power_w = -1e300"), "schedule[1].power_w: must be >= -5e+06, not -1e+300"),
+    ],
+)
+def test_config_range_refuses_values_that_overflow_the_wire(tmp_path: Path, pki: Path,
+                                                             capsys: pytest.CaptureFixture[str],
+                                                             edit: tuple[str, str], expected: str) -> None:
+    text = sim_config(pki)
+    assert edit[0] in text
+    assert one_error_line(tmp_path, text.replace(edit[0], edit[1], 1), capsys).endswith(expected)
+
+
+def test_config_range_limits_at_the_maximum_fit_a_rational_number(tmp_path: Path, pki: Path) -> None:
+    """What the ranges let through is representable on the wire (int16 mantissa, int8 exponent)."""
+    from exi.generated import ct
+    from secc.config import CURRENT_MAX_A, POWER_MAX_W, VOLTAGE_MAX_V
+
+    for value in (CURRENT_MAX_A, POWER_MAX_W, VOLTAGE_MAX_V, 0.001):
+        number = ct.RationalNumber.from_decimal(value)
+        assert float(number) == value and -128 <= number.exponent <= 127 and -32768 <= number.value <= 32767
+    with pytest.raises(ValueError, match="exponent 296 out of range"):  # 1e300 in ChargeParameterDiscovery
+        ct.RationalNumber.from_decimal(1e300)
+
+
+def test_config_range_evse_id_of_300_characters_is_refused(tmp_path: Path, pki: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    long_id = "DE*SEC*E" + "1" * 292
+    err = one_error_line(tmp_path, sim_config(pki).replace("DE*SEC*E0001*1", long_id), capsys)
+    assert err.endswith("connector[0].evse_id: 300 characters; ISO 15118-20 allows at most 255")
+
+
+@pytest.mark.parametrize("evse_id", ["X", "DE SEC E0001", "DE*SEC*X0001", "DE*SEC*E" + "1" * 31, "1"])
+def test_config_range_evse_id_must_have_the_iso_shape(tmp_path: Path, pki: Path,
+                                                      capsys: pytest.CaptureFixture[str], evse_id: str) -> None:
+    err = one_error_line(tmp_path, sim_config(pki).replace("DE*SEC*E0001*1", evse_id), capsys)
+    assert f"connector[0].evse_id: {evse_id!r} is not an EVSE ID (ISO 15118 / DIN SPEC 91286" in err
+
+
+@pytest.mark.parametrize("evse_id", ["DE*SEC*E0001*1", "DESECE00011", "de*sec*e1", "+49*810*000*438", "ZZ00000"])
+def test_config_range_evse_id_shapes_accepted(tmp_path: Path, pki: Path, evse_id: str) -> None:
+    config = load_config(write(tmp_path, sim_config(pki).replace("DE*SEC*E0001*1", evse_id)))
+    assert config.connectors[0].evse_id == evse_id
+
+
+def test_config_range_control_characters_are_never_printed_raw(tmp_path: Path, pki: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    # TOML escapes put an ANSI escape sequence and a carriage return into the value
+    text = sim_config(pki).replace('"DE*SEC*E0001*1"', r'"DE*SEC*E0001*1\u001b[2J\r"')
+    err = one_error_line(tmp_path, text, capsys)
+    assert "\x1b" not in err and "\r" not in err
+    assert err.endswith("connector[0].evse_id: must not contain control characters, not "
+                        "'DE*SEC*E0001*1\\x1b[2J\\r'")
+    # a key is printed escaped too (an unknown key with a newline in a quoted name)
+    text = sim_config(pki).replace('board = "sim"', 'board = "sim"\n"col\\nour" = 1')
+    err = one_error_line(tmp_path, text, capsys)
+    assert err.endswith("connector[0].col\\nour: unknown key")
+
+
+@pytest.mark.parametrize("step", ["0", "-1", "1e-9", "5"])
+def test_config_range_sim_step_of_zero_is_refused(tmp_path: Path, pki: Path,
+                                                  capsys: pytest.CaptureFixture[str], step: str) -> None:
+    text = sim_config(pki) + f"[connector.hal]\nstep_s = {step}\n"
+    err = one_error_line(tmp_path, text, capsys)
+    assert "connector[0].hal.step_s: must be " in err
+    assert load_config(write(tmp_path, sim_config(pki) + "[connector.hal]\nstep_s = 0.002\n")).connectors[
+        0].hal["step_s"] == 0.002
+
+
+@pytest.mark.parametrize("kind", ["array", "inline-table", "dotted"])
+def test_config_range_deeply_nested_toml_is_exit_2_with_one_line(tmp_path: Path, kind: str) -> None:
+    """A RecursionError traceback (exit 1) would defeat the unit's RestartPreventExitStatus=2."""
+    depth = 5000 if kind != "dotted" else 200
+    if kind == "array":
+        text = "a = " + "[" * depth + "]" * depth + "\n"
+    elif kind == "inline-table":
+        text = "a = " + "{b = " * depth + "1" + "}" * depth + "\n"
+    else:  # parses without recursion, nests anyway
+        text = "[connector." + ".".join(["hal"] * depth) + "]\nx = 1\n"
+    path = write(tmp_path, text)
+    proc = subprocess.run([sys.executable, "-m", "secc.cli", "config", "check", "--no-host-checks", str(path)],
+                          capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert "nested deeper than 16 levels" in proc.stderr
+
+
+def test_config_range_huge_file_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "big.toml"
+    path.write_text("# " + "x" * (1024 * 1024) + "\n")
+    rc, _, err = check(path, capsys=capsys)
+    assert rc == 2 and err.count("\n") == 1 and "larger than 1048576 bytes" in err
+
+
+def test_config_range_trace_caps_and_identifier(tmp_path: Path, pki: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    err = one_error_line(tmp_path, sim_config(pki) + "[traces]\nmax_file_bytes = 1099511627776\n", capsys)
+    assert err.endswith("traces.max_file_bytes: must be <= 1073741824, not 1099511627776")
+    err = one_error_line(tmp_path, sim_config(pki) + '[logging]\nidentifier = "a b"\n', capsys)
+    assert "logging.identifier: must be at most 64 characters without spaces" in err
+    err = one_error_line(tmp_path, sim_config(pki) + '[status]\nsocket = "/run/a\\u0000b"\n', capsys)
+    assert err.endswith("status.socket: must not contain control characters, not '/run/a\\x00b'")
+
+
+def test_tls_only_is_the_default_mode(tmp_path: Path, pki: Path) -> None:
+    from secc.config import TlsConfig, sdp_policy
+    from secc.sdp import SecurityPolicy
+
+    assert TlsConfig().mode is TlsMode.TLS_ONLY
+    config = load_config(write(tmp_path, sim_config(pki)))  # no `mode` key
+    assert config.tls.mode is TlsMode.TLS_ONLY and not config.tls.tcp_enabled
+    assert sdp_policy(config.tls) is SecurityPolicy.ENFORCE_TLS
+    assert load_config(EXAMPLE, HostChecks(enabled=False)).tls.mode is TlsMode.TLS_ONLY
