@@ -23,16 +23,17 @@ def measure() -> dict[str, object]:
     import exi
     from exi.generated import cm
     from secc import v2gtp
-    from secc.session import events as ev
-    from secc.session.config import SessionConfig
-    from secc.session.machine import Phase, Session
+    from secc.protocol import events as ev
+    from secc.protocol.config import SessionConfig
+    from secc.protocol.iso20.session import ENERGY_TRANSFER
+    from secc.protocol.session import Session
     from tests.secc.session_ev import ScriptedEv
 
     session = Session(SessionConfig(), now=0.0, unix_clock=lambda: 1_700_000_000.0)
     car = ScriptedEv(session)
     car.through_precharge(bpt=True, dynamic=True)
     car.send(car.power_delivery(True, False, cm.ChannelSelection.Charge))
-    assert session.phase is Phase.CHARGE_LOOP
+    assert session.phase == ENERGY_TRANSFER
     frame_in = v2gtp.frame(v2gtp.DC_MAINSTREAM, exi.encode(car.charge_loop(car.loop_mode(True, True)), "dc"))
     present = ev.PresentValues(400.0, -12.5)
     parser = v2gtp.V2GTPStreamParser()

@@ -7,8 +7,9 @@ from typing import Any
 import exi
 from exi.generated import app, cm, ct, dc
 from secc import v2gtp
-from secc.session import events as ev
-from secc.session.machine import Output, Session
+from secc.protocol import events as ev
+from secc.protocol.engine import Output
+from secc.protocol.session import Session
 
 R = ct.RationalNumber.from_decimal
 

@@ -9,10 +9,11 @@ import pytest
 import exi
 from exi.generated import app, cm, ct, dc
 from secc import v2gtp
-from secc.session import events as ev
-from secc.session.config import EvseDcLimits, ScheduleEntry, SessionConfig, SessionTimeouts
-from secc.session.handlers import cable_check_test_voltage
-from secc.session.machine import Phase, Session
+from secc.protocol import events as ev
+from secc.protocol.config import EvseDcLimits, ScheduleEntry, SessionConfig, SessionTimeouts
+from secc.protocol.iso20 import session as phases
+from secc.protocol.iso20.dc import cable_check_test_voltage
+from secc.protocol.session import Session
 from tests.secc.session_ev import ScriptedEv, sap_req
 
 RC = ct.ResponseCode
@@ -39,7 +40,7 @@ def test_full_session(bpt: bool, dynamic: bool) -> None:
     assert signals_of(car, ev.PreChargeTarget)[-1] == ev.PreChargeTarget(380.0, 2.0)
     channel = cm.ChannelSelection.Charge if bpt else None
     assert car.send(car.power_delivery(True, not dynamic, channel)).response_code == RC.OK
-    assert car.session.phase is Phase.CHARGE_LOOP
+    assert car.session.phase is phases.ENERGY_TRANSFER
     for _ in range(3):
         car.control(ev.PresentValues(400.0, 27.5))
         res = car.send(car.charge_loop(car.loop_mode(bpt, dynamic)))
@@ -164,9 +165,9 @@ def test_power_delivery_ongoing_is_answered_and_waited_for() -> None:
     car.through_precharge(bpt=False, dynamic=False)
     for _ in range(2):
         res = car.send(car.power_delivery(True, processing=ct.Processing.Ongoing))
-        assert res.response_code == RC.OK and car.session.phase is Phase.PRE_CHARGE
+        assert res.response_code == RC.OK and car.session.phase is phases.POWER_DELIVERY
     car.send(car.power_delivery(True))
-    assert car.session.phase is Phase.CHARGE_LOOP
+    assert car.session.phase is phases.ENERGY_TRANSFER
 
 
 def test_unknown_session() -> None:
@@ -315,14 +316,26 @@ def test_connection_lost_mid_loop_ends_the_session() -> None:
     assert car.session.connection_lost(car.now) == []
 
 
-def test_transitions_table_covers_every_phase() -> None:
-    from secc.session.machine import TRANSITIONS
+def test_every_phase_of_the_dc_table_is_reachable_and_can_be_left() -> None:
+    """The rows of the common table and the DC module form one connected machine: no dead phase."""
+    from secc.protocol.engine import ENDED, NEXT_BY_SERVICE
+    from secc.protocol.iso20.common import COMMON_SPECS
+    from secc.protocol.iso20.dc import MODULE
 
-    assert set(TRANSITIONS) == set(Phase)
-    reachable = {Phase.SUPPORTED_APP_PROTOCOL}
-    for phase in Phase:
-        reachable |= set(TRANSITIONS[phase].values())
-    assert reachable == set(Phase)
+    rows = [*COMMON_SPECS, *MODULE.specs]
+    after = {"ScheduleExchangeReq": MODULE.after_schedule_exchange, "PowerDeliveryReq:Stop": MODULE.after_power_stop}
+    edges = {(phase, after.get(r.key, r.next_phase) if r.next_phase == NEXT_BY_SERVICE else r.next_phase or phase)
+             for r in rows for phase in r.allowed_in | (MODULE.stop_allowed_in if r.next_phase == ENDED else set())}
+    reachable, frontier = {phases.SESSION_SETUP}, [phases.SESSION_SETUP]
+    while frontier:
+        here = frontier.pop()
+        for a, b in edges:
+            if a == here and b not in reachable:
+                reachable.add(b)
+                frontier.append(b)
+    used = {a for a, _ in edges} | {b for _, b in edges}
+    assert reachable == used - {phases.SESSION_STOP}  # SessionStop is AC's phase after PowerDelivery(Stop)
+    assert ENDED in reachable
 
 
 def test_power_delivery_without_finished_precharge_accepted_only_at_the_ev_voltage() -> None:
@@ -336,7 +349,7 @@ def test_power_delivery_without_finished_precharge_accepted_only_at_the_ev_volta
     car.send(car.precharge(400, False))
     car.control(ev.PresentValues(395.0, 0.0))
     assert car.send(car.power_delivery(True)).response_code == RC.OK
-    assert car.session.phase is Phase.CHARGE_LOOP
+    assert car.session.phase is phases.ENERGY_TRANSFER
 
 
 def test_meter_info_from_the_present_values() -> None:
@@ -433,7 +446,7 @@ def test_welded_contactor_fails_welding_detection() -> None:
 
 def test_a_long_session_keeps_a_bounded_trace() -> None:
     """Hours of ChargeLoop must not grow the session's memory: the trace keeps its start and its latest part."""
-    from secc.session.machine import TRACE_HEAD, TRACE_TAIL
+    from secc.protocol.engine import TRACE_HEAD, TRACE_TAIL
 
     car = make()
     car.through_precharge(False, True)
