@@ -27,6 +27,7 @@ SUBCOMMANDS: dict[str, str] = {
     "config": "secc.config_cli",
     "status": "secc.status",
     "demo": "secc.demo",
+    "der": "secc.der_cli",
 }
 
 
