@@ -36,6 +36,7 @@ DEFAULT_TRACE_DIRECTORY: Final = Path("/var/log/secc/traces")
 SYS_CLASS_NET: Final = Path("/sys/class/net")
 DEFAULT_MAX_FILE_BYTES: Final = 16 * 1024 * 1024
 DEFAULT_MAX_TOTAL_BYTES: Final = 256 * 1024 * 1024
+DEFAULT_KEYLOG_MAX_BYTES: Final = 4 * 1024 * 1024  # = secc.tls.DEFAULT_KEYLOG_MAX_BYTES (not imported: lazy)
 
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 LOG_FORMATS: Final = ("auto", "journal", "console", "json")
@@ -120,6 +121,7 @@ class TlsConfig:
     client_auth: str = "off"  # off | optional | required (secc.tls.ClientAuth values)
     client_roots: tuple[Path, ...] = ()
     key_log: Path | None = None  # NSS key log: anyone holding it can decrypt the sessions
+    key_log_max_bytes: int = DEFAULT_KEYLOG_MAX_BYTES  # rotated to <key_log>.1 at this size
 
     @property
     def tls_enabled(self) -> bool:
@@ -411,6 +413,8 @@ def _tls(t: _Table, checks: HostChecks) -> TlsConfig:
     client_auth = t.choice("client_auth", ("off", "optional", "required"), "off")
     roots = t.str_list("client_roots")
     key_log = _path(t, "key_log")
+    key_log_max = t.get_int("key_log_max_bytes", DEFAULT_KEYLOG_MAX_BYTES, minimum=64 * 1024,
+                            maximum=TRACE_FILE_MAX_BYTES)
     t.finish()
     root_paths: list[Path] = []
     for i, r in enumerate(roots):
@@ -434,7 +438,7 @@ def _tls(t: _Table, checks: HostChecks) -> TlsConfig:
     if key_log is not None and checks.enabled and not key_log.parent.is_dir():
         raise ConfigError(t.path("key_log"), f"directory {key_log.parent} does not exist")
     return TlsConfig(mode=mode, chain=chain, key=key, key_password_file=password_file, client_auth=client_auth,
-                     client_roots=tuple(root_paths), key_log=key_log)
+                     client_roots=tuple(root_paths), key_log=key_log, key_log_max_bytes=key_log_max)
 
 
 _LIMIT_FIELDS: Final = tuple(Limits.__dataclass_fields__)
@@ -705,7 +709,8 @@ def tls_server_config(tls: TlsConfig) -> TlsServerConfig | None:
     if tls.key_password_file is not None:
         password = _read_file("tls.key_password_file", tls.key_password_file).decode().rstrip("\r\n")
     return TlsServerConfig(chain=tls.chain, key=tls.key, client_auth=ClientAuth(tls.client_auth),
-                           client_roots=tls.client_roots, keylog_file=tls.key_log, key_password=password)
+                           client_roots=tls.client_roots, keylog_file=tls.key_log,
+                           keylog_max_bytes=tls.key_log_max_bytes, key_password=password)
 
 
 def tls_context(tls: TlsConfig, key_log: bool = True) -> ssl.SSLContext | None:

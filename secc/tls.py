@@ -5,6 +5,13 @@ that order, server preference ([V2G20-2059], [V2G20-1856] as quoted by Josev); k
 secp521r1 and X448; a secp521r1 (or Ed448) SECC leaf sent with its Sub-CA 2 and Sub-CA 1; optional client
 authentication against configured roots; optional NSS key log file.
 
+The key log (test benches only: it decrypts every session) is off unless configured. It is created, or an
+existing file forced, to mode 0600 before OpenSSL appends to it (a pre-existing 0666 file must not stay
+world-readable), a symlink in its place is refused, and it is bounded: once it reaches `keylog_max_bytes`
+(default `DEFAULT_KEYLOG_MAX_BYTES`) it is renamed to `<file>.1` (replacing the previous one) and a new
+file is started, so at most twice the cap is on disk. The connection server calls `maintain_key_log()`
+after each handshake; that is where the size is checked.
+
 Why ctypes on the context's own SSL_CTX
 ---------------------------------------
 Python's `ssl` has no setter for TLS 1.3 cipher suites (`set_ciphers()` only governs TLS <= 1.2) and no
@@ -44,7 +51,9 @@ import importlib
 import logging
 import os
 import ssl
+import stat
 import sys
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +66,9 @@ log = logging.getLogger(__name__)
 
 V2G20_CIPHER_SUITES: Final = ("TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256")
 V2G20_GROUPS: Final = ("secp521r1", "X448")
+
+DEFAULT_KEYLOG_MAX_BYTES: Final = 4 * 1024 * 1024  # ~4000 TLS 1.3 handshakes (5 lines, ~1 KiB each)
+KEYLOG_ROTATED_SUFFIX: Final = ".1"
 
 _TLS1_3_VERSION: Final = 0x0304
 _SSL_CTRL_SET_GROUPS_LIST: Final = 92
@@ -80,6 +92,7 @@ class TlsServerConfig:
     client_auth: ClientAuth = ClientAuth.OFF
     client_roots: tuple[Path, ...] = ()  # PEM files of the roots an EV's client chain must verify against
     keylog_file: Path | None = None  # NSS key log (secrets!): test benches only
+    keylog_max_bytes: int = DEFAULT_KEYLOG_MAX_BYTES  # rotated to <file>.1 beyond this
     key_password: str | None = None
     # Leave at V2G20_GROUPS. Widening it (e.g. adding "prime256v1" for Josev's P-256-only TLS 1.3 client) is
     # a deliberate, logged deviation from the -20 profile for interop benches.
@@ -225,6 +238,77 @@ def _check_leaf(chain: Path) -> None:
     raise TlsProfileError(f"SECC leaf in {chain} is not secp521r1/Ed448, as the -20 TLS profile requires")
 
 
+def open_key_log(path: Path) -> None:
+    """Create `path` mode 0600, or force an existing file to 0600: it holds every session's secrets.
+
+    O_NOFOLLOW: a symlink planted in the log directory must not redirect the secrets (or the chmod).
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path} is not a regular file")
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
+class KeyLog:
+    """The context-wide NSS key log: private, and rotated at a size cap (see the module docstring)."""
+
+    def __init__(self, path: Path, max_bytes: int = DEFAULT_KEYLOG_MAX_BYTES) -> None:
+        if max_bytes < 4096:
+            raise ValueError(f"key log cap {max_bytes} bytes is below one handshake's lines")
+        self.path = path
+        self.max_bytes = max_bytes
+        self.rotations = 0
+
+    @property
+    def rotated_path(self) -> Path:
+        return self.path.with_name(self.path.name + KEYLOG_ROTATED_SUFFIX)
+
+    def attach(self, context: ssl.SSLContext) -> None:
+        """(Re)open the file for `context`: CPython closes its previous FILE* and appends to this path."""
+        open_key_log(self.path)
+        context.keylog_filename = str(self.path)
+
+    def rotate_if_full(self, context: ssl.SSLContext) -> bool:
+        """Rotate when the file has reached the cap (or vanished); True if a new file was started."""
+        try:
+            st = os.stat(self.path, follow_symlinks=False)
+            full = st.st_size >= self.max_bytes or not stat.S_ISREG(st.st_mode)
+        except FileNotFoundError:
+            full = True  # deleted under us: OpenSSL would append to the unlinked inode forever
+        if not full:
+            return False
+        if self.path.exists() or self.path.is_symlink():
+            os.replace(self.path, self.rotated_path)
+        self.attach(context)
+        self.rotations += 1
+        log.info("TLS key log %s rotated to %s (cap %d bytes)", self.path, self.rotated_path, self.max_bytes)
+        return True
+
+
+_key_logs: weakref.WeakKeyDictionary[ssl.SSLContext, KeyLog] = weakref.WeakKeyDictionary()
+
+
+def key_log_of(context: ssl.SSLContext) -> KeyLog | None:
+    """The key log `server_context` attached to `context`, if any."""
+    return _key_logs.get(context)
+
+
+def maintain_key_log(context: ssl.SSLContext) -> None:
+    """After a handshake: rotate the context's key log if it reached its cap. Never raises (logs instead)."""
+    key_log = _key_logs.get(context)
+    if key_log is None:
+        return
+    try:
+        key_log.rotate_if_full(context)
+    except OSError as exc:
+        log.warning("TLS key log %s: cannot rotate: %s; key logging stopped", key_log.path, exc)
+        context.keylog_filename = None  # type: ignore[assignment]  # bounded beats complete
+        del _key_logs[context]
+
+
 def server_context(config: TlsServerConfig) -> ssl.SSLContext:
     """A server-side SSLContext with the ISO 15118-20 profile applied, or TlsProfileError."""
     _check_leaf(config.chain)
@@ -250,13 +334,18 @@ def server_context(config: TlsServerConfig) -> ssl.SSLContext:
                 raise TlsProfileError(f"cannot load client root {root}: {exc}") from exc
         required = config.client_auth is ClientAuth.REQUIRED
         context.verify_mode = ssl.CERT_REQUIRED if required else ssl.CERT_OPTIONAL
-    if config.keylog_file is not None:
-        # The file holds session secrets: create it private before OpenSSL appends to it.
-        os.close(os.open(config.keylog_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
-        context.keylog_filename = str(config.keylog_file)
-        log.warning("TLS key logging to %s: traffic of this SECC can be decrypted", config.keylog_file)
     if config.groups != V2G20_GROUPS:
         log.warning("TLS key exchange groups %s deviate from the ISO 15118-20 profile %s", config.groups, V2G20_GROUPS)
     restrict_tls13(context, groups=config.groups)
     self_test(context, config.groups)
+    if config.keylog_file is not None:
+        # The file holds session secrets: private (0600) before OpenSSL appends to it, and bounded.
+        # Attached after the self-test, whose probe handshakes would only add meaningless lines.
+        key_log = KeyLog(config.keylog_file, config.keylog_max_bytes)
+        try:
+            key_log.attach(context)
+        except OSError as exc:
+            raise TlsProfileError(f"cannot use TLS key log {config.keylog_file}: {exc}") from exc
+        _key_logs[context] = key_log
+        log.warning("TLS key logging to %s: traffic of this SECC can be decrypted", config.keylog_file)
     return context

@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Final, Protocol, cast
 
 from secc import sdp, v2gtp
+from secc import tls as tls_profile
 
 log = logging.getLogger(__name__)
 
@@ -261,6 +262,7 @@ class _TlsServerSession(asyncio.Protocol, asyncio.Transport):
         self._server = server
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
+        self._context = context
         self._ssl = context.wrap_bio(self._incoming, self._outgoing, server_side=True)
         self._raw: asyncio.Transport | None = None
         self._app: _V2GConnectionProtocol | None = None
@@ -317,6 +319,7 @@ class _TlsServerSession(asyncio.Protocol, asyncio.Transport):
         self._flush()  # Finished and NewSessionTicket
         if self._timer is not None:
             self._timer.cancel()
+        tls_profile.maintain_key_log(self._context)  # the key log's size cap is checked per handshake
         app = _V2GConnectionProtocol(self._server)
         self._app = app
         app.connection_made(self)

@@ -50,29 +50,64 @@ def _is_hex(text: str) -> bool:
 
 
 class KeyLogTail:
-    """New complete lines of a growing key log file since construction (or the previous `read()`)."""
+    """New complete lines of a growing key log file since construction (or the previous `read()`).
+
+    secc.tls rotates the key log at its size cap (renamed to `<file>.1`, a new file started): the tail
+    follows the file by inode, so lines appended to the old file before the rotation are still returned,
+    then the new file from its start.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._offset = 0
+        self._inode: int | None = None  # of the file _offset belongs to
         try:
-            self._offset = path.stat().st_size
+            st = path.stat()
+            self._offset, self._inode = st.st_size, st.st_ino
         except FileNotFoundError:
-            self._offset = 0
+            pass
+
+    @property
+    def rotated_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".1")  # secc.tls.KEYLOG_ROTATED_SUFFIX
+
+    def _read_from(self, path: Path, inode: int | None) -> tuple[bytes, int] | None:
+        """The bytes of `path` from our offset (None if `path` is not the file with `inode`), and its inode."""
+        with path.open("rb") as file:
+            st = os.fstat(file.fileno())
+            if inode is not None and st.st_ino != inode:
+                return None
+            if st.st_size < self._offset:  # truncated by someone: start over
+                self._offset = 0
+            file.seek(self._offset)
+            return file.read(), st.st_ino
 
     def read(self) -> list[str]:
+        chunks: list[bytes] = []
         try:
-            with self.path.open("rb") as file:
-                size = os.fstat(file.fileno()).st_size
-                if size < self._offset:  # truncated / rotated by someone: start over
-                    self._offset = 0
-                file.seek(self._offset)
-                chunk = file.read()
+            if self._inode is not None:
+                try:
+                    current = self.path.stat().st_ino
+                except FileNotFoundError:
+                    current = None
+                if current != self._inode:  # rotated: finish the old file first
+                    try:
+                        old = self._read_from(self.rotated_path, self._inode)
+                    except FileNotFoundError:
+                        old = None
+                    if old is not None:
+                        chunks.append(old[0][: old[0].rfind(b"\n") + 1])
+                    self._offset, self._inode = 0, None
+            got = self._read_from(self.path, None)
         except OSError as exc:
             log.warning("cannot read TLS key log %s: %s", self.path, exc)
             return []
+        assert got is not None
+        chunk, self._inode = got
         complete = chunk[: chunk.rfind(b"\n") + 1]  # OpenSSL may be mid-line
         self._offset += len(complete)
-        lines = complete.decode("ascii", errors="replace").splitlines()
+        chunks.append(complete)
+        lines = b"".join(chunks).decode("ascii", errors="replace").splitlines()
         return [line for line in lines if is_keylog_line(line)]
 
 
