@@ -3,7 +3,9 @@
 Kept: SLAC and every other HomePlug AV MME (ethertype 0x88E1); SDP (IPv6 UDP, either port 15118); every
 IPv6 TCP segment (on the PLC link that is the V2G connection, plain or TLS); and, when a key disclosure port is
 configured, the UDP datagrams sent from it (so dsV2Gshark finds the secrets in the same file). Dropped:
-ICMPv6 neighbour discovery and MLD, and anything else.
+ICMPv6 neighbour discovery and MLD, and anything else. With `server_ports` only the TCP segments from or to
+those ports are kept: on a loopback interface (simulator, `make run`) that is this daemon's V2G servers and
+not the host's other TCP traffic.
 
 The BPF program runs in the kernel (SO_ATTACH_FILTER), so frames we do not keep never wake the event loop.
 `matches()` is the same rule in Python, used when the kernel refuses the program and in the tests that check
@@ -31,46 +33,88 @@ _JEQ_K: Final = 0x15
 _RET_K: Final = 0x06
 
 
-def matches(frame: bytes, disclosure_port: int | None = None) -> bool:
-    """True if `frame` (Ethernet II, no FCS) belongs in a trace."""
+MAX_SERVER_PORTS: Final = 32  # keeps every jump of the program within BPF's 8-bit offsets
+
+
+def _check_ports(server_ports: frozenset[int] | None) -> None:
+    if server_ports is not None:
+        if not server_ports:
+            raise ValueError("server_ports must name at least one port (None keeps every TCP segment)")
+        if len(server_ports) > MAX_SERVER_PORTS or not all(0 < p <= 0xFFFF for p in server_ports):
+            raise ValueError(f"server_ports must be 1..{MAX_SERVER_PORTS} ports in 1..65535, not {server_ports}")
+
+
+def matches(frame: bytes, disclosure_port: int | None = None, server_ports: frozenset[int] | None = None) -> bool:
+    """True if `frame` (Ethernet II, no FCS) belongs in a trace.
+
+    `server_ports`: keep only TCP segments from or to these ports (this daemon's V2G servers), e.g. on a
+    loopback interface that also carries the host's other TCP traffic. None keeps every TCP segment.
+    """
+    # Step for step what the BPF program does, including where a load past the end drops the frame.
     if len(frame) < ETH_HEADER:
         return False
     ethertype = (frame[12] << 8) | frame[13]
     if ethertype == ETH_P_HPAV:
         return True
-    if ethertype != ETH_P_IPV6 or len(frame) < ETH_HEADER + 40:
+    if ethertype != ETH_P_IPV6 or len(frame) < ETH_HEADER + 7:
         return False
-    next_header = frame[20]
-    if next_header == IPPROTO_TCP:
+    next_header = frame[ETH_HEADER + 6]
+    if next_header not in (IPPROTO_TCP, IPPROTO_UDP):
+        return False
+    if next_header == IPPROTO_TCP and server_ports is None:
         return True
-    if next_header != IPPROTO_UDP or len(frame) < ETH_HEADER + 40 + 4:
+    ports_at = ETH_HEADER + 40
+    if len(frame) < ports_at + 2:
         return False
-    source, destination = struct.unpack_from("!HH", frame, ETH_HEADER + 40)
-    return SDP_PORT in (source, destination) or (disclosure_port is not None and source == disclosure_port)
+    source = (frame[ports_at] << 8) | frame[ports_at + 1]
+    if next_header == IPPROTO_TCP:
+        assert server_ports is not None
+        if source in server_ports:
+            return True
+    elif source == SDP_PORT or (disclosure_port is not None and source == disclosure_port):
+        return True
+    if len(frame) < ports_at + 4:
+        return False
+    destination = (frame[ports_at + 2] << 8) | frame[ports_at + 3]
+    if next_header == IPPROTO_TCP:
+        return destination in server_ports
+    return destination == SDP_PORT
 
 
-def bpf_program(disclosure_port: int | None = None) -> list[tuple[int, int, int, int]]:
+Step = tuple[int, str | None, str | None, int]  # (code, true label, false label, k), labels resolved later
+
+
+def bpf_program(disclosure_port: int | None = None,
+                server_ports: frozenset[int] | None = None) -> list[tuple[int, int, int, int]]:
     """The `matches()` rule as classic BPF instructions (code, jt, jf, k)."""
-    # (code, true label or None, false label or None, k); labels resolved to relative jumps below
-    udp_source = ETH_HEADER + 40
-    steps: list[tuple[int, str | None, str | None, int]] = [
-        (_LD_H_ABS, None, None, 12),
-        (_JEQ_K, "accept", "ipv6", ETH_P_HPAV),
-        (_JEQ_K, "nh", "drop", ETH_P_IPV6),  # label ipv6
-        (_LD_B_ABS, None, None, ETH_HEADER + 6),  # label nh
-        (_JEQ_K, "accept", "udp", IPPROTO_TCP),
-        (_JEQ_K, "ports", "drop", IPPROTO_UDP),  # label udp
-        (_LD_H_ABS, None, None, udp_source),  # label ports
-        (_JEQ_K, "accept", "disclosure", SDP_PORT),
-        (_JEQ_K, "accept", "dport", SDP_PORT if disclosure_port is None else disclosure_port),  # disclosure
-        (_LD_H_ABS, None, None, udp_source + 2),  # label dport
-        (_JEQ_K, "accept", "drop", SDP_PORT),
-        (_RET_K, None, None, SNAPLEN),  # label accept
-        (_RET_K, None, None, 0),  # label drop
+    _check_ports(server_ports)
+    transport_source = ETH_HEADER + 40  # TCP and UDP both start with source port, destination port
+    steps: list[tuple[str | None, Step]] = [
+        (None, (_LD_H_ABS, None, None, 12)),
+        (None, (_JEQ_K, "accept", "ipv6", ETH_P_HPAV)),
+        ("ipv6", (_JEQ_K, "nh", "drop", ETH_P_IPV6)),
+        ("nh", (_LD_B_ABS, None, None, ETH_HEADER + 6)),
+        (None, (_JEQ_K, "tcp", "udp", IPPROTO_TCP)),
+        ("udp", (_JEQ_K, "ports", "drop", IPPROTO_UDP)),
+        ("ports", (_LD_H_ABS, None, None, transport_source)),
+        (None, (_JEQ_K, "accept", "disclosure", SDP_PORT)),
+        ("disclosure", (_JEQ_K, "accept", "dport", SDP_PORT if disclosure_port is None else disclosure_port)),
+        ("dport", (_LD_H_ABS, None, None, transport_source + 2)),
+        (None, (_JEQ_K, "accept", "drop", SDP_PORT)),
     ]
-    labels = {"ipv6": 2, "nh": 3, "udp": 5, "ports": 6, "disclosure": 8, "dport": 9, "accept": 11, "drop": 12}
+    if server_ports is None:
+        steps.append(("tcp", (_RET_K, None, None, SNAPLEN)))
+    else:
+        ports = sorted(server_ports)
+        steps.append(("tcp", (_LD_H_ABS, None, None, transport_source)))
+        steps += [(None, (_JEQ_K, "accept", None, port)) for port in ports]
+        steps.append((None, (_LD_H_ABS, None, None, transport_source + 2)))
+        steps += [(None, (_JEQ_K, "accept", None, port)) for port in ports]
+        steps.append((None, (_RET_K, None, None, 0)))
+    steps += [("accept", (_RET_K, None, None, SNAPLEN)), ("drop", (_RET_K, None, None, 0))]
+    labels = {label: index for index, (label, _) in enumerate(steps) if label is not None}
     program = []
-    for index, (code, true_label, false_label, k) in enumerate(steps):
+    for index, (_, (code, true_label, false_label, k)) in enumerate(steps):
         jt = labels[true_label] - index - 1 if true_label else 0
         jf = labels[false_label] - index - 1 if false_label else 0
         program.append((code, jt, jf, k))

@@ -45,12 +45,17 @@ class SessionRecorder:
 
     @classmethod
     def from_config(
-        cls, traces: TraceConfig, tls_key_log: Path | None, interface: str, evse_id: str, session: str | None = None
+        cls, traces: TraceConfig, tls_key_log: Path | None, interface: str, evse_id: str, session: str | None = None,
+        server_ports: frozenset[int] | None = None,
     ) -> SessionRecorder:
-        """From the daemon's [traces] section and tls.key_log (secc.config)."""
+        """From the daemon's [traces] section and tls.key_log (secc.config).
+
+        `server_ports`: this connector's V2G server ports; given, the trace keeps only TCP from or to them
+        (needed on a loopback interface, which carries the host's other TCP traffic too).
+        """
         limits = TraceLimits(file_bytes=traces.max_file_bytes, total_bytes=traces.max_total_bytes)
         port = traces.udp_key_disclosure_port
-        capture = CaptureConfig(interface, traces.directory, limits, disclosure_port=port)
+        capture = CaptureConfig(interface, traces.directory, limits, disclosure_port=port, server_ports=server_ports)
         return cls(RecorderConfig(capture, tls_key_log, port if tls_key_log is not None else None), evse_id, session)
 
     @property
