@@ -77,7 +77,7 @@ def matches(frame: bytes, disclosure_port: int | None = None, server_ports: froz
         return False
     destination = (frame[ports_at + 2] << 8) | frame[ports_at + 3]
     if next_header == IPPROTO_TCP:
-        return destination in server_ports
+        return server_ports is not None and destination in server_ports
     return destination == SDP_PORT
 
 
