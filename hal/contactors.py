@@ -7,7 +7,12 @@ contactor failed to close. Once confirmed, a divergence lasting longer than `fee
 too (a contactor dropping out under load, a contactor closing without command = welded/stuck).
 
 A WELDED fault is latched: only `acknowledge_welding()` (a service action after inspection) clears it, and
-the supervisor refuses to close contactors or switch on power while it is set.
+the supervisor refuses to close contactors or switch on power while it is set. Welding is also found without
+mirrors: `voltage_welded(now)` is called by the supervisor when the output voltage did not fall after an open
+(hal.procedures.welding).
+
+A board without mirror contacts (or with them disabled) feeds an empty tuple: closing and opening are then
+taken as done once the operate/release time has passed, and only the voltage check can find a weld.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ class ContactorsConfirmed(ContactorEvent):
 class ContactorFault(ContactorEvent):
     kind: ContactorFaultKind
     index: int  # which contactor (0 = DC+, 1 = DC- by convention)
+    detected_by: str = "mirror"  # "mirror" (auxiliary contact) or "voltage" (output did not fall after open)
 
 
 class ContactorMonitor:
@@ -53,6 +59,7 @@ class ContactorMonitor:
         self._faults: dict[int, ContactorFaultKind] = {}
         self._events: deque[ContactorEvent] = deque()
         self._last_feedback: tuple[bool, ...] = (False,) * count
+        self.mirrors: bool | None = None  # None until the first feedback sample says whether there are any
 
     @property
     def welded(self) -> bool:
@@ -97,8 +104,14 @@ class ContactorMonitor:
         return None
 
     def feed(self, now: float, feedback: tuple[bool, ...]) -> None:
+        """One mirror sample per contactor; an empty tuple means the board has no (enabled) mirror contacts."""
+        if not feedback:
+            self.mirrors = False
+            self.handle_timer(now)
+            return
         if len(feedback) != self.count:
             raise ValueError(f"expected {self.count} feedback values, got {len(feedback)}")
+        self.mirrors = True
         self._last_feedback = feedback
         cfg = self.config
         if not self._confirmed:
@@ -125,9 +138,20 @@ class ContactorMonitor:
         if now - self._commanded_at < limit:
             return
         self._judged = True
+        if self.mirrors is False:  # nothing to compare: the operate/release time is all there is
+            self._confirmed = True
+            self._events.append(ContactorsConfirmed(now, self._commanded))
+            return
         for i, closed in enumerate(self._last_feedback):
             if closed != self._commanded:
                 self._fault(now, i, closed)
+
+    def voltage_welded(self, now: float) -> None:
+        """The output voltage stayed up after the open: both poles still conduct. Latched like a mirror weld."""
+        for index in range(self.count):
+            if self._faults.get(index) is not ContactorFaultKind.WELDED:
+                self._faults[index] = ContactorFaultKind.WELDED
+                self._events.append(ContactorFault(now, ContactorFaultKind.WELDED, index, detected_by="voltage"))
 
     def acknowledge_welding(self) -> None:
         self._faults = {i: k for i, k in self._faults.items() if k is not ContactorFaultKind.WELDED}

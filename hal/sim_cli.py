@@ -21,9 +21,10 @@ import sys
 from dataclasses import dataclass, fields
 from typing import Any, TextIO
 
-from hal.cablecheck import CableCheck, CableCheckStatus
 from hal.contactors import ContactorsConfirmed
 from hal.cp import ChargeRequested, ChargeStopped, EvPlugged
+from hal.iec61851_23 import cable_check_test_voltage
+from hal.procedures.cablecheck import CableCheck, CableCheckConfig, CableCheckStatus
 from hal.sim.board import SimBoard
 from hal.sim.faults import EV_ACTIONS, FAULTS, FaultError, clear_faults, ev_action, inject
 from hal.supervisor import ChargePortSupervisor, Event, SafetyEvent
@@ -32,6 +33,8 @@ from hal.types import CpOutput
 HELP = "run a scripted charging scenario on the simulated board, with fault injection"
 
 CONTACTOR_OPEN_LIMIT_S = 0.100  # the supervisor's promise: open within 100 ms of losing permission
+# The CLI shows the long form of the check: 10 IMD values after the self-test, as a Bender needs (~10 s).
+CLI_CABLE_CHECK = CableCheckConfig(measurements=10, measure_timeout_s=15.0)
 
 SESSION_ACTIONS = ("session:stop-pwm", "session:restart-hlc", "session:power-off", "clear-faults")
 
@@ -102,67 +105,72 @@ def run_scenario(
 ) -> tuple[list[Event], list[str]]:
     """Run the scenario; return (events, safety-invariant violations). Prints events to `out` if given.
 
-    With `cable_check`, C starts a DC CableCheck (hal.cablecheck) with the EV's contactors open; the EV
+    With `cable_check`, C starts a DC CableCheck (hal.procedures.cablecheck) with the EV's contactors open; the EV
     connects its battery and power flows only after it passed.
     """
     sim = SimBoard()
-    sup = ChargePortSupervisor(sim.board(), sample_period_s=tick)
-    sim.isolation_monitor.start()
-    pending = sorted(script)
-    events: list[Event] = []
-    violations: list[str] = []
-    check: CableCheck | None = None
-    disallowed_since: float | None = None
-    while sim.now < duration - 1e-9:
-        while pending and pending[0][0] <= sim.now + 1e-9:
-            _apply(sim, sup, pending.pop(0)[1])
-        sim.advance(tick)
-        now = sim.now
-        new = sup.tick(now)
-        for ev in new:
-            if isinstance(ev, EvPlugged):
-                sup.cp.start_hlc(now)
-            elif isinstance(ev, ChargeRequested):
-                sup.cp.allow_power(now, True)
-                if cable_check:
-                    sim.ev.battery_connected = False  # the EV closes its contactors after the check
-                    check = CableCheck(sup, sim.ev.battery_v_max, now)
-                else:
-                    sup.close_contactors(now)
-            elif isinstance(ev, ContactorsConfirmed) and ev.closed and not cable_check:
-                sup.power_on(now, volts, amps)
-            elif isinstance(ev, ChargeStopped):
-                check = None
-                sup.power_off(now)
-                sup.open_contactors(now)
-        if check is not None:
-            status = check.step(now)
-            if status is not CableCheckStatus.RUNNING:
-                new.append(CableCheckDone(now, status is CableCheckStatus.PASSED, check.reason))
-                if status is CableCheckStatus.PASSED:
-                    sim.ev.battery_connected = True
-                    sup.power_on(now, volts, amps)
-                else:
-                    sup.open_contactors(now)
-                    sup.cp.stop_pwm(now)
-                check = None
-        new += sup.events()
-        events += new
-        if out is not None:
+    board = sim.board()
+    sup = ChargePortSupervisor(board, sample_period_s=tick)
+    board.isolation_monitor.start()
+    try:
+        pending = sorted(script)
+        events: list[Event] = []
+        violations: list[str] = []
+        check: CableCheck | None = None
+        disallowed_since: float | None = None
+        while sim.now < duration - 1e-9:
+            while pending and pending[0][0] <= sim.now + 1e-9:
+                _apply(sim, sup, pending.pop(0)[1])
+            sim.advance(tick)
+            now = sim.now
+            new = sup.tick(now)
             for ev in new:
-                line = _describe(ev)
-                out.write((json.dumps(line) if as_json else " ".join(f"{k}={v}" for k, v in line.items())) + "\n")
-        allowed = sup.power_allowed()
-        if not allowed and sim.power_stage.enabled:
-            violations.append(f"t={now:.3f}: power stage on while power is not allowed")
-        if allowed:
-            disallowed_since = None
-        elif disallowed_since is None:
-            disallowed_since = now
-        if (disallowed_since is not None and sim.contactors.commanded_closed
-                and now - disallowed_since > CONTACTOR_OPEN_LIMIT_S + tick + 1e-9):
-            violations.append(f"t={now:.3f}: contactors still commanded closed "
-                              f"{now - disallowed_since:.3f} s after power stopped being allowed")
+                if isinstance(ev, EvPlugged):
+                    sup.cp.start_hlc(now)
+                elif isinstance(ev, ChargeRequested):
+                    sup.cp.allow_power(now, True)
+                    if cable_check:
+                        sim.ev.battery_connected = False  # the EV closes its contactors after the check
+                        test_v = cable_check_test_voltage(sim.ev.battery_v_max, sim.power_stage.limits().max_voltage_v)
+                        check = CableCheck(sup, test_v, now, CLI_CABLE_CHECK)
+                    else:
+                        sup.close_contactors(now)
+                elif isinstance(ev, ContactorsConfirmed) and ev.closed and not cable_check:
+                    sup.power_on(now, volts, amps)
+                elif isinstance(ev, ChargeStopped):
+                    check = None
+                    sup.power_off(now)
+                    sup.open_contactors(now)
+            if check is not None:
+                status = check.step(now)
+                if status is not CableCheckStatus.RUNNING:
+                    new.append(CableCheckDone(now, status is CableCheckStatus.PASSED, check.reason))
+                    if status is CableCheckStatus.PASSED:
+                        sim.ev.battery_connected = True
+                        sup.power_on(now, volts, amps)
+                    else:
+                        sup.open_contactors(now)
+                        sup.cp.stop_pwm(now)
+                    check = None
+            new += sup.events()
+            events += new
+            if out is not None:
+                for ev in new:
+                    line = _describe(ev)
+                    out.write((json.dumps(line) if as_json else " ".join(f"{k}={v}" for k, v in line.items())) + "\n")
+            allowed = sup.power_allowed()
+            if not allowed and sim.power_stage.enabled:
+                violations.append(f"t={now:.3f}: power stage on while power is not allowed")
+            if allowed:
+                disallowed_since = None
+            elif disallowed_since is None:
+                disallowed_since = now
+            if (disallowed_since is not None and sim.contactors.commanded_closed
+                    and now - disallowed_since > CONTACTOR_OPEN_LIMIT_S + tick + 1e-9):
+                violations.append(f"t={now:.3f}: contactors still commanded closed "
+                                  f"{now - disallowed_since:.3f} s after power stopped being allowed")
+    finally:
+        board.close()  # stops the sampler threads
     return events, violations
 
 

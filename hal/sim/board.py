@@ -1,9 +1,15 @@
 """The simulated board: the same devices as a real charger, as physical models on an explicit clock.
 
-Nothing here sleeps or reads the wall clock. `SimBoard.advance(dt)` moves model time forward in steps of at
-most `step_s` (1 ms), updating contactors, the power stage, the EV battery, the IMD and the meter. Devices
-read `board.now`. Faults are injected through `SimBoard.faults` (hal.sim.faults), from tests or from the
+Nothing here reads the wall clock. `SimBoard.advance(dt)` moves model time forward in steps of at most
+`step_s` (1 ms), updating contactors, the power stage, the EV battery, the IMD and the meter. Devices read
+`board.now`. Faults are injected through `SimBoard.faults` (hal.sim.faults), from tests or from the
 `secc sim` CLI (hal.sim_cli).
+
+The Board view (`SimBoard.board()`) has the same sampler threads for the IMD and the meter as a real board
+(hal.sampler). They wait in model time (`SimBoard.time`, hal.timebase.ModelTime): `advance` lets every due
+device thread run at its model time before it moves on, so runs are repeatable. A simulated slow read
+(`imd_read_delay_s`, `meter_read_delay_s`) really blocks its sampler thread for that much model time while
+the caller keeps advancing the model and ticking the supervisor.
 
 The CP circuit (Siemens TM ECC manual, hardware-and-safety §1): a +-12 V generator behind R1 = 1 kOhm; the
 EV has a diode (0.7 V forward drop in this model), R2 = 2.74 kOhm always, and R3 = 1.3 kOhm (S2 closed, C)
@@ -20,6 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hal.board import Board
+from hal.sampler import SamplingConfig
+from hal.timebase import ModelTime
 from hal.types import (
     CP_X1,
     CpMeasurement,
@@ -93,7 +101,11 @@ class SimFaultState:
     imd_device_error: bool = False
     output_short_ohm: float | None = None  # a resistive short across the DC output (after the contactors)
     power_stage_fault: bool = False  # the modules trip: output off, current 0
+    power_stage_voltage_cap_v: float | None = None  # the modules cannot go above this (a failed module)
     plc_dead: bool = False
+    imd_read_delay_s: float = 0.0  # every IMD measurement read blocks its caller this long (model time)
+    meter_read_delay_s: float = 0.0  # every meter read blocks its caller this long (model time)
+    mirrors_disabled: bool = False  # the contactors' mirror contacts report nothing (as on a board without)
 
 
 class SimControlPilot:
@@ -190,6 +202,8 @@ class SimContactors:
             self._switch_at = [self._board.now + self.release_time_s] * 2
 
     def feedback_closed(self) -> tuple[bool, ...]:
+        if not self._board.mirrors or self._board.faults.mirrors_disabled:
+            return ()  # no mirror contacts: hal.contactors judges by time, welding only by voltage
         return tuple(self._main_closed)  # a healthy mirror contact mirrors the main contact
 
     def step(self, now: float) -> None:
@@ -261,6 +275,8 @@ class SimIsolationMonitor:
 
     def read(self) -> IsolationReading:
         faults = self._board.faults
+        if faults.imd_read_delay_s > 0:
+            self._board.time.sleep(faults.imd_read_delay_s)  # a slow Modbus answer: the caller is held
         testing = self._self_test_until is not None
         value = None if (testing or not self.running) else self._last_value
         alarm = faults.imd_device_error or (value is not None and value < self.alarm_ohm)
@@ -348,12 +364,15 @@ class SimPowerStage:
         to_battery = contactors_closed and ev.plugged and ev.battery_connected
         short = faults.output_short_ohm if contactors_closed else None
         lim = self._limits
+        target_v = self.target_v
+        if faults.power_stage_voltage_cap_v is not None:
+            target_v = min(target_v, faults.power_stage_voltage_cap_v)
         if to_battery:
             v_batt = ev.battery_open_circuit_v
             if self.enabled:
                 wanted = self.target_a
                 if wanted > 0:  # constant-voltage limit
-                    wanted = min(wanted, max(0.0, (self.target_v - v_batt) / ev.internal_ohm))
+                    wanted = min(wanted, max(0.0, (target_v - v_batt) / ev.internal_ohm))
                     wanted = min(wanted, lim.max_power_w / max(v_batt, 1.0))
                 elif wanted < 0:
                     wanted = max(wanted, -lim.max_discharge_power_w / max(v_batt, 1.0))
@@ -366,7 +385,7 @@ class SimPowerStage:
             return
         # Open circuit (or a short across the output): voltage control with the current limit.
         if self.enabled:
-            self.voltage_v = self._approach(self.voltage_v, self.target_v, self.voltage_slew, dt)
+            self.voltage_v = self._approach(self.voltage_v, target_v, self.voltage_slew, dt)
             if short is not None:
                 limit_a = max(self.target_a, 0.0)
                 self.voltage_v = min(self.voltage_v, limit_a * short)
@@ -396,6 +415,9 @@ class SimMeter:
             self.exported_wh -= energy_wh
 
     def read(self) -> MeterReading:
+        delay = self._board.faults.meter_read_delay_s
+        if delay > 0:
+            self._board.time.sleep(delay)  # a slow Modbus answer: the caller is held
         out = self._board.power_stage.present()
         phase = PhaseReading(out.voltage_v, out.current_a, 0.0)
         return MeterReading(self.imported_wh, self.exported_wh, (phase,), self._board.now)
@@ -448,9 +470,14 @@ class SimPlcModem:
 class SimBoard:
     """All simulated devices on one model clock. `board()` gives the hal.board.Board view."""
 
-    def __init__(self, step_s: float = 0.001, limits: DcLimits | None = None) -> None:
+    def __init__(self, step_s: float = 0.001, limits: DcLimits | None = None, mirrors: bool = True,
+                 sampling: SamplingConfig | None = None) -> None:
         self.now = 0.0
         self.step_s = step_s
+        self.mirrors = mirrors  # False: a board whose contactors have no mirror contacts
+        self.sampling = sampling or SamplingConfig()
+        self.time = ModelTime(self.clock)
+        self._board: Board | None = None
         self.ev = EvModel()
         self.faults = SimFaultState()
         self.control_pilot = SimControlPilot(self)
@@ -467,11 +494,13 @@ class SimBoard:
         end = start + dt
         steps = max(1, math.ceil(dt / self.step_s - 1e-9)) if dt > 0 else 0
         for k in range(1, steps + 1):
+            self.time.release_due(self.now)  # device threads due now read the model as it is now
             t = end if k == steps else start + k * self.step_s  # no accumulated rounding
             step = t - self.now
             self.now = t
             self._step(step)
         self.now = end
+        self.time.release_due(end)
 
     def _step(self, dt: float) -> None:
         now = self.now
@@ -488,20 +517,30 @@ class SimBoard:
         return self.now
 
     def board(self) -> Board:
-        return Board(
-            control_pilot=self.control_pilot,
-            contactors=self.contactors,
-            isolation_monitor=self.isolation_monitor,
-            power_stage=self.power_stage,
-            meter=self.meter,
-            plc_modem=self.plc_modem,
-            name="sim",
-            clock=self.clock,
-            model=self,
-        )
+        """The hal.board.Board view, with its sampler threads (one per SimBoard: later calls return it)."""
+        if self._board is None:
+            self._board = Board(
+                control_pilot=self.control_pilot,
+                contactors=self.contactors,
+                isolation_monitor=self.isolation_monitor,
+                power_stage=self.power_stage,
+                meter=self.meter,
+                plc_modem=self.plc_modem,
+                name="sim",
+                clock=self.clock,
+                model=self,
+                timebase=self.time,
+                sampling=self.sampling,
+            )
+        return self._board
 
 
 def open_sim_board(config: Mapping[str, Any]) -> Board:
-    """Registry factory. Config keys: step_s (model step, default 0.001)."""
-    sim = SimBoard(step_s=float(config.get("step_s", 0.001)))
+    """Registry factory. Config keys: step_s (model step, default 0.001), mirrors (default true),
+    sampling (hal.sampler.SamplingConfig keys); others are ignored here (the daemon reads its own)."""
+    mirrors = config.get("mirrors", True)
+    if not isinstance(mirrors, bool):
+        raise ValueError(f"sim board: mirrors must be true or false, got {mirrors!r}")
+    sampling = SamplingConfig.from_mapping(dict(config.get("sampling") or {}))
+    sim = SimBoard(step_s=float(config.get("step_s", 0.001)), mirrors=mirrors, sampling=sampling)
     return sim.board()
