@@ -6,7 +6,7 @@ Per connector the chain is CP -> SLAC -> SDP -> V2G server -> charger logic:
          CP HlcAvailable  ->  SlacService.cp_b_with_5_percent()                          slac/
          CP EvUnplugged   ->  SlacService.cp_unplugged(), the session trace is closed
          SLAC MatchingFailed / LinkFailed -> cp.restart_hlc (E/F, then 5 % again)
-    SDP + TCP/TLS servers on the PLC interface  ->  ChargingStation's SessionHandler     secc/transport, secc/session
+    SDP + TCP/TLS servers on the PLC interface  ->  the Connector's ConnectorSession     secc/transport, secc/evse
     each V2G session: one info log line per message, a pcap (secc.trace) from plug-in to session end
 
 Loopback mode: a connector whose `plc_interface` is "lo" has no powerline under it, so it runs without SLAC
@@ -46,9 +46,11 @@ from hal.cp import EvPlugged, EvUnplugged, HlcAvailable
 from hal.supervisor import ContactorsOpened, Event, IsolationFault, PowerCut
 from hal.types import CpMode, CpOutput, CpState
 from secc import config as cfg
+from secc.evse import stream as es
+from secc.evse.auth import AuthBroker
+from secc.evse.build import attach_sim_car, build_connector
+from secc.evse.connector import Connector, ConnectorSession, ConnectorSetup, SessionRecord
 from secc.logs import V2GLog, get_logger
-from secc.session import events as ev
-from secc.session.station import ChargingStation, SessionHandler, SessionRecord
 from secc.transport import (
     Close,
     CloseReason,
@@ -62,6 +64,7 @@ from secc.v2gtp import V2GTPMessage
 
 if TYPE_CHECKING:
     from hal.sim.board import SimBoard
+    from hal.sim.port import SimPort
     from secc.service import ServiceRuntime
     from secc.trace.recorder import SessionRecorder
     from secc.transport import SeccListeners
@@ -128,26 +131,10 @@ def check_config(config: cfg.Config) -> None:
 # One connector
 
 
-class DaemonStation(ChargingStation):
-    """secc.session's station glue, plus the CP/safety events passed on to the connector (SLAC, traces)."""
-
-    def __init__(self, runtime: ConnectorRuntime, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.runtime = runtime
-
-    def tasks_alive(self) -> bool:
-        """The supervisor and charger loops still run (a crashed one must not be hidden by a live event loop)."""
-        return bool(self._tasks) and all(not task.done() for task in self._tasks)
-
-    def _on_safety_events(self, events: list[Event]) -> None:
-        super()._on_safety_events(events)
-        self.runtime.on_board_events(events)
-
-
 class _LoggedHandler:
-    """Wraps a SessionHandler: one log line per V2G message, and the end of the session to the runtime."""
+    """Wraps a ConnectorSession: one log line per V2G message, and the end of the session to the runtime."""
 
-    def __init__(self, inner: SessionHandler, runtime: ConnectorRuntime) -> None:
+    def __init__(self, inner: ConnectorSession, runtime: ConnectorRuntime) -> None:
         self.inner = inner
         self.runtime = runtime
         self._logged = 0
@@ -168,17 +155,18 @@ class _LoggedHandler:
         self.runtime.session_finished(self.inner.record)
 
     def _log_new(self) -> None:
-        session_id = self.inner.session.ctx.session_id
-        if not self._session_bound and any(session_id):  # SESSION_ID on every line once SessionSetup gave one
-            self.v2g.log = self.v2g.log.bind(session_id=session_id.hex().upper())
+        session = self.inner.session
+        session_id = session.session_id_hex
+        if not self._session_bound and session_id.strip("0"):  # SESSION_ID on every line once SessionSetup gave one
+            self.v2g.log = self.v2g.log.bind(session_id=session_id.upper())
             self._session_bound = True
-        trace = self.inner.session.trace
-        ctx = self.inner.session.ctx
+        trace = session.trace
+        present = session.present
         for entry in trace[self._logged:]:
             if entry.direction == "tx" and entry.name in PRESENT_VALUE_RESPONSES:  # the values we just sent
                 self.v2g.message("tx", entry.name, response_code=entry.detail or None,
-                                 present_voltage_v=round(ctx.present.voltage_v, 1),
-                                 present_current_a=round(ctx.present.current_a, 1))
+                                 present_voltage_v=round(present.voltage_v, 1),
+                                 present_current_a=round(present.current_a, 1))
             elif entry.direction in ("rx", "tx"):
                 self.v2g.message(entry.direction, entry.name, response_code=entry.detail or None)
         self._logged = len(trace)
@@ -206,17 +194,22 @@ class ConnectorRuntime:
         self.tls_context = tls_context
         self.board = board if board is not None else open_board(connector.board, connector.hal)
         self.sim: SimBoard | None = None  # the model behind a simulated board
+        self.sim_port: SimPort | None = None
         self.sim_options = SimOptions()
         if connector.board == "sim" and self.board.model is not None:
             from hal.sim.board import SimBoard
+            from hal.sim.port import SimPort
 
             assert isinstance(self.board.model, SimBoard)
             self.sim = self.board.model
+            self.sim_port = SimPort(self.sim, SIM_STEP_S)
             self.sim_options = SimOptions.from_hal(connector.hal, "hal")
             self.sim.isolation_monitor.self_test_duration_s = self.sim_options.imd_self_test_s
-        self.station = DaemonStation(self, cfg.session_config(connector), self.board)
-        if self.sim is not None:
-            self.station.signal_hooks.append(self._sim_ev_physics)
+        setup = ConnectorSetup(connector.evse_id, cfg.session_config(connector), kind=connector_kind(connector))
+        self.connector = build_connector(setup, self.board, daemon.stream, daemon.broker)
+        self.connector.safety_hooks.append(self.on_board_events)
+        if self.sim_port is not None:
+            attach_sim_car(daemon.stream, self.evse_id, self.sim_port.energy)
         self.slac: SlacService | None = None
         self.slac_state = "off" if self.loopback else "idle"
         self.servers: list[V2GConnectionServer] = []
@@ -234,26 +227,21 @@ class ConnectorRuntime:
 
     # ----------------------------------------------------------------------------------------- lifecycle
     async def start(self) -> None:
-        if self.sim is not None:
-            self._tasks.append(asyncio.create_task(self._follow_wall_clock()))
+        if self.sim_port is not None:
+            await self.sim_port.start()
             if self.sim_options.ev == "plugged":
                 self.plug_sim_ev()
-        await self.station.start()
+        await self.connector.start()
         if not self.loopback:
             self._start_slac()
         await self._start_servers()
 
-    def plug_sim_ev(self) -> None:
+    def plug_sim_ev(self, soc: float | None = None) -> None:
         """The simulated car: plugged in, S2 closed (state C), battery connected only for energy transfer."""
-        sim = self._sim()
-        sim.ev.battery_connected = False
-        sim.ev.plug()
-        sim.ev.request_charge()
+        self._sim_port().plug(soc)
 
     def unplug_sim_ev(self) -> None:
-        sim = self._sim()
-        sim.ev.battery_connected = False
-        sim.ev.unplug()
+        self._sim_port().unplug()
 
     async def _start_servers(self) -> None:
         tls_cfg = self.daemon.config.tls
@@ -282,7 +270,7 @@ class ConnectorRuntime:
                       mode="loopback: no SLAC, no SDP" if self.loopback else "SLAC and SDP")
 
     def _handler_factory(self, connection: Connection) -> ConnectionHandler:
-        handler = self.station.handler_factory(connection)
+        handler = self.connector.handler_factory(connection)
         self.session_started(handler)
         return _LoggedHandler(handler, self)
 
@@ -298,18 +286,18 @@ class ConnectorRuntime:
             self._error(f"SLAC cannot open {self.interface}: {exc}")
             return
         # An EV plugged in before we started: the HlcAvailable event was before SLAC existed.
-        if self.station.supervisor.cp.state in (CpState.B, CpState.C, CpState.D):
+        if self.connector.supervisor.cp.state in (CpState.B, CpState.C, CpState.D):
             self.slac.cp_b_with_5_percent()
 
     async def shutdown(self) -> SafeStateReport:
         """Safe state first (confirmed by the mirror contacts, bounded wait), then close everything."""
         started = time.monotonic()
-        station = self.station
-        if station.active is not None:
-            handler = station.active
+        connector = self.connector
+        if connector.active is not None:
+            handler = connector.active
             handler.end("daemon stopping")
             handler.connection.request_close()
-        station.charger.make_safe(self.board.clock())
+        connector.charger.make_safe(self.board.clock())
         report = SafeStateReport(self.evse_id, False, False, 0.0)
         while True:
             report.contactors_open = not any(self.board.contactors.feedback_closed())
@@ -330,7 +318,9 @@ class ConnectorRuntime:
             await self.listeners.close()
         if self.slac is not None:
             self.slac.close()
-        await station.close()  # power off, contactors open, CP to F, devices released
+        if self.sim_port is not None:
+            await self.sim_port.close()
+        await connector.close()  # power off, contactors open, CP to F, devices released
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -352,7 +342,7 @@ class ConnectorRuntime:
                 if self.slac is not None:
                     self.slac.cp_unplugged()
                     self.slac_state = "idle"
-                if self.station.active is None:
+                if self.connector.active is None:
                     self._stop_trace_soon(rearm=False)
             elif isinstance(event, PowerCut | IsolationFault):
                 self._error(f"{type(event).__name__}: {event}")
@@ -372,8 +362,8 @@ class ConnectorRuntime:
         elif isinstance(event, MatchingFailed | LinkFailed):
             self.slac_state = "failed"
             self._error(f"SLAC {name}: {getattr(event, 'reason', '')}")
-            if self.station.active is None:  # E/F then 5 % again: the EV restarts SLAC [V2G3-M06-05]
-                self.station.supervisor.cp.restart_hlc(self.board.clock())
+            if self.connector.active is None:  # E/F then 5 % again: the EV restarts SLAC [V2G3-M06-05]
+                self.connector.supervisor.cp.restart_hlc(self.board.clock())
         elif isinstance(event, KeyFailed):
             self.slac_state = "key failed"
             self._error(f"SLAC {name}: {event.reason}; resetting the modem")
@@ -385,7 +375,7 @@ class ConnectorRuntime:
             self.log.debug("slac", slac_event=name)
         self.daemon.state_changed()
 
-    def session_started(self, handler: SessionHandler) -> None:
+    def session_started(self, handler: ConnectorSession) -> None:
         self.sessions += 1
         if self.recorder is None or not self.recorder.active:
             self._start_trace()
@@ -453,8 +443,8 @@ class ConnectorRuntime:
         if recorder is None:
             return
         result = await recorder.stop()
-        if rearm and self.recorder is None and self.station.active is None and (
-                self.station.supervisor.cp.state in (CpState.B, CpState.C, CpState.D)):
+        if rearm and self.recorder is None and self.connector.active is None and (
+                self.connector.supervisor.cp.state in (CpState.B, CpState.C, CpState.D)):
             self._start_trace()
         if result is not None and result.frames == 0:  # armed for a session that never came
             for path in (*result.parts, recorder.keys_path):
@@ -466,31 +456,17 @@ class ConnectorRuntime:
         self.daemon.trace_written(self, recorder.pcap_path)
 
     # ----------------------------------------------------------------------------------------- sim
-    def _sim_ev_physics(self, sig: ev.Signal, now: float) -> None:
-        if isinstance(sig, ev.PowerTarget):
-            self._sim().ev.battery_connected = True
-        elif isinstance(sig, ev.PowerStop | ev.SessionEnded | ev.WeldingDetectionRequested):
-            self._sim().ev.battery_connected = False
-
-    def _sim(self) -> SimBoard:
-        if self.sim is None:
+    def _sim_port(self) -> SimPort:
+        if self.sim_port is None:
             raise RuntimeError(f"connector {self.evse_id} has no simulated board")
-        return self.sim
-
-    async def _follow_wall_clock(self) -> None:
-        last = time.monotonic()
-        while True:
-            await asyncio.sleep(SIM_STEP_S)
-            now = time.monotonic()
-            self._sim().advance(now - last)
-            last = now
+        return self.sim_port
 
     # ----------------------------------------------------------------------------------------- state
     def phase(self) -> str:
-        active = self.station.active
+        active = self.connector.active
         if active is not None:
-            return str(active.session.phase.value)
-        cp_state = self.station.supervisor.cp.state
+            return active.session.phase
+        cp_state = self.connector.supervisor.cp.state
         if cp_state in (CpState.B, CpState.C, CpState.D):
             return "plugged" if self.slac_state in ("off", "matched", "link up") else f"slac {self.slac_state}"
         if cp_state is CpState.UNKNOWN:
@@ -498,9 +474,9 @@ class ConnectorRuntime:
         return "idle" if cp_state is CpState.A else f"cp {cp_state.value}"
 
     def state(self) -> dict[str, Any]:
-        supervisor = self.station.supervisor
+        supervisor = self.connector.supervisor
         present = self.board.power_stage.present()
-        active = self.station.active
+        active = self.connector.active
         isolation = "fault" if supervisor.isolation_fault else "ok"
         return {
             "evse_id": self.evse_id,
@@ -516,16 +492,26 @@ class ConnectorRuntime:
             "power_stage": {"on": present.enabled, "voltage_v": round(present.voltage_v, 1),
                             "current_a": round(present.current_a, 1)},
             "limits": self.config.limits,
+            "arbitrated": _arbitrated(self.connector),
             "session": None if active is None else {
                 "peer": active.connection.peer_host, "tls": active.connection.tls is not None,
-                "phase": str(active.session.phase.value), "messages": len(active.session.trace)},
+                "phase": active.session.phase, "messages": len(active.session.trace)},
             "sessions": self.sessions,
-            "last_session": None if not self.station.history else {
-                "end_reason": self.station.history[-1].end_reason, "failed": self.station.history[-1].failed},
+            "last_session": None if not self.connector.history else {
+                "end_reason": self.connector.history[-1].end_reason, "failed": self.connector.history[-1].failed},
             "trace": str(self.recorder.pcap_path) if self.recorder is not None else None,
             "traces": list(self.traces)[-4:],
             "last_errors": list(self.last_errors),
         }
+
+
+def connector_kind(connector: cfg.ConnectorConfig) -> str:
+    return str(getattr(connector, "kind", "dc"))
+
+
+def _arbitrated(connector: Connector) -> dict[str, Any]:
+    result = connector.arbiter.result(connector.clock())
+    return {q: {"value": getattr(result, q), "source": result.source_of(q)} for q in result.decided_by}
 
 
 def _cp_output_text(output: CpOutput) -> str:
@@ -545,6 +531,8 @@ class Daemon:
         self.environ = environ
         self.boards = dict(boards or {})  # evse_id -> an already open board (tests, `secc demo`)
         self.connectors: list[ConnectorRuntime] = []
+        self.stream = es.EventStream()
+        self.broker = AuthBroker(free_vend=[c.evse_id for c in config.connectors if c.auto_authorize])
         self.runtime: ServiceRuntime | None = None
         self.on_session: list[Callable[[ConnectorRuntime, SessionRecord], None]] = []
         self.on_trace: list[Callable[[ConnectorRuntime, Path], None]] = []
@@ -591,7 +579,7 @@ class Daemon:
 
     def healthy(self) -> bool:
         """Withholds WATCHDOG=1 (systemd restarts us) when a connector's safety loop has died."""
-        dead = [c.evse_id for c in self.connectors if not c.station.tasks_alive()]
+        dead = [c.evse_id for c in self.connectors if not c.connector.tasks_alive()]
         if dead:
             log.error("supervisor loop not running: withholding the watchdog ping", connectors=dead)
         return not dead

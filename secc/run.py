@@ -1,12 +1,13 @@
-"""`secc run --sim --iface IFACE [--tls]`: the SECC on one interface with the simulated board.
+"""`secc run --sim --iface IFACE [--tls] [--ac]`: the SECC on one interface with the simulated board.
 
 (`secc run [--config FILE]` without --sim is the daemon: secc/daemon.py.)
 
-Serves one car after another (SDP + TCP and/or TLS 1.3, the -20 DC/DC_BPT session) until SIGTERM/SIGINT.
-The simulated board's model time follows the wall clock; the simulated EV is plugged in with S2 closed
-(CP state C), connects its battery at the start of energy transfer and disconnects it at the stop, so the
-power stage sees a real load. EIM authorization is given at once (a free-charging station); the
-setpoint source is the configured schedule (`--schedule`).
+Serves one car after another (SDP + TLS 1.3 and/or TCP, the -20 session of the port's kind: DC/DC_BPT, or
+AC/AC_BPT with --ac) until SIGTERM/SIGINT. The port is the same connector controller the daemon builds
+(secc.evse.build); the simulated board's model time follows the wall clock (hal.sim.port); the simulated
+EV is plugged in with S2 closed (CP state C), connects its battery at the start of energy transfer and
+disconnects it at the stop, so the power stage sees a real load. EIM authorization is given at once (a
+free-charging station); the setpoint source is the configured schedule (`--schedule`).
 
 Each finished session prints one line `SESSION {json}` on stdout (end reason, messages received and sent)
 so test harnesses and operators can follow it without parsing logs.
@@ -21,13 +22,11 @@ import json
 import logging
 import signal
 import sys
-import time
 from pathlib import Path
 
 from hal.types import CpState
-from secc.session import events as ev
-from secc.session.config import ScheduleEntry, SessionConfig
-from secc.session.station import ChargingStation, SessionRecord
+from secc.evse.connector import Connector, SessionRecord
+from secc.protocol.config import ScheduleEntry, SessionConfig
 
 HELP = "run the SECC daemon from its config (--config, default /etc/secc/secc.toml), or one simulated port (--sim)"
 log = logging.getLogger("secc.run")
@@ -41,8 +40,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sim", action="store_true",
                         help="one port on the simulated board on --iface, configured by the options below")
     parser.add_argument("--iface", help="interface with an IPv6 link-local address (PLC netdev), with --sim")
-    parser.add_argument("--tls", action="store_true", help="also offer TLS 1.3 (needs --pki)")
-    parser.add_argument("--no-tcp", action="store_true", help="offer TLS only")
+    parser.add_argument("--tls", action="store_true", help="offer TLS 1.3 (needs --pki); plain TCP only with --tcp")
+    parser.add_argument("--tcp", action="store_true",
+                        help="with --tls also offer plain TCP (a lab option: -20 expects TLS; logged)")
+    parser.add_argument("--no-tcp", action="store_true", help=argparse.SUPPRESS)  # the default with --tls now
+    parser.add_argument("--ac", action="store_true", help="an AC port (services AC, AC_BPT) instead of DC")
     parser.add_argument("--pki", type=Path, default=Path("build/pki"), help="test PKI directory (make certs)")
     parser.add_argument("--tls-extra-group", action="append", default=[],
                         help="widen the -20 key exchange groups (e.g. prime256v1 for Josev's client); logged")
@@ -76,8 +78,7 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
-        config = SessionConfig(evse_id=args.evse_id, schedule=parse_schedule(args.schedule),
-                               negative_discharge_limits=args.negative_discharge_limits)
+        config = sim_session_config(args)
     except ValueError as exc:
         print(f"secc run: {exc}", file=sys.stderr)
         return 2
@@ -88,6 +89,18 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, LookupError, RuntimeError) as exc:
         print(f"secc run: {exc}", file=sys.stderr)
         return 1
+
+
+def sim_session_config(args: argparse.Namespace) -> SessionConfig:
+    from secc.protocol.config import SERVICE_AC, SERVICE_AC_BPT
+
+    config = SessionConfig(evse_id=args.evse_id, schedule=parse_schedule(args.schedule),
+                           negative_discharge_limits=args.negative_discharge_limits, auto_authorize=True)
+    if args.ac:
+        from dataclasses import replace
+
+        config = replace(config, services=(SERVICE_AC, SERVICE_AC_BPT))
+    return config
 
 
 def _print_record(record: SessionRecord) -> None:
@@ -103,55 +116,43 @@ def _print_record(record: SessionRecord) -> None:
 
 
 class SimulatedPort:
-    """The simulated board with its EV, a ChargingStation on it, and the model clock following real time."""
+    """The simulated board with its EV and a connector controller on it, model time following real time."""
 
-    def __init__(self, config: SessionConfig, imd_self_test_s: float = 10.0) -> None:
+    def __init__(self, config: SessionConfig, imd_self_test_s: float = 10.0, kind: str = "dc") -> None:
         from hal.sim.board import SimBoard
+        from hal.sim.port import SimPort
+        from secc.evse.auth import AuthBroker
+        from secc.evse.build import attach_sim_car, build_connector
+        from secc.evse.connector import ConnectorSetup
+        from secc.evse.stream import EventStream
 
         self.sim = SimBoard()
         self.sim.isolation_monitor.self_test_duration_s = imd_self_test_s
-        self.sim.ev.plug()
-        self.sim.ev.request_charge()
-        self.sim.ev.battery_connected = False  # the EV closes its contactors only for energy transfer
-        self.station = ChargingStation(config, self.sim.board(), authorize=lambda evcc_id: True)
-        self.station.signal_hooks.append(self._ev_physics)
-        self._clock_task: asyncio.Task[None] | None = None
-
-    def _ev_physics(self, sig: ev.Signal, now: float) -> None:
-        if isinstance(sig, ev.PowerTarget):
-            self.sim.ev.battery_connected = True
-        elif isinstance(sig, ev.PowerStop | ev.SessionEnded | ev.WeldingDetectionRequested):
-            self.sim.ev.battery_connected = False
-
-    async def _follow_wall_clock(self) -> None:
-        last = time.monotonic()
-        while True:
-            await asyncio.sleep(SIM_STEP_S)
-            now = time.monotonic()
-            self.sim.advance(now - last)
-            last = now
+        self.port = SimPort(self.sim, SIM_STEP_S)
+        self.port.plug()
+        stream = EventStream()
+        self.connector: Connector = build_connector(ConnectorSetup(config.evse_id, config, kind=kind),
+                                                    self.sim.board(), stream, AuthBroker(free_vend=[config.evse_id]))
+        attach_sim_car(stream, config.evse_id, self.port.energy)
 
     async def start(self) -> None:
-        self._clock_task = asyncio.create_task(self._follow_wall_clock())
-        await self.station.start()
+        await self.port.start()
+        await self.connector.start()
         for _ in range(100):  # the simulated EV is plugged in: serve only once the CP machine has seen it
-            if self.station.supervisor.cp.state is CpState.C:
+            if self.connector.supervisor.cp.state is CpState.C:
                 break
             await asyncio.sleep(SIM_STEP_S)
 
     async def close(self) -> None:
-        await self.station.close()
-        if self._clock_task is not None:
-            self._clock_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._clock_task
+        await self.connector.close()
+        await self.port.close()
 
 
 async def _serve(args: argparse.Namespace, config: SessionConfig) -> int:
     from secc import transport
 
-    port = SimulatedPort(config, args.sim_imd_self_test)
-    station = port.station
+    port = SimulatedPort(config, args.sim_imd_self_test, kind="ac" if args.ac else "dc")
+    station = port.connector
     tls_context = None
     if args.tls:
         from secc import tls
@@ -162,6 +163,9 @@ async def _serve(args: argparse.Namespace, config: SessionConfig) -> int:
         )
         tls_context = tls.server_context(tls_config)
 
+    plain_tcp = tls_context is None or (args.tcp and not args.no_tcp)
+    if plain_tcp:
+        log.warning("plain TCP offered on %s: a lab option, -20 expects TLS", args.iface)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -169,25 +173,16 @@ async def _serve(args: argparse.Namespace, config: SessionConfig) -> int:
 
     await port.start()
     listeners = await transport.start_secc_listeners(
-        args.iface, station.handler_factory, tls_context=tls_context, offer_tcp=not args.no_tcp)
+        args.iface, station.handler_factory, tls_context=tls_context, offer_tcp=plain_tcp)
     ports = {"tcp": listeners.tcp.port if listeners.tcp else None, "tls": listeners.tls.port if listeners.tls else None}
     print(f"LISTENING {json.dumps({'iface': args.iface, 'address': str(listeners.address), **ports})}", flush=True)
-    printed = 0
-
-    def print_new_records() -> None:
-        nonlocal printed
-        new = station.finished_sessions - printed
-        for record in list(station.history)[-new:] if new > 0 else []:
-            _print_record(record)
-        printed = station.finished_sessions
-
+    # Every finished session prints at once (a poll of the bounded history could miss some under load).
+    station.on_session_finished.append(_print_record)
     try:
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.1)
-            print_new_records()
     finally:
         await listeners.close()
         await port.close()
-        print_new_records()
     return 0

@@ -76,6 +76,7 @@ class Session:
         self._unix_clock = unix_clock
         self._new_session_id = new_session_id
         self._options = protocol_options
+        self.present = ev.PresentValues(0.0, 0.0)  # the charger's values the latest answer carried
 
     # ------------------------------------------------------------------------------------------ properties
     @property
@@ -129,6 +130,8 @@ class Session:
         return self.machine.receive(payload_type, payload, now)
 
     def control(self, event: ev.ControlEvent, now: float) -> list[ev.Signal]:
+        if isinstance(event, ev.PresentValues):
+            self.present = event
         if self.machine is None or self.ended:
             return []
         return self.machine.control(event, now)

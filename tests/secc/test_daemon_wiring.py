@@ -64,17 +64,17 @@ def test_cp_events_drive_slac(runtime: ConnectorRuntime) -> None:
 
 
 def test_failed_match_pulses_the_cp_only_without_a_session(runtime: ConnectorRuntime) -> None:
-    cp = runtime.station.supervisor.cp
+    cp = runtime.connector.supervisor.cp
 
     def output() -> CpMode:
         return cp.output.mode
 
     cp.start_hlc(0.0)
     assert output() is CpMode.PWM
-    runtime.station.active = object()  # type: ignore[assignment]  # a V2G session is running
+    runtime.connector.active = object()  # type: ignore[assignment]  # a V2G session is running
     runtime._on_slac_event(LinkFailed(b"\x02" * 6, "link went down"))
     assert output() is CpMode.PWM  # never pull the CP from under a running session
-    runtime.station.active = None
+    runtime.connector.active = None
     runtime._on_slac_event(MatchingFailed("no CM_SLAC_MATCH.REQ"))
     assert output() is CpMode.F  # the E/F pulse that makes the EV start SLAC again
     assert runtime.slac_state == "failed" and "MatchingFailed" in runtime.last_errors[-1]
@@ -144,7 +144,7 @@ async def stop_in_the_charge_loop(tmp_path: Path, welded: bool) -> tuple[list[Sa
                                           SeccAddress("::1", connector.ports["tcp"], False), None,
                                           report=lambda line: None))
     for _ in range(1000):
-        active = connector.station.active
+        active = connector.connector.active
         if active is not None and active.session.phase.value == "DC_ChargeLoop" and (
                 connector.board.power_stage.present().current_a > 5):
             break
