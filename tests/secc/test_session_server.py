@@ -15,10 +15,10 @@ from typing import Any
 import exi
 from exi.generated import cm, ct, dc
 from secc import v2gtp
-from secc.run import SimulatedPort
 from secc.protocol import events as ev
 from secc.protocol.config import EvseDcLimits, SessionConfig, SessionTimeouts
 from secc.protocol.session import Session
+from secc.run import SimulatedPort
 from secc.transport import V2GConnectionServer
 from tests.secc.session_ev import ScriptedEv, sap_req
 
