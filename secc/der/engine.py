@@ -317,8 +317,11 @@ class DerEngine:
         rng: Callable[[], float],
         schedule: DerSchedule | None = None,
         supported: frozenset[DerControlType] | None = None,
+        start_tripped: bool = False,
     ) -> None:
+        """`start_tripped`: a trip latched before a restart (secc.store.der) holds until EnterService allows."""
         self.config = config
+        self._start_tripped = start_tripped
         self.rated_w = config.rated_w
         self.rated_var = config.rated_var if config.rated_var is not None else config.rated_w
         self.schedule = schedule if schedule is not None else DerSchedule()
@@ -419,7 +422,10 @@ class DerEngine:
         self._last_meas_t = mt
 
         if self._state is None:  # first step (R13)
-            self._state = DerState.WAITING if self._enter is not None else DerState.NORMAL
+            if self._start_tripped:
+                self._state = DerState.TRIPPED
+            else:
+                self._state = DerState.WAITING if self._enter is not None else DerState.NORMAL
             self._waiting_delay = self._draw_delay()
 
         # -- monitors -------------------------------------------------------------------------------------------

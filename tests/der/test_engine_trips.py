@@ -175,3 +175,15 @@ def test_ten_minute_mean_overvoltage() -> None:
     run = engine(hv)
     run.until(1300, v=step_at(600.0, 230.0, pct(109.0), 900.0), p=-5000)
     assert run.events("trip") == []
+
+
+def test_a_trip_latched_before_a_restart_holds_until_enter_service() -> None:
+    from secc.der.engine import DerEngine, EngineConfig, GridMeasurement
+
+    from .payloads import T0_S
+
+    e = DerEngine(EngineConfig(rated_w=10_000), rng=lambda: 0.0, start_tripped=True)
+    assert e.set_der_control(enter_service(delay=3), T0_S).status == "Accepted"
+    outs = [e.step(T0_S + k, GridMeasurement(T0_S + k, (230.0,), 50.0), -5000) for k in range(5)]
+    assert [o.state.value for o in outs] == ["waiting", "waiting", "waiting", "normal", "normal"]
+    assert outs[0].p_w == 0 and outs[3].p_w == -5000
