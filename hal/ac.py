@@ -12,7 +12,8 @@ EV, `exported_wh` energy the EV fed back. Phases are L1 first; a single-phase de
 Residual current (IEC 62955, RDC-DD): the device detects a smooth DC residual current >= 6 mA (the value that
 keeps an upstream type A RCD working) and removes the supply itself (RDC-PD) or tells the EVSE to (RDC-MD);
 `RcdSpec.disconnection_time_s` gives the maximum break time for a residual current, which the charger must
-meet together with its contactor. A self-test precedes every closing of the contactor.
+meet together with its contactor (DC residual with an RDC-MD; AC residual currents the type A RCCB breaks
+itself). A self-test precedes every closing of the contactor.
 """
 
 from __future__ import annotations
@@ -124,7 +125,10 @@ class RcdSpec:
     dc_break_times: tuple[tuple[float, float], ...] = ((6.0, 10.0), (60.0, 0.3), (200.0, 0.1))
     ac_break_times: tuple[tuple[float, float], ...] = ((30.0, 0.3), (60.0, 0.15), (150.0, 0.04))
     self_test_s: float = 0.5  # how long a self-test takes at most
-    protective: bool = False  # True: RDC-PD (breaks itself); False: RDC-MD (the EVSE's contactor breaks)
+    # True: RDC-PD (breaks the circuit itself); False: RDC-MD (the EVSE's contactor breaks on its signal).
+    # AC residual currents are broken by the type A RCCB itself in either case: no contactor is fast
+    # enough for 40 ms.
+    protective: bool = False
 
     def disconnection_time_s(self, dc_residual_ma: float = 0.0, ac_residual_ma: float = 0.0) -> float | None:
         """The maximum break time for these residual currents; None below every threshold."""

@@ -123,8 +123,8 @@ class SimRcd:
 
     @property
     def supply_removed(self) -> bool:
-        """An RDC-PD breaks the circuit itself when it trips."""
-        return self._spec.protective and self.tripped
+        """An RDC-PD breaks the circuit itself when it trips; the RCCB part always does for AC residuals."""
+        return self.tripped and (self._spec.protective or self.cause is RcdTripCause.AC_RESIDUAL)
 
     def start_self_test(self) -> None:
         self.self_tests += 1

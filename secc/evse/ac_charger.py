@@ -247,6 +247,7 @@ class HalAcCharger:
         """A new V2G session: nothing it may rely on carries over from the previous car."""
         self.make_safe(now)
         self.failure = None
+        self._set_phase(EnergyPhase.IDLE, now)  # a new car; a welded contactor or a trip still refuse it
         self.ev_limits = None
         self.target = None
         self.basic_mode = False
