@@ -15,7 +15,8 @@ With --json it prints one JSON line at t = 0 and one whenever the state changes,
 per event), or active / reactive power moved by more than 0.5 % of rated since the last line:
     {"t": s, "p_w": W, "q_var": var, "state": ..., "event": null | "trip" | ..., "control_type": ...,
      "control_id": ...}
-control_type / control_id name the event's control, or on other lines the control shaping p_w (else null).
+control_type / control_id name the event's control; on other lines the control shaping p_w, else the one
+shaping q_var, else null.
 q_var is positive when absorbing (secc.der.readings R1). Bad input files: exit 2 with one line on stderr.
 """
 
@@ -152,7 +153,11 @@ class _Printer:
 
     def emit(self, t: float, o: DerOutput) -> None:
         state = o.state.value
-        p_ctl = (o.p_control_type.value if o.p_control_type else None, o.p_control_id)
+        p_ctl: tuple[str | None, str | None]
+        if o.p_control_type is not None:
+            p_ctl = (o.p_control_type.value, o.p_control_id)
+        else:  # nothing shapes p: name what shapes q, if anything
+            p_ctl = (o.q_control_type.value if o.q_control_type else None, o.q_control_id)
         if self.last is None:
             self._line(t, o, None, *p_ctl)
         elif not o.events:
