@@ -53,6 +53,11 @@ class Board:
     def samplers(self) -> list[Sampler[object]]:
         return [self.imd.sampler, self.sampled_meter.sampler]  # type: ignore[list-item]
 
+    def wait_for_first_samples(self, timeout_s: float) -> list[str]:
+        """At start-up: wait until every slow device was read once (good or failed). Returns the names of
+        those that did not answer in time (their threads keep trying; the supervisor judges their age)."""
+        return [s.name for s in self.samplers() if not s.wait_first(timeout_s)]
+
     def close(self) -> None:
         """Safe state first: power off, contactors open, CP to F; then release the devices."""
         errors: list[BaseException] = []

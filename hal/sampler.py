@@ -89,6 +89,7 @@ class Sampler(Generic[T]):
         self._waiter: Waiter | None = None
         self._thread: threading.Thread | None = None
         self._stopping = False
+        self._first = threading.Event()  # set once the first sample (good or failed) is published
 
     # ----------------------------------------------------------------------------------- control loop side
     def latest(self) -> Sample[T] | None:
@@ -151,6 +152,10 @@ class Sampler(Generic[T]):
             if thread.is_alive():
                 log.warning("sampler %s: the device read did not return within %.1f s", self.name, join_timeout_s)
 
+    def wait_first(self, timeout_s: float) -> bool:
+        """Block until the first sample is published (for start-up, never from a control loop)."""
+        return self._first.wait(timeout_s)
+
     @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
@@ -210,6 +215,7 @@ class Sampler(Generic[T]):
             if error is None:
                 self._latest_good = sample
             self._reading_since = None
+        self._first.set()
 
 
 # ------------------------------------------------------------------------------------------ typed devices
