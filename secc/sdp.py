@@ -11,6 +11,11 @@ ACCEPT_CLIENT_OFFER answers what the EV asked for if we run that server and fall
 otherwise (the EV decides whether it can live with it); ENFORCE_TLS / ENFORCE_NO_TLS always answer that one.
 A datagram that is not a well-formed request, a UDP transport request (V2G runs over TCP only) and an unknown
 security byte get no answer (EVerest and Josev do the same); each drop is logged at debug level.
+
+Replies are rate-limited (`ReplyLimiter`, token buckets with an explicit `now`): per source address a burst
+of 8 and 4 a second (an EV retries every 250 ms, SDP_Timeout), and 50 a second in all, so a flood, spoofed
+sources included, gets at most that many 28-byte answers. `SdpServerCore.handle()` says why a datagram got
+no answer (`Drop`), so the socket layer can count drops per cause instead of logging each.
 """
 
 from __future__ import annotations
@@ -41,6 +46,48 @@ class Security(IntEnum):
 class Transport(IntEnum):
     TCP = 0x00
     UDP = 0x10
+
+
+class Drop(Enum):
+    """Why a datagram got no answer."""
+
+    MALFORMED = "malformed datagram dropped"
+    UDP_TRANSPORT = "UDP transport requested (not answered)"
+    RATE_LIMITED = "reply rate-limited"
+
+
+class ReplyLimiter:
+    """Token buckets per source address and overall (sans-IO: `now` in). The source table is bounded."""
+
+    def __init__(self, per_source_rate: float = 4.0, per_source_burst: float = 8.0, total_rate: float = 50.0,
+                 total_burst: float = 100.0, max_sources: int = 256) -> None:
+        self.per_source_rate = per_source_rate
+        self.per_source_burst = per_source_burst
+        self.total_rate = total_rate
+        self.total_burst = total_burst
+        self.max_sources = max_sources
+        self._sources: dict[str, tuple[float, float]] = {}  # source -> (tokens, at); insertion = LRU order
+        self._total: tuple[float, float] | None = None
+
+    @staticmethod
+    def _refill(bucket: tuple[float, float] | None, rate: float, burst: float, now: float) -> float:
+        if bucket is None:
+            return burst
+        tokens, at = bucket
+        return min(burst, tokens + max(0.0, now - at) * rate)
+
+    def allow(self, source: str, now: float) -> bool:
+        total = self._refill(self._total, self.total_rate, self.total_burst, now)
+        mine = self._refill(self._sources.pop(source, None), self.per_source_rate, self.per_source_burst, now)
+        allowed = total >= 1.0 and mine >= 1.0
+        if allowed:
+            total -= 1.0
+            mine -= 1.0
+        self._total = (total, now)
+        self._sources[source] = (mine, now)  # re-inserted: most recently seen last
+        while len(self._sources) > self.max_sources:
+            del self._sources[next(iter(self._sources))]  # forget the longest-quiet source
+        return allowed
 
 
 class SecurityPolicy(Enum):
@@ -142,10 +189,12 @@ class SdpConfig:
 class SdpServerCore:
     """Answers SDP requests per `SdpConfig`. Pure: no sockets, no clock."""
 
-    __slots__ = ("config",)
+    __slots__ = ("config", "dropped", "limiter")
 
-    def __init__(self, config: SdpConfig) -> None:
+    def __init__(self, config: SdpConfig, limiter: ReplyLimiter | None = None) -> None:
         self.config = config
+        self.limiter = limiter if limiter is not None else ReplyLimiter()
+        self.dropped: dict[Drop, int] = {}
 
     def choose(self, request: SdpRequest) -> SdpResponse | None:
         """The response for a valid request, or None when we do not answer it."""
@@ -164,16 +213,33 @@ class SdpServerCore:
         assert port is not None  # SdpConfig guarantees at least one server
         return SdpResponse(cfg.address, port, wanted, Transport.TCP)
 
-    def handle_datagram(self, datagram: bytes, source: object = None) -> bytes | None:
-        """The response datagram for `datagram`, or None (dropped; logged at debug level with `source`)."""
+    def handle(self, datagram: bytes, source: object = None, now: float | None = None) -> bytes | Drop:
+        """The response datagram for `datagram`, or why there is none (also logged at debug level).
+
+        With `now`, replies are rate-limited per source address (the first element of a socket address
+        tuple) and overall; without, every valid request is answered.
+        """
         try:
             request = parse_request(datagram)
         except SdpError as exc:
             log.debug("SDP: dropped datagram from %s: %s (%s)", source, exc, datagram[:32].hex())
-            return None
+            return self._drop(Drop.MALFORMED)
         response = self.choose(request)
         if response is None:
             log.debug("SDP: not answering %s from %s (UDP transport)", request, source)
-            return None
+            return self._drop(Drop.UDP_TRANSPORT)
+        host = str(source[0]) if isinstance(source, tuple) and source else str(source)
+        if now is not None and not self.limiter.allow(host, now):
+            log.debug("SDP: reply to %s rate-limited", source)
+            return self._drop(Drop.RATE_LIMITED)
         log.debug("SDP: %s from %s -> %s", request, source, response)
         return response.encode()
+
+    def _drop(self, why: Drop) -> Drop:
+        self.dropped[why] = self.dropped.get(why, 0) + 1
+        return why
+
+    def handle_datagram(self, datagram: bytes, source: object = None, now: float | None = None) -> bytes | None:
+        """The response datagram for `datagram`, or None (dropped; see `handle` for why)."""
+        outcome = self.handle(datagram, source, now)
+        return outcome if isinstance(outcome, bytes) else None

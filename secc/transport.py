@@ -14,7 +14,23 @@ outside the -20 profile sees a bare EOF (the field symptom in EVerest/EVerest#57
 and maps each application write to one SSL_write, i.e. one TLS record in one TCP write.
 
 The SDP server answers on UDP port 15118 of one interface, joined to ff02::1 there, with the link-local
-address of that interface (secc/sdp.py does the deciding).
+address of that interface (secc/sdp.py does the deciding, and rate-limits the replies).
+
+Hostile input (issue 15): anyone on the link can connect. Every buffer is bounded (V2GTP payloads above
+`max_payload`, 16 KiB, are refused from the header alone; at most MAX_QUEUED_MESSAGES unanswered requests),
+and every wait has a timeout: the TLS handshake (`handshake_timeout`), connect -> first complete V2GTP frame
+(`first_frame_timeout`), first byte of a frame -> its last (`frame_timeout`, a truncated header followed by
+silence), and between requests (`message_timeout`, V2G_SECC_Sequence_Timeout). Each server holds at most
+`max_connections` connections (TLS handshakes included) and at most `max_per_host` from one address that
+have not completed session setup. A new connection beyond a cap is not refused: it evicts the oldest
+connection that has not completed session setup, preferring one that never sent a valid V2GTP frame and
+the address holding the most connections, so a flood from one host only displaces that host's own
+connections and never the plugged-in car's; only connections marked established
+(`Connection.mark_established()`, after SessionSetup) are never evicted. With `lazy_handler=True` the
+handler factory is called at the first valid V2GTP frame instead of at accept time, so a connection that
+sends nothing or garbage never reaches the session layer. Log lines about refused, evicted, malformed or
+timed-out connections and failed handshakes are aggregated per cause (`LogAggregator`): the first at once,
+then one line with the count per LOG_INTERVAL_S, never one line per frame.
 
 Use from the session layer (one handler per EV connection):
 
@@ -57,6 +73,13 @@ log = logging.getLogger(__name__)
 # ISO 15118 wants the TCP/TLS server on a dynamic port (49152-65535) announced through SDP.
 DYNAMIC_PORTS: Final = range(49152, 65536)
 DEFAULT_HANDSHAKE_TIMEOUT: Final = 10.0
+DEFAULT_MESSAGE_TIMEOUT: Final = 60.0  # V2G_SECC_Sequence_Timeout (ISO 15118-20): the EV's next request
+DEFAULT_FIRST_FRAME_TIMEOUT: Final = 10.0  # accept / TLS handshake -> first complete, valid V2GTP frame
+DEFAULT_FRAME_TIMEOUT: Final = 5.0  # first byte of a frame -> its last (16 KiB take milliseconds on PLC)
+DEFAULT_MAX_CONNECTIONS: Final = 16  # per server, TLS handshakes in progress included
+DEFAULT_MAX_PER_HOST: Final = 8  # connections of one address that have not completed session setup
+LOG_INTERVAL_S: Final = 10.0  # aggregated hostile-input log lines: at most one per cause and interval
+LISTEN_BACKLOG: Final = 64
 CLOSE_TIMEOUT: Final = 5.0  # how long a closing connection may take to flush before it is aborted
 # -20 is strictly request/response; an EV that queues more than this many unanswered requests is broken.
 MAX_QUEUED_MESSAGES: Final = 8
@@ -70,6 +93,9 @@ class CloseReason(enum.Enum):
     HANDLER_CLOSE = "handler closed the connection"
     HANDLER_ERROR = "handler raised"
     TIMEOUT = "no complete message within the timeout"
+    NO_FIRST_FRAME = "no valid V2GTP frame within the first-frame timeout"
+    FRAME_TIMEOUT = "a V2GTP frame was started but not completed in time"
+    EVICTED = "evicted: connection cap reached before it completed session setup"
     SERVER_SHUTDOWN = "server shutting down"
 
 
@@ -94,14 +120,30 @@ class TlsInfo:
     peer_certificate: bytes | None  # DER of the EV's leaf, if it authenticated
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=False)
 class Connection:
-    """What a handler knows about its connection, and how it can end it from outside `on_message`."""
+    """What a handler knows about its connection, and how it can end it from outside `on_message`.
+
+    `frames` counts the valid V2GTP frames received so far (`has_valid_frame`: at least one);
+    `established` is set by `mark_established()`, which the session layer calls once the EV has completed
+    session setup (SessionSetupRes OK): from then on the connection cap never evicts this connection.
+    """
 
     peer_host: str
     peer_port: int
     tls: TlsInfo | None
     _request_close: Callable[[], None] = field(repr=False)
+    accepted_at: float = 0.0  # event-loop time of the accept
+    frames: int = 0
+    established: bool = False
+
+    @property
+    def has_valid_frame(self) -> bool:
+        return self.frames > 0
+
+    def mark_established(self) -> None:
+        """The EV completed session setup on this connection: protect it from eviction by the cap."""
+        self.established = True
 
     def request_close(self) -> None:
         """Close now (e.g. on a HAL fault while waiting for the EV); requests still queued are dropped."""
@@ -127,25 +169,171 @@ class ServerStats:
     tls_handshakes_failed: int = 0
     last_tls_error: str | None = None
     closed: dict[CloseReason, int] = field(default_factory=dict)
+    evicted: int = 0  # connections ended by the cap to make room for a newer one
+    refused: int = 0  # new connections closed at once: the cap is full of established sessions
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Sans-IO policy: which connection makes room for a new one, and how hostile events are logged
+
+
+@dataclass(frozen=True, slots=True)
+class SlotView:
+    """What the admission policy knows about one live connection (or TLS handshake)."""
+
+    order: int  # accept order: lower is older
+    host: str
+    framed: bool  # has sent a valid V2GTP frame
+    established: bool  # completed session setup (never evicted)
+
+
+def admission(live: list[SlotView], host: str, max_connections: int,
+              max_per_host: int) -> tuple[bool, SlotView | None]:
+    """For a new connection from `host`: (admit it?, the live connection to evict first, if any).
+
+    Victims are connections that have not completed session setup: one that never sent a valid frame
+    before one that did, the oldest first; from `host` itself when it holds `max_per_host` such
+    connections, otherwise (server full) from the address holding the most. A server full of established
+    sessions refuses the newcomer.
+    """
+    evictable = [s for s in live if not s.established]
+
+    def oldest_first(candidates: list[SlotView]) -> SlotView:
+        return min(candidates, key=lambda s: (s.framed, s.order))
+
+    same_host = [s for s in evictable if s.host == host]
+    if len(same_host) >= max_per_host:
+        return True, oldest_first(same_host)
+    if len(live) < max_connections:
+        return True, None
+    if not evictable:
+        return False, None
+    counts: dict[str, int] = {}
+    for s in evictable:
+        counts[s.host] = counts.get(s.host, 0) + 1
+    busiest = max(counts.values())
+    return True, oldest_first([s for s in evictable if counts[s.host] == busiest])
+
+
+class LogAggregator:
+    """One log line per cause and interval, with a count, instead of one line per event (sans-IO: `now` in).
+
+    The first event of a quiet cause is returned for logging at once; later ones are counted and reported
+    as one line when the interval has passed (`note` on the next event, or `due` from a timer).
+    """
+
+    def __init__(self, interval_s: float = LOG_INTERVAL_S) -> None:
+        self.interval_s = interval_s
+        self._opened: dict[str, float] = {}  # cause -> start of its current interval
+        self._counts: dict[str, int] = {}
+        self._last: dict[str, str] = {}
+        self.total: dict[str, int] = {}  # every event ever noted, per cause
+
+    def note(self, cause: str, detail: str, now: float) -> str | None:
+        self.total[cause] = self.total.get(cause, 0) + 1
+        opened = self._opened.get(cause)
+        if opened is None:
+            self._opened[cause] = now
+            self._counts[cause] = 0
+            return f"{cause}: {detail}"
+        self._counts[cause] += 1
+        self._last[cause] = detail
+        return self._emit(cause, now) if now - opened >= self.interval_s else None
+
+    def due(self, now: float) -> list[str]:
+        """The aggregate lines whose interval has ended; a cause quiet for a whole interval is closed."""
+        lines: list[str] = []
+        for cause, opened in list(self._opened.items()):
+            if now - opened < self.interval_s:
+                continue
+            if self._counts[cause]:
+                lines.append(self._emit(cause, now))
+            else:
+                del self._opened[cause], self._counts[cause]
+                self._last.pop(cause, None)
+        return lines
+
+    @property
+    def open(self) -> bool:
+        return bool(self._opened)
+
+    def flush(self, now: float) -> list[str]:
+        """Every count not yet reported (e.g. at shutdown), whatever the interval; then all causes closed."""
+        lines = [self._emit(cause, now) for cause in list(self._opened) if self._counts[cause]]
+        self._opened.clear()
+        self._counts.clear()
+        self._last.clear()
+        return lines
+
+    def _emit(self, cause: str, now: float) -> str:
+        line = (f"{cause}: {self._counts[cause]} more in the last {now - self._opened[cause]:.0f} s "
+                f"(last: {self._last.get(cause, '')})")
+        self._opened[cause] = now
+        self._counts[cause] = 0
+        return line
 
 
 _END = object()  # queue sentinel: no more messages
+# Reasons logged (aggregated) where they are detected: not logged again when the connection closes.
+_NOTED_WHEN_DETECTED: Final = frozenset({CloseReason.MALFORMED_HEADER, CloseReason.NO_FIRST_FRAME,
+                                         CloseReason.FRAME_TIMEOUT, CloseReason.EVICTED})
+
+
+class _Evictable(Protocol):
+    def evict(self) -> None: ...
+
+
+@dataclass(slots=True, eq=False)
+class _Slot:
+    """One admitted connection (or TLS handshake in progress) of a server."""
+
+    order: int
+    host: str
+    owner: _Evictable
+    connection: Connection | None = None  # None during the TLS handshake
+
+    def view(self) -> SlotView:
+        c = self.connection
+        return SlotView(self.order, self.host, c is not None and c.has_valid_frame, c is not None and c.established)
 
 
 class _V2GConnectionProtocol(asyncio.Protocol):
-    def __init__(self, server: V2GConnectionServer) -> None:
+    def __init__(self, server: V2GConnectionServer, slot: _Slot | None = None) -> None:
         self._server = server
+        self._loop = asyncio.get_running_loop()
         self._transport: asyncio.BaseTransport | None = None
         self._parser = v2gtp.V2GTPStreamParser(max_payload=server.max_payload)
         self._queue: asyncio.Queue[v2gtp.V2GTPMessage | object] = asyncio.Queue()
         self._end_reason: CloseReason | None = None
         self._close_requested = False
-        self._lost = asyncio.get_running_loop().create_future()
+        self._lost = self._loop.create_future()
+        self._slot = slot  # TLS: the session's slot, already counted; TCP: taken in connection_made
+        self.connection: Connection | None = None
+        self._deadline: asyncio.TimerHandle | None = None  # first-frame or partial-frame timeout
+        self._frame_started = False  # bytes of an incomplete frame are buffered
 
     # -- transport callbacks -------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # TCP: the accepted socket. TLS: the _TlsServerSession, once its handshake has succeeded.
         self._transport = transport
+        peer = transport.get_extra_info("peername") or ("?", 0)
+        tls: TlsInfo | None = None
+        ssl_object = transport.get_extra_info("ssl_object")
+        if isinstance(ssl_object, ssl.SSLObject):
+            tls = TlsInfo(
+                version=ssl_object.version() or "?",
+                cipher=(ssl_object.cipher() or ("?",))[0],
+                peer_certificate=ssl_object.getpeercert(binary_form=True),
+            )
+        self.connection = Connection(str(peer[0]), int(peer[1]), tls, self._request_close,
+                                     accepted_at=self._loop.time())
+        if self._slot is None:
+            self._slot = self._server._admit(str(peer[0]), self)
+            if self._slot is None:  # refused: the server is full of established sessions
+                cast(asyncio.Transport, transport).abort()
+                return
+        self._slot.connection = self.connection
+        self._arm(self._server.first_frame_timeout, CloseReason.NO_FIRST_FRAME)
         self._server._spawn(self._run(transport))
 
     def data_received(self, data: bytes) -> None:
@@ -154,14 +342,54 @@ class _V2GConnectionProtocol(asyncio.Protocol):
         try:
             messages = self._parser.feed(data)
         except v2gtp.V2GTPHeaderError as exc:
-            log.info("V2GTP: %s; closing the connection", exc)
+            self._server._note(CloseReason.MALFORMED_HEADER.value, f"[{self._peer_host}]: {exc.fault.value} "
+                               f"(header {exc.header.hex()})")
             self._end(CloseReason.MALFORMED_HEADER)
             return
+        connection = self.connection
+        if messages and connection is not None:
+            connection.frames += len(messages)
         for message in messages:
             if self._queue.qsize() >= MAX_QUEUED_MESSAGES:
                 self._end(CloseReason.FLOODED)
                 return
             self._queue.put_nowait(message)
+        self._update_deadline(bool(messages))
+
+    @property
+    def _peer_host(self) -> str:
+        return self.connection.peer_host if self.connection is not None else "?"
+
+    def _arm(self, timeout: float | None, reason: CloseReason) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        if timeout is not None:
+            self._deadline = self._loop.call_later(timeout, self._timed_out, reason)
+
+    def _update_deadline(self, completed: bool) -> None:
+        """After the first frame: a started frame must complete within frame_timeout. Before it, the
+        first-frame deadline (from the accept) bounds everything; between frames, message_timeout (_serve)."""
+        if self.connection is None or not self.connection.has_valid_frame:
+            return
+        if self._parser.buffered == 0:
+            self._frame_started = False
+            self._arm(None, CloseReason.TIMEOUT)
+        elif completed or not self._frame_started:  # a new frame has started (just now)
+            self._frame_started = True
+            self._arm(self._server.frame_timeout, CloseReason.FRAME_TIMEOUT)
+
+    def _timed_out(self, reason: CloseReason) -> None:
+        self._deadline = None
+        if self._end_reason is None:
+            self._server._note(reason.value, f"[{self._peer_host}]")
+            self._end(reason)
+
+    def evict(self) -> None:
+        """Make room for a newer connection: end this one at once (RST), the handler hears EVICTED."""
+        self._end(CloseReason.EVICTED)
+        if self._transport is not None:
+            cast(asyncio.Transport, self._transport).abort()
 
     def eof_received(self) -> bool | None:
         self._end(CloseReason.PEER_CLOSED)
@@ -169,6 +397,9 @@ class _V2GConnectionProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._end(CloseReason.PEER_CLOSED if exc is None else CloseReason.CONNECTION_LOST)
+        self._arm(None, CloseReason.TIMEOUT)
+        if self._slot is not None:
+            self._server._release(self._slot)
         if not self._lost.done():
             self._lost.set_result(None)
 
@@ -180,27 +411,25 @@ class _V2GConnectionProtocol(asyncio.Protocol):
     # -- the connection's life -----------------------------------------------------------------------------
     async def _run(self, transport: asyncio.BaseTransport) -> None:
         server = self._server
-        peer = transport.get_extra_info("peername") or ("?", 0)
-        tls: TlsInfo | None = None
-        ssl_object = transport.get_extra_info("ssl_object")
-        if isinstance(ssl_object, ssl.SSLObject):
-            tls = TlsInfo(
-                version=ssl_object.version() or "?",
-                cipher=(ssl_object.cipher() or ("?",))[0],
-                peer_certificate=ssl_object.getpeercert(binary_form=True),
-            )
+        connection = self.connection
+        assert connection is not None
         server.stats.accepted += 1
-        connection = Connection(str(peer[0]), int(peer[1]), tls, self._request_close)
         reason = await self._serve(transport, connection)
         server.stats.closed[reason] = server.stats.closed.get(reason, 0) + 1
-        log.info("V2G connection from [%s]:%s closed: %s", peer[0], peer[1], reason.value)
+        if connection.has_valid_frame or reason is CloseReason.HANDLER_CLOSE:
+            log.info("V2G connection from [%s]:%s closed: %s", connection.peer_host, connection.peer_port,
+                     reason.value)
+        elif reason not in _NOTED_WHEN_DETECTED:  # never a valid frame: connect floods, scanners; counted
+            server._note("V2G connection closed before any valid V2GTP frame",
+                         f"[{connection.peer_host}]:{connection.peer_port}: {reason.value}")
 
     async def _serve(self, transport: asyncio.BaseTransport, connection: Connection) -> CloseReason:
         assert isinstance(transport, asyncio.WriteTransport)
         handler: ConnectionHandler | None = None
         reason = CloseReason.HANDLER_ERROR
         try:
-            handler = self._server.handler_factory(connection)
+            if not self._server.lazy_handler:
+                handler = self._server.handler_factory(connection)
             while True:
                 item = await asyncio.wait_for(self._queue.get(), self._server.message_timeout)
                 if self._close_requested:
@@ -209,6 +438,8 @@ class _V2GConnectionProtocol(asyncio.Protocol):
                 if not isinstance(item, v2gtp.V2GTPMessage):  # _END
                     reason = self._end_reason or CloseReason.PEER_CLOSED
                     break
+                if handler is None:  # lazy: the first valid frame is what makes it a V2G connection
+                    handler = self._server.handler_factory(connection)
                 action = await handler.on_message(item)
                 if action is None:
                     continue
@@ -269,10 +500,17 @@ class _TlsServerSession(asyncio.Protocol, asyncio.Transport):
         self._timer: asyncio.TimerHandle | None = None
         self._closing = False
         self._failed = False
+        self._slot: _Slot | None = None
 
     # -- socket side ---------------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._raw = cast(asyncio.Transport, transport)
+        peer = cast(tuple[str, int], transport.get_extra_info("peername") or ("?", 0))
+        self._slot = self._server._admit(str(peer[0]), self)  # a handshake in progress holds a slot too
+        if self._slot is None:
+            self._failed = True
+            self._raw.abort()
+            return
         loop = asyncio.get_running_loop()
         self._timer = loop.call_later(self._server.handshake_timeout, self._handshake_failed, TimeoutError(
             f"no TLS handshake within {self._server.handshake_timeout} s"))  # fmt: skip
@@ -296,10 +534,23 @@ class _TlsServerSession(asyncio.Protocol, asyncio.Transport):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._app is None:
             self._handshake_failed(exc or ConnectionResetError("connection closed during the TLS handshake"))
+            if self._slot is not None:
+                self._server._release(self._slot)
         else:
-            self._app.connection_lost(exc)
+            self._app.connection_lost(exc)  # releases the slot
         if self._timer is not None:
             self._timer.cancel()
+
+    def evict(self) -> None:
+        """Make room for a newer connection: a handshake in progress is dropped (RST), a session is ended."""
+        if self._app is not None:
+            self._app.evict()
+            return
+        self._failed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._raw is not None:
+            self._raw.abort()
 
     def _flush(self) -> None:
         data = self._outgoing.read()
@@ -320,7 +571,7 @@ class _TlsServerSession(asyncio.Protocol, asyncio.Transport):
         if self._timer is not None:
             self._timer.cancel()
         tls_profile.maintain_key_log(self._context)  # the key log's size cap is checked per handshake
-        app = _V2GConnectionProtocol(self._server)
+        app = _V2GConnectionProtocol(self._server, self._slot)
         self._app = app
         app.connection_made(self)
 
@@ -334,7 +585,7 @@ class _TlsServerSession(asyncio.Protocol, asyncio.Transport):
         stats.tls_handshakes_failed += 1
         stats.last_tls_error = str(exc)
         peer = cast(tuple[str, int], self.get_extra_info("peername") or ("?", 0))
-        log.info("TLS handshake with [%s]:%s failed: %s", peer[0], peer[1], exc)
+        self._server._note("TLS handshake failed", f"[{peer[0]}]:{peer[1]}: {exc}")
         if self._raw is not None:
             if isinstance(exc, TimeoutError):
                 self._raw.abort()
@@ -408,19 +659,83 @@ class V2GConnectionServer:
         *,
         tls_context: ssl.SSLContext | None = None,
         max_payload: int = v2gtp.DEFAULT_MAX_PAYLOAD,
-        message_timeout: float | None = None,
+        message_timeout: float | None = DEFAULT_MESSAGE_TIMEOUT,
         handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+        first_frame_timeout: float | None = DEFAULT_FIRST_FRAME_TIMEOUT,
+        frame_timeout: float | None = DEFAULT_FRAME_TIMEOUT,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        max_per_host: int = DEFAULT_MAX_PER_HOST,
+        lazy_handler: bool = False,
+        log_interval_s: float = LOG_INTERVAL_S,
     ) -> None:
+        if not 0 < max_payload <= v2gtp.MAX_PAYLOAD_LIMIT:
+            raise ValueError(f"max_payload must be 1..{v2gtp.MAX_PAYLOAD_LIMIT}, not {max_payload}")
+        if max_connections < 1 or max_per_host < 1:
+            raise ValueError("max_connections and max_per_host must be >= 1")
         self.handler_factory = handler_factory
         self.tls_context = tls_context
         self.max_payload = max_payload
         self.message_timeout = message_timeout
         self.handshake_timeout = handshake_timeout
+        self.first_frame_timeout = first_frame_timeout
+        self.frame_timeout = frame_timeout
+        self.max_connections = max_connections
+        self.max_per_host = max_per_host
+        self.lazy_handler = lazy_handler  # call handler_factory at the first valid frame, not at accept
         self.stats = ServerStats()
+        self.log_events = LogAggregator(log_interval_s)
+        self._log_timer: asyncio.TimerHandle | None = None
+        self._slots: dict[int, _Slot] = {}
+        self._accepts = 0
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop = asyncio.get_running_loop()
         self.port = 0
+
+    @property
+    def _kind(self) -> str:
+        return "TLS" if self.tls_context is not None else "TCP"
+
+    def _admit(self, host: str, owner: _Evictable) -> _Slot | None:
+        """A slot for a new connection from `host`, evicting one if a cap says so; None: refused."""
+        admit, victim = admission([slot.view() for slot in self._slots.values()], host, self.max_connections,
+                                  self.max_per_host)
+        if victim is not None:
+            evicted = self._slots.pop(victim.order)
+            self.stats.evicted += 1
+            self._note(CloseReason.EVICTED.value, f"[{evicted.host}] for a new connection from [{host}]")
+            evicted.owner.evict()
+        if not admit:
+            self.stats.refused += 1
+            self._note("V2G connection refused: every slot holds an established session", f"[{host}]")
+            return None
+        self._accepts += 1
+        slot = _Slot(self._accepts, host, owner)
+        self._slots[slot.order] = slot
+        return slot
+
+    def _release(self, slot: _Slot) -> None:
+        self._slots.pop(slot.order, None)
+
+    @property
+    def open_connections(self) -> int:
+        """Connections holding a slot, TLS handshakes in progress included."""
+        return len(self._slots)
+
+    def _note(self, cause: str, detail: str) -> None:
+        """A hostile-input event: logged aggregated per cause (see LogAggregator)."""
+        line = self.log_events.note(cause, detail, self._loop.time())
+        if line is not None:
+            log.info("V2G %s server :%d: %s", self._kind, self.port, line)
+        if self.log_events.open and self._log_timer is None:
+            self._log_timer = self._loop.call_later(self.log_events.interval_s, self._log_due)
+
+    def _log_due(self) -> None:
+        self._log_timer = None
+        for line in self.log_events.due(self._loop.time()):
+            log.info("V2G %s server :%d: %s", self._kind, self.port, line)
+        if self.log_events.open:
+            self._log_timer = self._loop.call_later(self.log_events.interval_s, self._log_due)
 
     def _protocol_factory(self) -> asyncio.Protocol:
         if self.tls_context is None:
@@ -437,16 +752,28 @@ class V2GConnectionServer:
         sock = bind_stream_socket(host, port, interface)
         self.port = sock.getsockname()[1]
         self._server = await self._loop.create_server(self._protocol_factory, sock=sock)
-        log.info("V2G %s server listening on [%s]:%d", "TLS" if self.tls_context else "TCP", host, self.port)
+        log.info("V2G %s server listening on [%s]:%d", self._kind, host, self.port)
+        if self.tls_context is None:
+            log.warning("V2G plain TCP server on [%s]:%d: unencrypted, a lab option (ISO 15118-20 expects TLS)",
+                        host, self.port)
         return self.port
 
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
-            await self._server.wait_closed()
+        for slot in list(self._slots.values()):  # handshakes in progress (sessions end with their tasks)
+            if slot.connection is None:
+                slot.owner.evict()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+        if self._log_timer is not None:
+            self._log_timer.cancel()
+            self._log_timer = None
+        for line in self.log_events.flush(self._loop.time()):  # what was still being counted
+            log.info("V2G %s server :%d: %s", self._kind, self.port, line)
 
     @property
     def active_connections(self) -> int:
@@ -473,7 +800,7 @@ def bind_stream_socket(host: str, port: int = 0, interface: str | None = None) -
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((sockaddr[0], candidate, *sockaddr[2:]))
-            sock.listen(8)
+            sock.listen(LISTEN_BACKLOG)
             sock.setblocking(False)
             return sock
         except OSError as exc:
@@ -521,10 +848,15 @@ class _SdpProtocol(asyncio.DatagramProtocol):
         if len(addr) >= 4 and addr[3] and addr[3] != server.ifindex:
             log.debug("SDP: ignoring datagram from %s on another interface", addr)
             return
-        response = server.core.handle_datagram(data, addr)
-        if response is not None and self.transport is not None:
-            self.transport.sendto(response, addr)
-            server.answered += 1
+        now = asyncio.get_running_loop().time()
+        outcome = server.core.handle(data, addr, now)
+        if isinstance(outcome, bytes):
+            if self.transport is not None:
+                self.transport.sendto(outcome, addr)
+                server.answered += 1
+            return
+        if outcome is not sdp.Drop.UDP_TRANSPORT:
+            server.note(outcome.value, str(addr[0]) if addr else "?", now)
 
     def error_received(self, exc: Exception) -> None:
         log.debug("SDP socket error: %s", exc)
@@ -539,7 +871,24 @@ class SdpServer:
         self.ifindex = socket.if_nametoindex(interface)
         self.port = port
         self.answered = 0
+        self.log_events = LogAggregator()
+        self._log_timer: asyncio.TimerHandle | None = None
         self._transport: asyncio.DatagramTransport | None = None
+
+    def note(self, cause: str, source: str, now: float) -> None:
+        """A dropped datagram: logged aggregated per cause, never one line per datagram."""
+        line = self.log_events.note(f"SDP on {self.interface}: {cause}", f"from [{source}]", now)
+        if line is not None:
+            log.info("%s", line)
+        if self.log_events.open and self._log_timer is None:
+            self._log_timer = asyncio.get_running_loop().call_later(self.log_events.interval_s, self._log_due)
+
+    def _log_due(self) -> None:
+        self._log_timer = None
+        for line in self.log_events.due(asyncio.get_running_loop().time()):
+            log.info("%s", line)
+        if self.log_events.open:
+            self._log_timer = asyncio.get_running_loop().call_later(self.log_events.interval_s, self._log_due)
 
     async def start(self) -> None:
         sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
@@ -563,6 +912,9 @@ class SdpServer:
         log.info("SDP server on [::]:%d%%%s announcing %s", self.port, self.interface, self.core.config)
 
     async def close(self) -> None:
+        if self._log_timer is not None:
+            self._log_timer.cancel()
+            self._log_timer = None
         if self._transport is not None:
             self._transport.close()
             self._transport = None
@@ -592,13 +944,17 @@ async def start_secc_listeners(
     tls_context: ssl.SSLContext | None = None,
     offer_tcp: bool = True,
     policy: sdp.SecurityPolicy = sdp.SecurityPolicy.ACCEPT_CLIENT_OFFER,
-    message_timeout: float | None = None,
+    message_timeout: float | None = DEFAULT_MESSAGE_TIMEOUT,
     max_payload: int = v2gtp.DEFAULT_MAX_PAYLOAD,
     sdp_port: int = sdp.SDP_PORT,
+    lazy_handler: bool = False,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    max_per_host: int = DEFAULT_MAX_PER_HOST,
 ) -> SeccListeners:
     """Start the connection server(s) on the interface's link-local address, then SDP announcing them.
 
-    The servers listen before SDP answers, so an EV never gets an address nobody listens on.
+    The servers listen before SDP answers, so an EV never gets an address nobody listens on. The
+    connection caps and `lazy_handler` apply to each server (see the module docstring).
     """
     address = link_local_address(interface)
     started: list[V2GConnectionServer] = []
@@ -608,7 +964,8 @@ async def start_secc_listeners(
             if (kind == "tcp" and not offer_tcp) or (kind == "tls" and tls_context is None):
                 continue
             server = V2GConnectionServer(
-                handler_factory, tls_context=context, max_payload=max_payload, message_timeout=message_timeout
+                handler_factory, tls_context=context, max_payload=max_payload, message_timeout=message_timeout,
+                lazy_handler=lazy_handler, max_connections=max_connections, max_per_host=max_per_host,
             )
             await server.start(str(address), interface=interface)
             started.append(server)

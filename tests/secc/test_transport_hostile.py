@@ -1,0 +1,359 @@
+"""Hostile input on the V2G and SDP sockets (issue 15): bounded, timed out, capped, and quiet in the log.
+
+The policies are sans-IO and tested with explicit time (admission, LogAggregator, sdp.ReplyLimiter); the wire
+tests run real sockets on loopback, with the "car" and the "attacker" on different IPv4 loopback addresses
+(127.0.0.2 and 127.0.0.3), because the per-host cap is what keeps a flood from one host off the car.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+import struct
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from secc import sdp, tls, v2gtp
+from secc.transport import (
+    Close,
+    CloseReason,
+    Connection,
+    LogAggregator,
+    Reply,
+    SdpServer,
+    SlotView,
+    V2GConnectionServer,
+    _SdpProtocol,
+    admission,
+)
+from tests.secc.echo import EchoHandler, EchoLog
+
+CAR, ATTACKER = "127.0.0.2", "127.0.0.3"
+
+
+def run(coro: Awaitable[None], timeout: float = 30) -> None:
+    asyncio.run(asyncio.wait_for(coro, timeout))  # type: ignore[arg-type]
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not predicate():
+        assert loop.time() < end, "condition not reached"
+        await asyncio.sleep(0.005)
+
+
+async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    header = await reader.readexactly(8)
+    _, _, ptype, length = struct.unpack("!BBHI", header)
+    return ptype, await reader.readexactly(length)
+
+
+async def connect(port: int, source: str, context: ssl.SSLContext | None = None
+                  ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0), ssl=context,
+                                         server_hostname="" if context else None)
+
+
+def raw_connect(port: int, source: str) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind((source, 0))
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
+async def start(log: EchoLog, **kw: object) -> V2GConnectionServer:
+    server = V2GConnectionServer(lambda c: EchoHandler(log, c), **kw)  # type: ignore[arg-type]
+    await server.start("127.0.0.1")
+    return server
+
+
+# --------------------------------------------------------------------------------------------- sans-IO policy
+
+
+def slot(order: int, host: str, framed: bool = False, established: bool = False) -> SlotView:
+    return SlotView(order, host, framed, established)
+
+
+def test_admission_evicts_a_connection_without_a_valid_frame_before_one_with() -> None:
+    live = [slot(1, "a", framed=True), slot(2, "b"), slot(3, "b", framed=True)]
+    assert admission(live, "c", max_connections=3, max_per_host=8) == (True, live[1])
+
+
+def test_admission_a_flooding_host_only_evicts_its_own_connections() -> None:
+    car = slot(1, CAR, framed=True)
+    flood = [slot(i, ATTACKER) for i in range(2, 6)]
+    # the attacker's 5th connection evicts the attacker's oldest, not the car's
+    assert admission([car, *flood], ATTACKER, max_connections=16, max_per_host=4) == (True, flood[0])
+    # server full: the victim comes from the address holding the most, never the car with its one
+    assert admission([car, *flood], "203.0.113.9", max_connections=5, max_per_host=4) == (True, flood[0])
+
+
+def test_admission_never_evicts_an_established_session_and_never_refuses_while_one_is_evictable() -> None:
+    established = [slot(i, CAR, framed=True, established=True) for i in range(1, 4)]
+    assert admission(established, ATTACKER, max_connections=3, max_per_host=4) == (False, None)
+    pending = slot(9, ATTACKER, framed=True)
+    assert admission([*established, pending], CAR, max_connections=4, max_per_host=4) == (True, pending)
+
+
+def test_log_aggregator_one_line_per_cause_and_interval_with_counts() -> None:
+    agg = LogAggregator(interval_s=10.0)
+    assert agg.note("malformed", "[a]", now=0.0) == "malformed: [a]"  # the first one at once
+    assert [agg.note("malformed", f"[{i}]", now=0.001 * i) for i in range(1, 1000)] == [None] * 999
+    assert agg.note("timeout", "[b]", now=1.0) == "timeout: [b]"  # another cause is its own line
+    assert agg.due(now=9.9) == []
+    assert agg.due(now=10.0) == ["malformed: 999 more in the last 10 s (last: [999])"]
+    assert agg.due(now=11.0) == []  # timeout: quiet, its interval ends at 11.0
+    assert agg.due(now=20.5) == []  # both quiet for a whole interval: closed
+    assert not agg.open and agg.note("malformed", "[z]", now=21.0) == "malformed: [z]"
+    assert agg.total == {"malformed": 1001, "timeout": 1}
+
+
+def test_sdp_reply_rate_limit_per_source_and_overall() -> None:
+    limiter = sdp.ReplyLimiter(per_source_rate=4.0, per_source_burst=8.0, total_rate=50.0, total_burst=100.0)
+    flood = [limiter.allow("fe80::bad", now=0.0) for _ in range(1000)]
+    assert sum(flood) == 8  # the burst, then nothing within the same instant
+    assert limiter.allow("fe80::car", now=0.0)  # another source has its own bucket
+    assert sum(limiter.allow("fe80::bad", now=0.25 * i) for i in range(1, 41)) == 40  # an EV's 250 ms retries
+    spoofed = sum(limiter.allow(f"fe80::{i:x}", now=100.0) for i in range(1000))
+    assert spoofed == 100  # spoofed sources: the overall bucket bounds the answers
+    assert len(limiter._sources) <= limiter.max_sources
+
+
+def test_sdp_flood_gets_rate_limited_replies_and_aggregated_log_lines(caplog: pytest.LogCaptureFixture) -> None:
+    class FakeDatagramTransport:
+        def __init__(self) -> None:
+            self.sent: list[tuple[bytes, object]] = []
+
+        def sendto(self, data: bytes, addr: object) -> None:
+            self.sent.append((data, addr))
+
+    async def scenario() -> None:
+        config = sdp.SdpConfig(__import__("ipaddress").IPv6Address("fe80::1"), tls_port=61234,
+                               policy=sdp.SecurityPolicy.ENFORCE_TLS)
+        server = SdpServer(sdp.SdpServerCore(config), "lo", port=15118)
+        protocol = _SdpProtocol(server)
+        fake = FakeDatagramTransport()
+        protocol.connection_made(fake)  # type: ignore[arg-type]
+        source = ("fe80::bad", 5000, 0, server.ifindex)
+        request = sdp.build_request(sdp.Security.TLS)
+        with caplog.at_level(logging.DEBUG, logger="secc.transport"):
+            for _ in range(2000):
+                protocol.datagram_received(request, source)
+                protocol.datagram_received(b"\x01\xfe\x90\x00junk", source)
+        assert len(fake.sent) == 8 and server.answered == 8
+        assert server.core.dropped == {sdp.Drop.RATE_LIMITED: 1992, sdp.Drop.MALFORMED: 2000}
+        lines = [r for r in caplog.records if r.name == "secc.transport"]
+        assert len(lines) == 2  # one per cause, not one per datagram
+        await server.close()
+
+    run(scenario())
+
+
+# --------------------------------------------------------------------------------------------- wire
+
+
+@pytest.mark.parametrize(
+    ("garbage", "fault"),
+    [
+        (bytes.fromhex("01ff800200000003") + b"abc", "bad protocol version / inverse version"),  # inverse byte
+        (bytes.fromhex("00ff800200000003") + b"abc", "bad protocol version / inverse version"),
+        (bytes.fromhex("01fe8002ffffffff") + b"a" * 1000, "payload length above the configured maximum"),
+        (bytes.fromhex("01fe800200004001"), "payload length above the configured maximum"),  # 16 KiB + 1
+    ],
+)
+def test_hostile_v2gtp_header_closes_that_connection_and_buffers_nothing(
+        garbage: bytes, fault: str, caplog: pytest.LogCaptureFixture) -> None:
+    async def scenario() -> None:
+        log = EchoLog()
+        server = await start(log)
+        car_reader, car_writer = await connect(server.port, CAR)
+        car_writer.write(v2gtp.frame(0x8001, b"sap"))
+        assert await read_frame(car_reader) == (0x8001, b"ack:sap")
+        with caplog.at_level(logging.INFO, logger="secc.transport"):
+            for _ in range(50):
+                reader, writer = await connect(server.port, ATTACKER)
+                writer.write(garbage)
+                assert await asyncio.wait_for(reader.read(), 5) == b""
+                writer.close()
+            await until(lambda: server.stats.closed.get(CloseReason.MALFORMED_HEADER, 0) == 50)
+        car_writer.write(v2gtp.frame(0x8002, b"still here"))  # the car's session is untouched
+        assert await read_frame(car_reader) == (0x8002, b"ack:still here")
+        lines = [r.getMessage() for r in caplog.records if "malformed V2GTP header" in r.getMessage()]
+        assert len(lines) == 1 and fault in lines[0]  # the first one; the other 49 are counted
+        assert server.log_events.total["malformed V2GTP header"] == 50
+        car_writer.close()
+        await server.close()
+
+    run(scenario())
+
+
+def test_hostile_truncated_header_then_silence_times_out_before_the_first_frame() -> None:
+    async def scenario() -> None:
+        log = EchoLog()
+        server = await start(log, first_frame_timeout=0.3, message_timeout=60)
+        reader, writer = await connect(server.port, ATTACKER)
+        writer.write(bytes.fromhex("01fe80"))  # 3 of 8 header bytes, then nothing
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        await until(lambda: log.closed == [CloseReason.NO_FIRST_FRAME])
+        writer.close()
+        await server.close()
+
+    run(scenario())
+
+
+def test_hostile_truncated_frame_after_a_valid_one_times_out() -> None:
+    async def scenario() -> None:
+        log = EchoLog()
+        server = await start(log, frame_timeout=0.3, message_timeout=60)
+        reader, writer = await connect(server.port, CAR)
+        writer.write(v2gtp.frame(0x8001, b"sap") + v2gtp.frame(0x8002, b"cut short")[:5])
+        assert await read_frame(reader) == (0x8001, b"ack:sap")
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        await until(lambda: log.closed == [CloseReason.FRAME_TIMEOUT])
+        writer.close()
+        await server.close()
+
+    run(scenario())
+
+
+def test_hostile_connect_flood_that_sends_nothing_never_locks_out_the_car() -> None:
+    async def scenario() -> None:
+        log = EchoLog()
+        server = await start(log, max_connections=8, max_per_host=4)
+        car_reader, car_writer = await connect(server.port, CAR)
+        car_writer.write(v2gtp.frame(0x8001, b"sap"))
+        assert await read_frame(car_reader) == (0x8001, b"ack:sap")
+        flood = [raw_connect(server.port, ATTACKER) for _ in range(100)]
+        await until(lambda: server.stats.evicted >= 96)
+        assert server.open_connections <= 1 + 4
+        car_writer.write(v2gtp.frame(0x8002, b"charging"))  # the plugged-in car's session goes on
+        assert await read_frame(car_reader) == (0x8002, b"ack:charging")
+        # and a new connection of the car (e.g. after a drop) gets in despite the flood
+        new_reader, new_writer = await connect(server.port, CAR)
+        new_writer.write(v2gtp.frame(0x8001, b"again"))
+        assert await read_frame(new_reader) == (0x8001, b"ack:again")
+        assert server.stats.refused == 0
+        for sock in flood:
+            sock.close()
+        await until(lambda: server.open_connections == 2)  # no slot leaks
+        for w in (car_writer, new_writer):
+            w.close()
+        await server.close()
+        assert server.open_connections == 0
+
+    run(scenario())
+
+
+def test_hostile_connect_flood_from_many_addresses_evicts_only_unestablished_connections() -> None:
+    class SetupHandler(EchoHandler):
+        """Marks the connection established at its first message, as the session layer does at SessionSetup."""
+
+        def __init__(self, log: EchoLog, connection: Connection) -> None:
+            super().__init__(log, connection)
+            self.connection = connection
+
+        async def on_message(self, message: v2gtp.V2GTPMessage) -> Reply | Close | None:
+            self.connection.mark_established()
+            return await super().on_message(message)
+
+    async def scenario() -> None:
+        log = EchoLog()
+        server = V2GConnectionServer(lambda c: SetupHandler(log, c), max_connections=4, max_per_host=4)
+        await server.start("127.0.0.1")
+        car_reader, car_writer = await connect(server.port, CAR)
+        car_writer.write(v2gtp.frame(0x8001, b"setup"))
+        assert await read_frame(car_reader) == (0x8001, b"ack:setup")
+        flood = [raw_connect(server.port, f"127.0.{i // 250}.{i % 250 + 10}") for i in range(60)]
+        await until(lambda: server.stats.evicted >= 57)
+        car_writer.write(v2gtp.frame(0x8002, b"loop"))
+        assert await read_frame(car_reader) == (0x8002, b"ack:loop")
+        for sock in flood:
+            sock.close()
+        car_writer.close()
+        await server.close()
+
+    run(scenario())
+
+
+def test_hostile_tls_handshake_flood_is_capped_and_timed_out(pki_dir: Path) -> None:
+    context = tls.server_context(tls.TlsServerConfig(pki_dir / "certs" / "secc_chain.pem",
+                                                     pki_dir / "private" / "secc_leaf.key"))
+    client = ssl.create_default_context(cafile=str(pki_dir / "certs" / "v2g_root.pem"))
+    client.check_hostname = False
+    client.minimum_version = ssl.TLSVersion.TLSv1_3
+    tls.restrict_tls13(client)
+
+    async def scenario() -> None:
+        log = EchoLog()
+        server = await start(log, tls_context=context, handshake_timeout=0.5, max_connections=6, max_per_host=3)
+        flood = [raw_connect(server.port, ATTACKER) for _ in range(40)]
+        for sock in flood[::2]:
+            sock.sendall(b"\x16\x03\x01\x02\x00\x01")  # a ClientHello that never completes
+        await until(lambda: server.stats.evicted >= 37)
+        assert server.open_connections <= 3
+        reader, writer = await connect(server.port, CAR, client)
+        writer.write(v2gtp.frame(0x8001, b"sap"))
+        assert await read_frame(reader) == (0x8001, b"ack:sap")
+        await until(lambda: server.open_connections == 1, timeout=5)  # the flood's handshakes timed out
+        assert server.stats.tls_handshakes_failed >= 3
+        for sock in flood:
+            sock.close()
+        writer.close()
+        await server.close()
+
+    run(scenario())
+
+
+def test_hostile_lazy_handler_is_only_made_at_the_first_valid_frame() -> None:
+    async def scenario() -> None:
+        log = EchoLog()
+        made: list[Connection] = []
+
+        def factory(connection: Connection) -> EchoHandler:
+            assert connection.has_valid_frame  # the transport has seen a valid frame before the session layer
+            made.append(connection)
+            return EchoHandler(log, connection)
+
+        server = V2GConnectionServer(factory, lazy_handler=True, first_frame_timeout=0.3)
+        await server.start("127.0.0.1")
+        idle = raw_connect(server.port, ATTACKER)
+        garbage = raw_connect(server.port, ATTACKER)
+        garbage.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        await until(lambda: server.stats.closed.get(CloseReason.NO_FIRST_FRAME, 0) == 1
+                    and server.stats.closed.get(CloseReason.MALFORMED_HEADER, 0) == 1)
+        assert made == [] and log.closed == []  # the session layer never heard of them
+        reader, writer = await connect(server.port, CAR)
+        writer.write(v2gtp.frame(0x8001, b"sap"))
+        assert await read_frame(reader) == (0x8001, b"ack:sap")
+        assert len(made) == 1 and made[0].frames == 1 and made[0].peer_host == CAR
+        for sock in (idle, garbage):
+            sock.close()
+        writer.close()
+        await server.close()
+
+    run(scenario())
+
+
+def test_hostile_max_payload_cannot_be_configured_beyond_the_documented_ceiling() -> None:
+    async def scenario() -> None:
+        with pytest.raises(ValueError, match="max_payload"):
+            V2GConnectionServer(lambda c: EchoHandler(EchoLog(), c), max_payload=v2gtp.MAX_PAYLOAD_LIMIT + 1)
+
+    run(scenario())
+    with pytest.raises(ValueError, match="max_payload"):
+        v2gtp.V2GTPStreamParser(max_payload=0xFFFFFFFF)
+
+
+def test_hostile_plain_tcp_server_logs_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    async def scenario() -> None:
+        with caplog.at_level(logging.WARNING, logger="secc.transport"):
+            server = await start(EchoLog())
+        assert any("plain TCP" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
+        await server.close()
+
+    run(scenario())
