@@ -26,7 +26,7 @@ SUBCOMMANDS: dict[str, str] = {
     "board": "hal.board_cli",
     "config": "secc.config_cli",
     "status": "secc.status",
-    "demo": "secc.demo",
+    "demo": "hil.demo",
     "der": "secc.der_cli",
 }
 

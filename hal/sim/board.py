@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -486,6 +486,7 @@ class SimBoard:
         self.isolation_monitor = SimIsolationMonitor(self)
         self.meter = SimMeter(self)
         self.plc_modem = SimPlcModem(self)
+        self.step_hooks: list[Callable[[float], None]] = []  # observers of every model step (hal.sim.watch)
 
     def advance(self, dt: float) -> None:
         if dt < 0:
@@ -512,6 +513,8 @@ class SimBoard:
             ev.soc = min(1.0, max(0.0, ev.soc + delta_wh / ev.capacity_wh))
         self.isolation_monitor.step(now)
         self.meter.step(dt)
+        for hook in self.step_hooks:
+            hook(now)
 
     def clock(self) -> float:
         return self.now

@@ -154,14 +154,19 @@ class Session:
     def connection_lost(self, now: float) -> list[ev.Signal]:
         if self.ended:
             return []
-        return self.conv.end(now, "connection lost", failed=True, step=self.phase,
+        return self.conv.end(now, "connection lost", failed=True, step=self._step(),
                              session=self.session_id_hex).signals
 
     def end(self, now: float, why: str, *, failed: bool = True) -> list[ev.Signal]:
         """The charger ends the session (shutdown, superseded, unplugged): the SessionEnded signal."""
         if self.ended:
             return []
-        return self.conv.end(now, why, failed=failed, step=self.phase, session=self.session_id_hex).signals
+        return self.conv.end(now, why, failed=failed, step=self._step(), session=self.session_id_hex).signals
+
+    def _step(self) -> str:
+        """Where a session ended from outside was: the request it was serving, else the phase."""
+        last = next((t.name for t in reversed(self.conv.trace) if t.direction == "rx"), None)
+        return last or self.phase
 
     # ------------------------------------------------------------------------------------------- internals
     def _supported_app_protocol(self, payload_type: int, payload: bytes, now: float) -> Output:

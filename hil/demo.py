@@ -13,6 +13,19 @@ CAP_NET_RAW over its own loopback only): the capture then holds this session alo
 host use ::1 too), nothing the demo sends can leave, and no privileges are needed. Where user namespaces are
 not allowed it runs on the host's loopback, without a trace unless root, and says so.
 With --once the demo exits after the first session: status 0 only when that session completed.
+
+Checking a charger's reactions: `--fault NAME[=VALUE][@SECONDS]` (repeatable) injects a simulated board fault or
+EV action (the names `secc sim --list` prints, without the `fault:` prefix) when the car plugs in, or SECONDS
+after it did; `--json` prints one summary object of the session on stdout at the end (everything else goes to
+stderr then):
+
+    {"outcome": "completed"|"failed"|"aborted", "protocol", "service", "control_mode",
+     "failed_step": the request or phase where it failed (else null), "response_codes": {code: count},
+     "charge_loops", "energy_import_wh", "energy_export_wh", "contactor_closures",
+     "max_power_off_ms": the longest time, as the simulated board saw it, from a condition that requires power
+                         off (EV not in C/D, unplugged, CP fault, insulation fault) to contactors open and current
+                         zero (null when no such condition occurred while energized),
+     "deadline_misses": ChargeLoop answers later than 0.5 s, "trace": the pcap path or null}
 """
 
 from __future__ import annotations
@@ -21,6 +34,7 @@ import argparse
 import asyncio
 import contextlib
 import fcntl
+import json
 import os
 import shutil
 import signal
@@ -30,12 +44,14 @@ import struct
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
 from secc import config as cfg
 
-HELP = "the daemon on the simulated board with the EV emulator: a full DC_BPT session, live status and trace"
+HELP = ("the daemon on the simulated board with the EV emulator: a full session, live status and trace; "
+        "--fault and --json for checking the charger's reactions")
 
 EVSE_ID = "DE*SEC*E0001*1"
 STATUS_INTERVAL_S = 0.2
@@ -61,6 +77,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-namespace", action="store_true",
                         help="run on the host's loopback, not in a private network namespace "
                              "(a normal user gets no trace then)")
+    parser.add_argument("--fault", action="append", default=[], metavar="NAME[=VALUE][@SECONDS]",
+                        help="inject a simulated board fault or EV action (`secc sim --list`) when the car plugs in, "
+                             "or SECONDS after; repeatable")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON summary of the session on stdout at the end (the rest on stderr)")
 
 
 def demo_config(args: argparse.Namespace, status_socket: Path) -> cfg.Config:
@@ -90,12 +111,47 @@ def demo_config(args: argparse.Namespace, status_socket: Path) -> cfg.Config:
     return config
 
 
+@dataclass(frozen=True, slots=True)
+class TimedFault:
+    spec: str  # NAME[=VALUE]
+    at_s: float  # seconds after the car plugged in
+
+    @property
+    def name(self) -> str:
+        return self.spec.partition("=")[0]
+
+
+def parse_fault(text: str) -> TimedFault:
+    """NAME[=VALUE][@SECONDS], checked against the simulated board's faults and EV actions."""
+    from hal.sim.faults import EV_ACTIONS as ACTIONS
+    from hal.sim.faults import FAULTS
+
+    spec, at, seconds = text.strip().rpartition("@") if "@" in text else (text.strip(), "", "")
+    at_s = 0.0
+    if at:
+        try:
+            at_s = float(seconds)
+        except ValueError:
+            raise ValueError(f"--fault {text!r}: @{seconds} is not a number of seconds") from None
+        if not 0.0 <= at_s <= 3600.0:
+            raise ValueError(f"--fault {text!r}: @SECONDS must be 0..3600")
+    name = spec.partition("=")[0].removeprefix("fault:")
+    if name not in FAULTS and name not in ACTIONS:
+        raise ValueError(f"--fault {text!r}: unknown name {name!r}; known: {', '.join(sorted([*FAULTS, *ACTIONS]))}")
+    return TimedFault(spec.removeprefix("fault:"), at_s)
+
+
 def run(args: argparse.Namespace) -> int:
     from hil.ev import scenario as scenarios
 
     try:
         scenario = scenarios.load(args.scenario)
     except scenarios.ScenarioError as exc:
+        print(f"secc demo: {exc}", file=sys.stderr)
+        return 2
+    try:
+        args.timed_faults = [parse_fault(f) for f in args.fault]
+    except ValueError as exc:
         print(f"secc demo: {exc}", file=sys.stderr)
         return 2
     if args.tls and not (args.pki / "certs" / "secc_chain.pem").exists():
@@ -137,7 +193,10 @@ def _rerun_in_namespace(args: argparse.Namespace) -> int | None:
     argv = [sys.executable, "-m", "secc.cli", "demo", "--scenario", args.scenario,
             "--trace-dir", str(args.trace_dir.resolve()), "--pki", str(args.pki.resolve()),
             "--charge-s", str(args.charge_s), "--imd-self-test-s", str(args.imd_self_test_s)]
-    argv += [flag for flag, on in (("--once", args.once), ("--tls", args.tls), ("--verbose", args.verbose)) if on]
+    argv += [flag for flag, on in (("--once", args.once), ("--tls", args.tls), ("--verbose", args.verbose),
+                                   ("--json", args.json)) if on]
+    for fault in args.fault:
+        argv += ["--fault", fault]
     try:
         return subprocess.run([*unshare, *argv], env={**os.environ, IN_NAMESPACE_ENV: "1"}).returncode
     except KeyboardInterrupt:
@@ -159,8 +218,10 @@ class Demo:
         self.config = config
         self.scenario = scenario
         self.args = args
-        self.out: TextIO = sys.stdout
-        self.live = sys.stdout.isatty()
+        # With --json stdout carries the summary alone; the human-readable lines go to stderr.
+        self.out: TextIO = sys.stderr if getattr(args, "json", False) else sys.stdout
+        self.live = self.out.isatty()
+        self.summary: dict[str, Any] | None = None
         self.ev_step = ""
         self.traces: list[Path] = []
         self.records: list[Any] = []
@@ -197,19 +258,26 @@ class Demo:
                 await status_task
             await daemon.stop("demo over")
             self._print_traces()
+        if getattr(self.args, "json", False):
+            print(json.dumps(self.summary if self.summary is not None else {"outcome": "aborted"}), flush=True)
         return exit_code
 
     async def _one_session(self, connector: Any, stop: asyncio.Event) -> bool:
+        from hal.sim.watch import PowerOffWatch
         from hil.ev.client import SeccAddress, run_session
 
         sessions_before = len(self.records)
         traces_before = len(self.traces)
+        watch = PowerOffWatch(connector.sim)
+        meter = connector.sim.meter  # its registers: read() may be held by a meter-read-delay fault
+        start_wh = (meter.imported_wh, meter.exported_wh)
+        misses_before = connector.connector.charge_loop_over_budget
         self.ev_step = "plugging in"
-        connector.plug_sim_ev()
         # the EV's own battery model sets the SOC the simulated battery starts from
-        connector.sim.ev.soc = self.scenario.soc / 100.0
+        connector.plug_sim_ev(self.scenario.soc / 100.0)
+        fault_tasks = [asyncio.create_task(self._inject_later(connector, f)) for f in self.args.timed_faults]
         for _ in range(200):  # CP B/C seen by the CP machine (debounced) before the car talks
-            if connector.station.supervisor.cp.state.value in ("B", "C", "D"):
+            if connector.connector.supervisor.cp.state.value in ("B", "C", "D"):
                 break
             await asyncio.sleep(0.01)
         tls = self.config.tls.tls_enabled
@@ -231,6 +299,9 @@ class Demo:
             if len(self.records) > sessions_before:
                 break
             await asyncio.sleep(0.01)
+        for task in fault_tasks:
+            task.cancel()
+        end_wh = (meter.imported_wh, meter.exported_wh)
         self.ev_step = "unplugging"
         connector.unplug_sim_ev()
         from hal.sim.faults import clear_faults
@@ -240,8 +311,13 @@ class Demo:
             if not connector.trace_pending():
                 break
             await asyncio.sleep(0.01)
+        watch.detach()
         record = self.records[-1] if len(self.records) > sessions_before else None
         completed = result.ok and record is not None and not record.failed and self.scenario.unplug_after_loops is None
+        new_traces = self.traces[traces_before:]
+        self.summary = session_summary(record, completed, watch, end_wh[0] - start_wh[0], end_wh[1] - start_wh[1],
+                                       connector.connector.charge_loop_over_budget - misses_before,
+                                       str(new_traces[-1]) if new_traces else None)
         self._clear_line()
         print(f"{'OK' if result.ok else 'FAILED'} (EV): {result.reason}", file=self.out)
         if record is not None:
@@ -255,6 +331,22 @@ class Demo:
             print("no trace written: capturing needs CAP_NET_RAW (run as root)", file=self.out)
         self.out.flush()
         return completed
+
+    async def _inject_later(self, connector: Any, fault: TimedFault) -> None:
+        from hal.sim.faults import EV_ACTIONS as ACTIONS
+        from hal.sim.faults import FaultError, apply_fault_spec, ev_action
+
+        await asyncio.sleep(fault.at_s)
+        try:
+            if fault.name in ACTIONS:
+                ev_action(connector.sim, fault.name)
+            else:
+                apply_fault_spec(connector.sim, fault.spec)
+        except FaultError as exc:
+            print(f"secc demo: --fault {fault.spec}: {exc}", file=sys.stderr)
+            return
+        self._clear_line()
+        print(f"injected {fault.spec} at {fault.at_s:g} s", file=self.out, flush=True)
 
     def _inject(self, connector: Any, fault: dict[str, Any]) -> None:
         from hal.sim.faults import FaultError, inject
@@ -306,6 +398,29 @@ class Demo:
         if self.traces:
             print(f"decode with: secc trace decode {self.traces[-1]}"
                   + (f" --keylog {self.config.tls.key_log}" if self.config.tls.key_log else ""), file=self.out)
+
+
+def session_summary(record: Any, completed: bool, watch: Any, import_wh: float, export_wh: float,
+                    deadline_misses: int, trace: str | None) -> dict[str, Any]:
+    """The `--json` object (names as the module docstring says)."""
+    summary: dict[str, Any] = record.summary if record is not None else {}
+    failed = record is not None and record.failed
+    max_off = watch.max_power_off_s
+    return {
+        "outcome": "completed" if completed else "failed" if failed else "aborted",
+        "protocol": summary.get("protocol"),
+        "service": summary.get("service"),
+        "control_mode": summary.get("control_mode"),
+        "failed_step": summary.get("failed_step") if failed else None,
+        "response_codes": dict(summary.get("response_codes", {})),
+        "charge_loops": record.charge_loops if record is not None else 0,
+        "energy_import_wh": round(max(0.0, import_wh), 3),
+        "energy_export_wh": round(max(0.0, export_wh), 3),
+        "contactor_closures": watch.contactor_closures,
+        "max_power_off_ms": None if max_off is None else round(max_off * 1000.0, 1),
+        "deadline_misses": deadline_misses,
+        "trace": trace,
+    }
 
 
 def _step_matches(message: str, at: str) -> bool:
