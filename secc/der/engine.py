@@ -672,11 +672,9 @@ class DerEngine:
                 continue
             key = f"{ctype}/{cid}"
             old = self._monitors.get(key)
-            monitors[key] = (
-                old
-                if old is not None and old.ys == [p.y for p in curve.points]
-                else _Monitor(ctype, cid, curve, _MONITORED[ctype][1], lead)
-            )
+            fresh = _Monitor(ctype, cid, curve, _MONITORED[ctype][1], lead)
+            same = old is not None and (old.ys, old.clear, old.band) == (fresh.ys, fresh.clear, fresh.band)
+            monitors[key] = old if same and old is not None else fresh  # unchanged curve: keep its timers
             vp = curve.voltage_params
             if vp is not None and vp.hv10_min_mean_pct is not None and ctype in (T.HV_MUST_TRIP, T.HV_MAY_TRIP):
                 self._mean_trip = (vp.hv10_min_mean_pct, vp.hv10_min_mean_trip_delay_s, ctype, cid)

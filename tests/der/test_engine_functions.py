@@ -238,3 +238,11 @@ def test_control_start_and_stop_events_come_out_of_the_engine() -> None:
     ]
     assert run.at(4.99).q_var == 0.0 and run.at(10.0).q_var < 0
     assert run.at(15.0).q_var == 0.0
+
+
+def test_freq_watt_response_time() -> None:
+    fw = curve("FreqWatt", [(49.8, 100.0), (50.0, 0.0)], y_unit="PctMaxW", responseTime=2.0)
+    run = engine(fw)
+    run.until(12, f=step_at(2.0, 50.0, 49.8), p=0)
+    assert run.at(4.0).p_w == pytest.approx(-0.9 * RATED, rel=1e-3)
+    assert run.at(12.0).p_w == pytest.approx(-RATED, abs=0.01 * RATED)

@@ -187,3 +187,24 @@ def test_a_trip_latched_before_a_restart_holds_until_enter_service() -> None:
     outs = [e.step(T0_S + k, GridMeasurement(T0_S + k, (230.0,), 50.0), -5000) for k in range(5)]
     assert [o.state.value for o in outs] == ["waiting", "waiting", "waiting", "normal", "normal"]
     assert outs[0].p_w == 0 and outs[3].p_w == -5000
+
+
+def test_must_trip_alarm_ends_after_the_hysteresis_delay_inside_the_band() -> None:
+    hyst = {"hysteresisLow": 90.0, "hysteresisHigh": 106.0, "hysteresisDelay": 1.0}
+    run = engine(curve("HVMustTrip", [(5.0, 110.0)], hysteresis=hyst))
+    v = lambda t: pct(111.0) if 1 <= t < 2 else pct(108.0) if 2 <= t < 3 else 230.0  # noqa: E731
+    run.until(6, v=v, p=-1000)
+    assert [t for t, _ in run.events("alarm_start")] == [1.0]
+    assert [t for t, _ in run.events("alarm_end")] == [4.0]  # 108 % is outside the band; inside from 3 s, +1 s
+    assert run.events("trip") == []
+
+
+def test_an_updated_curve_restarts_its_timers_an_unchanged_one_keeps_them() -> None:
+    from .payloads import T0_S
+
+    run = engine(curve("HVMustTrip", [(2.0, 110.0)], cid="hv"))
+    run.until(1.5, v=step_at(1.0, 230.0, pct(111.0)), p=-1000)
+    # another control type arriving does not reset the HV timers
+    assert run.engine.set_der_control(curve("LVMustTrip", [(2.0, 80.0)]), T0_S + 1.5).status == "Accepted"
+    run.until(3.5, v=pct(111.0), p=-1000)
+    assert [t for t, _ in run.events("trip")] == [3.0]
