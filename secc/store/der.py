@@ -9,6 +9,8 @@
     der.set_local_mode("DE*ABC*E1", OperationMode.LOCAL_FREQUENCY, {"v2xFreqWattCurve": [...]}, now)
     der.set_trip_latched("DE*ABC*E1", True, now)
 
+or all of it at once: `DurableDerEngine.open(config, rng, der, evse_id, now)` (below).
+
 Controls are kept as the SetDERControlRequest JSON they came in (re-parsed on load, so a stored control is
 validated by the same code as a new one) plus the receipt time, receipt order and whether control_start was
 announced: with those, DerSchedule.restore rebuilds the same windows, priorities and announcements.
@@ -18,11 +20,19 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from secc.der.controls import DerControl, DerControlRejected, parse_set_der_control
+from secc.der.controls import DerControl, DerControlRejected, DerControlType, parse_set_der_control
+from secc.der.engine import (
+    DerEngine,
+    DerEventKind,
+    DerOutput,
+    EngineConfig,
+    GridMeasurement,
+    SetDerControlResult,
+)
 from secc.der.local import OperationMode
 from secc.der.schedule import DerSchedule, ScheduleEntry
 from secc.store.db import Migration, SchemaModule, Store
@@ -189,3 +199,66 @@ class DerControlStore:
     def trip_latched(self, evse_id: str) -> bool:
         row = self._store.conn.execute("SELECT latched FROM der_trip_latch WHERE evse_id = ?", (evse_id,)).fetchone()
         return bool(row and row[0])
+
+
+class DurableDerEngine:
+    """A DerEngine whose controls and trip latch survive a restart (kill -9 included).
+
+    Keep the hot path free of disk writes: `step` is the engine's step; after acting on its output the caller
+    (off the measurement path) hands the output to `record`, which writes only when something durable changed
+    (control start/stop, trip, enter service). `set_der_control` / `clear_control` write before they return,
+    so a CSMS is answered Accepted only once the control is on disk.
+    """
+
+    def __init__(self, engine: DerEngine, store: DerControlStore, evse_id: str) -> None:
+        self.engine = engine
+        self.store = store
+        self.evse_id = evse_id
+
+    @classmethod
+    def open(
+        cls,
+        config: EngineConfig,
+        rng: Callable[[], float],
+        store: DerControlStore,
+        evse_id: str,
+        now: float,
+        supported: frozenset[DerControlType] | None = None,
+    ) -> tuple[DurableDerEngine, LoadedControls]:
+        schedule = DerSchedule()
+        loaded = store.restore_into(schedule, now)
+        engine = DerEngine(
+            config, rng, schedule=schedule, supported=supported, start_tripped=store.trip_latched(evse_id)
+        )
+        return cls(engine, store, evse_id), loaded
+
+    def set_der_control(self, payload: Mapping[str, Any], now: float) -> SetDerControlResult:
+        result = self.engine.set_der_control(payload, now)
+        if result.control is not None:
+            entry = self.engine.schedule.get(result.control.control_id)
+            if entry is not None:
+                self.store.put(entry, result.superseded_ids)
+        return result
+
+    def clear_control(
+        self,
+        *,
+        control_id: str | None = None,
+        control_type: DerControlType | None = None,
+        is_default: bool | None = None,
+    ) -> list[str]:
+        removed = self.engine.clear_control(control_id=control_id, control_type=control_type, is_default=is_default)
+        self.store.remove(removed)
+        return removed
+
+    def step(self, now: float, measurement: GridMeasurement, requested_p_w: float) -> DerOutput:
+        return self.engine.step(now, measurement, requested_p_w)
+
+    def record(self, out: DerOutput) -> None:
+        kinds = {e.kind for e in out.events}
+        if kinds & {DerEventKind.CONTROL_START, DerEventKind.CONTROL_STOP}:
+            self.store.sync(self.engine.schedule)
+        if DerEventKind.TRIP in kinds:
+            self.store.set_trip_latched(self.evse_id, True, out.t)
+        elif DerEventKind.ENTER_SERVICE in kinds:
+            self.store.set_trip_latched(self.evse_id, False, out.t)

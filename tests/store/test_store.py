@@ -240,3 +240,43 @@ def test_the_database_is_readable_by_plain_sqlite3(tmp_path: Path) -> None:
         DerControlStore(store).set_trip_latched("E1", True, T0_S)
     conn = sqlite3.connect(tmp_path / "secc.sqlite3")
     assert conn.execute("SELECT evse_id, latched FROM der_trip_latch").fetchall() == [("E1", 1)]
+
+
+def test_durable_engine_restarts_with_its_controls_and_trip_latch(tmp_path: Path) -> None:
+    from secc.der.engine import EngineConfig as Cfg
+    from secc.store.der import DurableDerEngine
+    from tests.der.payloads import enter_service
+
+    def grid(t: float, v: float = 230.0) -> GridMeasurement:
+        return GridMeasurement(T0_S + t, (v,), 50.0)
+
+    with Store.open(tmp_path, [DER_SCHEMA]) as store:
+        der, loaded = DurableDerEngine.open(Cfg(rated_w=10_000), lambda: 0.0, DerControlStore(store), "E1", T0_S)
+        assert loaded.items == []
+        assert der.set_der_control(curve("HVMustTrip", HV_CAT2, cid="hv"), T0_S).status == "Accepted"
+        r = der.set_der_control(vv("s", default=False, start=1, duration=1000), T0_S)
+        assert r.status == "Accepted"
+        assert der.set_der_control({"controlId": "bad"}, T0_S).status == "Rejected"
+        events = []
+        for k in range(0, 300):
+            t = k * 0.01
+            out = der.step(T0_S + t, grid(t, 280.0 if t >= 2 else 230.0), -5000)
+            der.record(out)
+            events += [e.kind.value for e in out.events]
+        assert events == ["control_start", "alarm_start", "trip"]
+    # kill: nothing to flush; a new process opens the same state
+    with Store.open(tmp_path, [DER_SCHEMA]) as store:
+        der, loaded = DurableDerEngine.open(Cfg(rated_w=10_000), lambda: 0.0, DerControlStore(store), "E1", T0_S + 10)
+        assert [c.control_id for c, _, _ in loaded.items] == ["hv", "s"]
+        out = der.step(T0_S + 10, grid(10), -5000)
+        assert out.state == "tripped" and out.events == ()  # latched, and "s" is not announced twice
+        assert der.set_der_control(enter_service(delay=1), T0_S + 10).status == "Accepted"
+        for k in range(1, 300):
+            out = der.step(T0_S + 10 + k * 0.01, grid(10 + k * 0.01), -5000)
+            der.record(out)
+        assert out.state == "normal"
+        assert der.clear_control(control_id="s") == ["s"]
+    with Store.open(tmp_path, [DER_SCHEMA]) as store:
+        der_store = DerControlStore(store)
+        assert not der_store.trip_latched("E1")
+        assert [c.control_id for c, _, _ in der_store.load(T0_S + 20).items] == ["hv", "enterservice"]
