@@ -12,6 +12,8 @@ message is recognised by its MMTYPE and RunID, never by its length.
 from __future__ import annotations
 
 import functools
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from struct import error as struct_error
 from typing import Any, ClassVar
@@ -269,6 +271,34 @@ class SetKeyCnf:
         return cls(result=_i(f["result"]), my_nonce=_b(f["my_nonce"]), your_nonce=_b(f["your_nonce"]),
                    pid=_i(f["pid"]), prn=_b(f["prn"]), pmn=_i(f["pmn"]),
                    cco_capability=_i(f["cco_capability"]))
+
+
+# CM_SET_KEY.CNF result bytes that mean success: QCA firmware answers 0x01 (HomePlug AV 1.0 meaning), the
+# HomePlug GP spec 0x00 (qca/open-plc-utils#161).
+SET_KEY_SUCCESS = frozenset({0x00, 0x01})
+NONCE_LEN = 4
+
+
+def new_set_key_req(nmk: bytes, nid: bytes, random_bytes: Callable[[int], bytes] = os.urandom) -> SetKeyReq:
+    """The one way to build CM_SET_KEY.REQ: a random, non-zero MyNonce that the modem's CNF must echo."""
+    if len(nmk) != 16 or len(nid) != 7:
+        raise ValueError("NMK is 16 bytes, NID 7 bytes")
+    nonce = bytes(random_bytes(NONCE_LEN))
+    if len(nonce) != NONCE_LEN:
+        raise ValueError(f"random_bytes gave {len(nonce)} bytes for a {NONCE_LEN}-byte nonce")
+    if nonce == b"\x00" * NONCE_LEN:
+        nonce = b"\x00\x00\x00\x01"  # zero means "no nonce" to some firmware: never send it
+    return SetKeyReq(nid=nid, nmk=nmk, my_nonce=nonce)
+
+
+def set_key_cnf_problem(request: SetKeyReq, cnf: SetKeyCnf) -> str | None:
+    """None if `cnf` confirms `request` (nonce echoed, success result); otherwise why it does not."""
+    if cnf.your_nonce != request.my_nonce:
+        return (f"CM_SET_KEY.CNF echoes nonce {cnf.your_nonce.hex()}, not ours ({request.my_nonce.hex()}): "
+                "not an answer to our request")
+    if cnf.result not in SET_KEY_SUCCESS:
+        return f"modem refused the key (result 0x{cnf.result:02x})"
+    return None
 
 
 _SlacParmReq = Struct(

@@ -50,6 +50,9 @@ class SlacConfig:
     match_session_timeout: float = 10.0  # TT_EVSE_match_session: -> CM_SLAC_MATCH.REQ
     set_key_timeout: float = 1.0  # EVerest set_key_timeout_ms, fine for QCA7000/7005
     set_key_repeats: int = 2
+    # The local modem's MAC, if known from the configuration. Otherwise the first station whose CM_SET_KEY.CNF
+    # echoes our nonce becomes "the modem" for this matcher's lifetime, and later CNFs must come from it.
+    modem_mac: bytes | None = None
     max_attempts: int = 8  # EVs matched in parallel; bounds memory under a PARM.REQ flood
     # We count no CP toggles, so CM_VALIDATE is answered "not required" (EVerest answers "failure").
     validate_result: int = f.VALIDATE_NOT_REQUIRED
@@ -324,7 +327,10 @@ class SlacMatcher:
         self.state = State.IDLE
         self.nmk = b""
         self.nid = b""
-        self.modem_mac: bytes | None = None
+        if self.config.modem_mac is not None and len(self.config.modem_mac) != 6:
+            raise ValueError("modem_mac must be 6 bytes")
+        self.modem_mac: bytes | None = self.config.modem_mac
+        self.key_request: f.SetKeyReq | None = None  # the CM_SET_KEY.REQ waiting for its CNF
         self.matched_ev: bytes | None = None
         self._start_wanted = False  # CP B arrived while the key was still being set
         self._key_deadline: float | None = None
@@ -393,7 +399,7 @@ class SlacMatcher:
         src = frame.src
         match message:
             case f.SetKeyCnf():
-                self._on_set_key_cnf(src, message, now)
+                self._on_set_key_cnf(src, frame.dst, message, now)
             case f.SlacParmReq():
                 self._on_parm_req(src, message, now)
             case f.StartAttenCharInd():
@@ -461,11 +467,13 @@ class SlacMatcher:
         self._match_cnf = b""
         self.nmk = random_nmk(self._random_bytes)
         self.nid = nid_from_nmk(self.nmk)
+        self.key_request = f.new_set_key_req(self.nmk, self.nid, self._random_bytes)
         self._key_repeats = 0
         self._send_set_key(now)
 
     def _send_set_key(self, now: float) -> None:
-        self._send(f.LOCAL_MODEM, f.SetKeyReq(nid=self.nid, nmk=self.nmk))
+        assert self.key_request is not None
+        self._send(f.LOCAL_MODEM, self.key_request)  # a repeat is the same request: a late CNF still fits
         self._key_deadline = now + self.config.set_key_timeout
         self._events.append(KeyRequested(self.nid, self.nmk, self._key_repeats))
 
@@ -479,15 +487,25 @@ class SlacMatcher:
         tries = self._key_repeats + 1
         self._events.append(KeyFailed(f"no CM_SET_KEY.CNF from the modem after {tries} tries"))
 
-    def _on_set_key_cnf(self, src: bytes, msg: f.SetKeyCnf, now: float) -> None:
-        if self.state is not State.SETTING_KEY:
+    def _on_set_key_cnf(self, src: bytes, dst: bytes, msg: f.SetKeyCnf, now: float) -> None:
+        """Accept only the local modem's answer to our request: unicast to us, from the modem's MAC once
+        known, echoing our nonce, with a success result. Anything else is dropped and changes nothing
+        (in particular it does not make its sender "the modem")."""
+        if self.state is not State.SETTING_KEY or self.key_request is None:
             self._drop(src, msg.MMTYPE, f"no key request pending (state {self.state.value})")
             return
-        # QCA firmware answers 0x01 on success, HomePlug GP says 0x00 (open-plc-utils#161): accept both.
-        if msg.result not in (0x00, 0x01):
-            self._drop(src, msg.MMTYPE, f"modem refused the key (result 0x{msg.result:02x})")
+        if dst != self.evse_mac:
+            self._drop(src, msg.MMTYPE, "CM_SET_KEY.CNF not addressed to us")
+            return
+        if self.modem_mac is not None and src != self.modem_mac:
+            self._drop(src, msg.MMTYPE, f"CM_SET_KEY.CNF not from the local modem {f.mac_str(self.modem_mac)}")
+            return
+        problem = f.set_key_cnf_problem(self.key_request, msg)
+        if problem is not None:
+            self._drop(src, msg.MMTYPE, problem)
             return
         self._key_deadline = None
+        self.key_request = None
         self.modem_mac = src
         self._fire(Trigger.KEY_CONFIRMED)
         self._events.append(KeyConfirmed(self.nid, src, msg.result))

@@ -5,10 +5,11 @@ HomePlug AV 1.1 MMEs: MMV 0x01, MMTYPE little-endian u16, FMI 2 bytes, payload a
 Qualcomm vendor MMEs: MMV 0x00, MMTYPE, OUI 00:B0:52 at offset 17, payload at offset 20.
 The local modem answers to 00:B0:52:00:00:01.
 
-    CM_SET_KEY.REQ 0x6008   KeyType 1 (1 = NMK), MyNonce 4, YourNonce 4, PID 1 (4 = HLE), PRN 2, PMN 1,
-                            CCoCap 1, NID 7, NewEKS 1 (1), NewKey 16
-    CM_SET_KEY.CNF 0x6009   Result 1: QCA firmware answers 0x01 for success (HomePlug AV 1.0 meaning),
-                            the GP spec 0x00; both are accepted (§7)
+    CM_SET_KEY.REQ 0x6008   built by slac.frames.new_set_key_req (the one encoder): KeyType 1 (NMK), a
+                            random MyNonce 4, YourNonce 4, PID 1 (4 = HLE), PRN 2, PMN 1, CCoCap 1, NID 7,
+                            NewEKS 1 (1), NewKey 16
+    CM_SET_KEY.CNF 0x6009   accepted only if YourNonce echoes our MyNonce, it comes from the modem's MAC
+                            once known, and Result is 0x01 (QCA) or 0x00 (GP spec) (§7); others are skipped
     VS_SW_VER.REQ 0xA000 / .CNF 0xA001   MSTATUS 1, DeviceID 1, VersionLen 1, Version (64 bytes area)
     VS_RS_DEV.REQ 0xA01C / .CNF 0xA01D   MSTATUS 1 (0 = success): soft reset of the modem
     VS_LINK_STATUS.REQ 0xA0B8 / .CNF 0xA0B9   MSTATUS 1, LINK_STATUS 1 (1 = in an AVLN with another
@@ -17,11 +18,14 @@ The local modem answers to 00:B0:52:00:00:01.
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 import time
 from collections.abc import Callable
 from typing import Protocol
+
+from slac import frames as slac_frames
 
 ETHERTYPE_HOMEPLUG = 0x88E1
 LOCAL_MODEM_MAC = bytes.fromhex("00B052000001")
@@ -36,7 +40,6 @@ VS_RS_DEV_CNF = 0xA01D
 VS_LINK_STATUS_REQ = 0xA0B8
 VS_LINK_STATUS_CNF = 0xA0B9
 
-MY_NONCE = 0xAAAAAAAA  # the value pev and EVerest send
 
 
 class MmeError(OSError):
@@ -47,13 +50,13 @@ def _pad(frame: bytes) -> bytes:
     return frame.ljust(60, b"\x00")
 
 
-def build_set_key_req(src_mac: bytes, nmk: bytes, nid: bytes) -> bytes:
-    if len(nmk) != 16 or len(nid) != 7 or len(src_mac) != 6:
-        raise ValueError("NMK is 16 bytes, NID 7 bytes, MAC 6 bytes")
-    header = LOCAL_MODEM_MAC + src_mac + struct.pack(">H", ETHERTYPE_HOMEPLUG)
-    mme = struct.pack("<BHH", 0x01, CM_SET_KEY_REQ, 0)
-    payload = struct.pack(">BIIBHBB", 0x01, MY_NONCE, 0, 0x04, 0, 0, 0) + nid + b"\x01" + nmk
-    return _pad(header + mme + payload)
+def build_set_key_req(src_mac: bytes, nmk: bytes, nid: bytes,
+                      random_bytes: Callable[[int], bytes] = os.urandom) -> tuple[bytes, slac_frames.SetKeyReq]:
+    """The CM_SET_KEY.REQ frame to the local modem and the request (its nonce is needed to check the CNF)."""
+    if len(src_mac) != 6:
+        raise ValueError("MAC is 6 bytes")
+    req = slac_frames.new_set_key_req(nmk, nid, random_bytes)  # ValueError for a bad NMK/NID
+    return slac_frames.encode(LOCAL_MODEM_MAC, src_mac, req), req
 
 
 def build_vendor_req(src_mac: bytes, mmtype: int) -> bytes:
@@ -67,11 +70,21 @@ def mmtype_of(frame: bytes) -> int | None:
     return int(struct.unpack("<H", frame[15:17])[0])
 
 
-def parse_set_key_cnf(frame: bytes) -> bool:
-    """True for success (0x00 or 0x01, see the module docstring)."""
-    if mmtype_of(frame) != CM_SET_KEY_CNF or len(frame) < 20:
-        raise MmeError("not a CM_SET_KEY.CNF")
-    return frame[19] in (0x00, 0x01)
+def set_key_cnf_problem(frame: bytes, request: slac_frames.SetKeyReq, host_mac: bytes,
+                        modem_mac: bytes | None) -> str | None:
+    """None if `frame` is the local modem's CNF to `request` with a success result; else why it is not."""
+    try:
+        parsed = slac_frames.parse_frame(frame)
+        cnf = slac_frames.decode(parsed)
+    except slac_frames.MalformedFrame as exc:
+        return f"unreadable CM_SET_KEY.CNF: {exc}"
+    if not isinstance(cnf, slac_frames.SetKeyCnf):
+        return "not a CM_SET_KEY.CNF"
+    if parsed.dst != host_mac:
+        return "CM_SET_KEY.CNF not addressed to this host"
+    if modem_mac is not None and parsed.src != modem_mac:
+        return f"CM_SET_KEY.CNF from {slac_frames.mac_str(parsed.src)}, not the local modem"
+    return slac_frames.set_key_cnf_problem(request, cnf)
 
 
 def parse_sw_ver_cnf(frame: bytes) -> str:
@@ -112,8 +125,9 @@ class MmeChannel(Protocol):
 
 
 def request(channel: MmeChannel, frame: bytes, answer_mmtype: int, timeout_s: float = 1.0,
-            clock: Callable[[], float] = time.monotonic) -> bytes:
-    """Send `frame`, return the first answer of type `answer_mmtype`; other frames are skipped."""
+            clock: Callable[[], float] = time.monotonic, accept: Callable[[bytes], bool] | None = None) -> bytes:
+    """Send `frame`, return the first answer of type `answer_mmtype` that `accept` takes (default: any);
+    other frames are skipped."""
     channel.send(frame)
     deadline = clock() + timeout_s
     while True:
@@ -121,7 +135,7 @@ def request(channel: MmeChannel, frame: bytes, answer_mmtype: int, timeout_s: fl
         if left <= 0:
             raise TimeoutError(f"no MME {answer_mmtype:#06x} from the modem within {timeout_s} s")
         answer = channel.recv(left)
-        if answer is not None and mmtype_of(answer) == answer_mmtype:
+        if answer is not None and mmtype_of(answer) == answer_mmtype and (accept is None or accept(answer)):
             return answer
 
 

@@ -30,9 +30,9 @@ from hal.linux.mme import (
     build_vendor_req,
     parse_link_status_cnf,
     parse_rs_dev_cnf,
-    parse_set_key_cnf,
     parse_sw_ver_cnf,
     request,
+    set_key_cnf_problem,
 )
 from hal.types import PlcLinkState, PlcStatus
 
@@ -57,6 +57,7 @@ class QcaSpiNetdevModem:
         self._channel: MmeChannel | None = None
         self._sleep = sleep
         self.timeout_s = timeout_s
+        self.modem_mac: bytes | None = None  # learned from the first CM_SET_KEY.CNF that echoes our nonce
         self.link_query_timeout_s = link_query_timeout_s  # None: do not ask the modem for the AVLN
 
     @property
@@ -124,10 +125,21 @@ class QcaSpiNetdevModem:
             raise MmeError("VS_RS_DEV refused by the modem")
 
     def set_key(self, nmk: bytes, nid: bytes) -> None:
+        """CM_SET_KEY with a random nonce. A CNF that does not echo it, is not addressed to us or (once the
+        modem's MAC is known) comes from elsewhere is skipped, like unrelated traffic; the modem's refusal
+        (our nonce, failure result) raises MmeError."""
         channel = self._mme()
-        answer = request(channel, build_set_key_req(channel.mac, nmk, nid), CM_SET_KEY_CNF, self.timeout_s)
-        if not parse_set_key_cnf(answer):
-            raise MmeError(f"CM_SET_KEY.CNF result {answer[19]:#04x}")
+        frame, req = build_set_key_req(channel.mac, nmk, nid)
+
+        def ours(answer: bytes) -> bool:
+            problem = set_key_cnf_problem(answer, req, channel.mac, self.modem_mac)
+            return problem is None or problem.startswith("modem refused")
+
+        answer = request(channel, frame, CM_SET_KEY_CNF, self.timeout_s, accept=ours)
+        problem = set_key_cnf_problem(answer, req, channel.mac, self.modem_mac)
+        if problem is not None:
+            raise MmeError(problem)
+        self.modem_mac = answer[6:12]
 
     def firmware_version(self) -> str:
         channel = self._mme()

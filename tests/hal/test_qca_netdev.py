@@ -25,7 +25,8 @@ class ScapyModem:
     """Answers like a QCA7000 in EVSE role, building the answers with Scapy (not with our code)."""
 
     def __init__(self, set_key_result: int = 0x01, version: bytes = b"MAC-QCA7000-1.1.0.730-04-20140815-CS",
-                 silent: bool = False) -> None:
+                 silent: bool = False, spoof: str | None = None) -> None:
+        self.spoof = spoof  # "nonce": a CNF with a wrong nonce first; "mac": our nonce from another station
         self.sent: list[bytes] = []
         self.queue: list[bytes] = []
         self.set_key_result = set_key_result
@@ -48,7 +49,15 @@ class ScapyModem:
         if hp.HPtype == 0x6008:
             req = pkt[CM_SET_KEY_REQ]
             self.key = (bytes(req.NewKey), bytes(req.NetworkID))
-            answer = reply / HomePlugAV(version=1, HPtype=0x6009) / CM_SET_KEY_CNF(Result=self.set_key_result)
+            answer = reply / HomePlugAV(version=1, HPtype=0x6009) / CM_SET_KEY_CNF(
+                Result=self.set_key_result, MyNonce=0x11111111, YourNonce=req.MyNonce)  # the echo a modem sends
+            if self.spoof == "nonce":
+                self.queue.append(bytes(reply / HomePlugAV(version=1, HPtype=0x6009) / CM_SET_KEY_CNF(
+                    Result=0x01, YourNonce=(req.MyNonce + 1) & 0xFFFFFFFF)))
+            elif self.spoof == "mac":
+                rogue = Ether(dst=pkt.src, src="02:00:00:00:06:66", type=0x88E1)
+                self.queue.append(bytes(rogue / HomePlugAV(version=1, HPtype=0x6009) / CM_SET_KEY_CNF(
+                    Result=0x02, YourNonce=req.MyNonce)))
         elif hp.HPtype == 0xA000:
             answer = reply / HomePlugAV(version=0, HPtype=0xA001) / GetDeviceVersion(
                 VersionLen=len(self.version) + 1, DeviceVersion=self.version + b"\x00")  # count_of miscounts
@@ -69,15 +78,36 @@ class ScapyModem:
 
 
 def test_set_key_frame_decodes_in_scapy() -> None:
-    frame = build_set_key_req(HOST, NMK, NID)
+    frame, request = build_set_key_req(HOST, NMK, NID, random_bytes=lambda n: bytes.fromhex("1a2b3c4d"))
     assert len(frame) == 60
     pkt = Ether(frame)
     assert pkt.dst == "00:b0:52:00:00:01" and pkt.type == 0x88E1
     assert pkt[HomePlugAV].version == 1 and pkt[HomePlugAV].HPtype == 0x6008
     req = pkt[CM_SET_KEY_REQ]
     assert req.KeyType == 1 and req.PID == 4 and req.NewEncKeySelect == 1
-    assert req.MyNonce == 0xAAAAAAAA and req.YourNonce == 0
+    assert req.MyNonce == 0x1A2B3C4D == int.from_bytes(request.my_nonce, "big") and req.YourNonce == 0
     assert bytes(req.NetworkID) == NID and bytes(req.NewKey) == NMK
+
+
+def test_set_key_nonce_is_random_per_request() -> None:
+    nonces = {build_set_key_req(HOST, NMK, NID)[1].my_nonce for _ in range(8)}
+    assert len(nonces) == 8 and b"\x00" * 4 not in nonces
+
+
+def test_spoofed_set_key_cnf_is_refused() -> None:
+    # A CNF that does not echo our nonce is skipped: the modem's real answer confirms the key.
+    modem = ScapyModem(spoof="nonce")
+    QcaSpiNetdevModem("plc0", channel_factory=lambda _i: modem).set_key(NMK, NID)
+    # Only the spoof, no real answer: no success, a timeout.
+    spoofer = ScapyModem(spoof="nonce", silent=True)
+    with pytest.raises(TimeoutError):
+        QcaSpiNetdevModem("plc0", channel_factory=lambda _i: spoofer, timeout_s=0.01).set_key(NMK, NID)
+    # Once the modem's MAC is known, another station's CNF (even with our nonce, here a refusal) is skipped.
+    modem = ScapyModem(spoof="mac")
+    qca = QcaSpiNetdevModem("plc0", channel_factory=lambda _i: modem)
+    qca.modem_mac = bytes.fromhex("00b052000001")
+    qca.set_key(NMK, NID)
+    assert qca.modem_mac == bytes.fromhex("00b052000001")
 
 
 def test_vendor_request_decodes_in_scapy() -> None:

@@ -29,11 +29,19 @@ def new_matcher(**config: object) -> m.SlacMatcher:
     return m.SlacMatcher(EVSE, m.SlacConfig(**config), random_bytes=counter_random())  # type: ignore[arg-type]
 
 
+def key_cnf(matcher: m.SlacMatcher, result: int = 0x01, src: bytes = MODEM, nonce: bytes | None = None,
+            dst: bytes = EVSE) -> bytes:
+    """The modem's CM_SET_KEY.CNF to the matcher's pending request (echoing its nonce unless told otherwise)."""
+    assert matcher.key_request is not None
+    echo = matcher.key_request.my_nonce if nonce is None else nonce
+    return f.encode(dst, src, f.SetKeyCnf(result=result, my_nonce=b"\x11" * 4, your_nonce=echo))
+
+
 def keyed(now: float = 0.0, **config: object) -> m.SlacMatcher:
     """A matcher whose modem confirmed the key and whose CP is in B with 5 %."""
     matcher = new_matcher(**config)
     matcher.reset(now)
-    matcher.receive_frame(pev.SET_KEY_CNF, now)
+    matcher.receive_frame(key_cnf(matcher), now)
     matcher.cp_b_with_5_percent(now)
     matcher.frames_to_send()
     matcher.events()
@@ -86,15 +94,76 @@ def test_reset_sends_set_key_with_a_fresh_key_and_its_nid() -> None:
     assert isinstance(req, f.SetKeyReq)
     assert req.nmk == matcher.nmk and req.nid == nid_from_nmk(matcher.nmk)
     assert (req.key_type, req.pid, req.new_eks) == (1, 4, 1)
+    assert req.my_nonce != b"\x00" * 4 and req == matcher.key_request
     assert matcher.state is m.State.SETTING_KEY
     assert of(matcher.events(), m.KeyRequested)
+
+
+def test_every_key_gets_its_own_random_nonce_and_repeats_keep_it() -> None:
+    matcher = m.SlacMatcher(EVSE, m.SlacConfig(set_key_timeout=1.0))  # os.urandom
+    matcher.reset(0.0)
+    first = matcher.key_request
+    matcher.handle_timer(1.0)  # repeated: the same request, so a late CNF still fits
+    reqs = [msg for _, msg in sent(matcher)]
+    assert reqs == [first, first]
+    matcher.cp_unplugged(2.0)
+    matcher.reset(2.0)
+    assert first is not None and matcher.key_request is not None
+    assert matcher.key_request.my_nonce != first.my_nonce
+
+
+def test_the_captured_modem_echoes_our_nonce() -> None:
+    """pev_frames.SET_KEY_CNF is the bench modem's answer to MyNonce AAAAAAAA: it echoes it in YourNonce."""
+    draws = iter([b"\x07" * 16, b"\xaa" * 4])
+    matcher = m.SlacMatcher(EVSE, random_bytes=lambda n: next(draws))
+    matcher.reset(0.0)
+    matcher.receive_frame(pev.SET_KEY_CNF, 0.001)
+    assert matcher.state is m.State.UNMATCHED and matcher.modem_mac == MODEM
+
+
+@pytest.mark.parametrize("spoof", ["wrong-nonce", "zero-nonce", "broadcast", "not-the-modem"])
+def test_spoofed_set_key_cnf_is_refused_and_does_not_make_its_sender_the_modem(spoof: str) -> None:
+    rogue = bytes.fromhex("02000000066e")
+    matcher = new_matcher()
+    if spoof == "not-the-modem":  # the modem is known from an earlier key; a new key is being set
+        matcher.reset(0.0)
+        matcher.receive_frame(key_cnf(matcher), 0.001)
+        matcher.cp_unplugged(0.5)
+    else:
+        matcher.reset(0.0)
+    matcher.events()
+    frame = {
+        "wrong-nonce": lambda: key_cnf(matcher, src=rogue, nonce=bytes(4 * [0x5A])),
+        "zero-nonce": lambda: key_cnf(matcher, src=rogue, nonce=b"\x00" * 4),
+        "broadcast": lambda: key_cnf(matcher, src=rogue, dst=f.BROADCAST),
+        "not-the-modem": lambda: key_cnf(matcher, src=rogue),
+    }[spoof]()
+    matcher.receive_frame(frame, 0.6)
+    assert matcher.state is m.State.SETTING_KEY
+    assert matcher.modem_mac != rogue
+    dropped = of(matcher.events(), m.FrameDropped)
+    assert dropped and not of(matcher.events(), m.KeyConfirmed)
+    # profiles from the spoofer would not count either: the real modem still confirms the key
+    matcher.receive_frame(key_cnf(matcher), 0.7)
+    assert matcher.state is m.State.UNMATCHED and matcher.modem_mac == MODEM
+
+
+def test_a_configured_modem_mac_is_the_only_one_accepted() -> None:
+    matcher = m.SlacMatcher(EVSE, m.SlacConfig(modem_mac=MODEM), random_bytes=counter_random())
+    matcher.reset(0.0)
+    matcher.receive_frame(key_cnf(matcher, src=bytes.fromhex("02b05200000c")), 0.001)
+    assert matcher.state is m.State.SETTING_KEY
+    matcher.receive_frame(key_cnf(matcher), 0.002)
+    assert matcher.state is m.State.UNMATCHED
+    with pytest.raises(ValueError, match="modem_mac"):
+        m.SlacMatcher(EVSE, m.SlacConfig(modem_mac=b"\x00"))
 
 
 @pytest.mark.parametrize("result", [0x00, 0x01])
 def test_either_set_key_result_byte_counts_as_success(result: int) -> None:
     matcher = new_matcher()
     matcher.reset(0.0)
-    matcher.receive_frame(f.encode(EVSE, MODEM, f.SetKeyCnf(result=result)), 0.001)
+    matcher.receive_frame(key_cnf(matcher, result), 0.001)
     assert matcher.state is m.State.UNMATCHED
     [confirmed] = of(matcher.events(), m.KeyConfirmed)
     assert confirmed.modem_mac == MODEM  # type: ignore[attr-defined]
@@ -118,7 +187,7 @@ def test_set_key_is_repeated_then_reported_failed_and_cp_b_tries_again() -> None
 def test_refused_key_is_not_taken_as_confirmation() -> None:
     matcher = new_matcher()
     matcher.reset(0.0)
-    matcher.receive_frame(f.encode(EVSE, MODEM, f.SetKeyCnf(result=0x02)), 0.001)
+    matcher.receive_frame(key_cnf(matcher, 0x02), 0.001)
     assert matcher.state is m.State.SETTING_KEY
     assert of(matcher.events(), m.FrameDropped)
 
@@ -127,7 +196,7 @@ def test_cp_b_before_the_key_is_confirmed_starts_matching_once_it_is() -> None:
     matcher = new_matcher()
     matcher.cp_b_with_5_percent(0.0)  # from idle: sets the key first
     assert matcher.state is m.State.SETTING_KEY
-    matcher.receive_frame(pev.SET_KEY_CNF, 0.002)
+    matcher.receive_frame(key_cnf(matcher), 0.002)
     assert matcher.state is m.State.MATCHING
     assert of(matcher.events(), m.MatchingStarted)
 
@@ -135,9 +204,10 @@ def test_cp_b_before_the_key_is_confirmed_starts_matching_once_it_is() -> None:
 def test_no_matching_without_cp_b() -> None:
     matcher = new_matcher()
     matcher.reset(0.0)
-    matcher.receive_frame(pev.SET_KEY_CNF, 0.001)
+    request = matcher.key_request
+    matcher.receive_frame(key_cnf(matcher), 0.001)
     matcher.receive_frame(pev.SLAC_PARM_REQ, 0.01)
-    assert sent(matcher) == [(f.LOCAL_MODEM, f.SetKeyReq(nid=matcher.nid, nmk=matcher.nmk))]
+    assert sent(matcher) == [(f.LOCAL_MODEM, request)]
     assert of(matcher.events(), m.FrameDropped)
 
 
@@ -391,7 +461,7 @@ def test_unplug_during_sounding_forgets_the_attempt() -> None:
     matcher.frames_to_send()
     matcher.cp_unplugged(0.1)
     assert matcher.attempts == {}
-    matcher.receive_frame(pev.SET_KEY_CNF, 0.2)
+    matcher.receive_frame(key_cnf(matcher), 0.2)
     assert matcher.state is m.State.UNMATCHED  # waits for the next CP B
     matcher.receive_frame(profile(pev.EV_MAC, 20), 0.3)
     assert [type(msg) for _, msg in sent(matcher)] == [f.SetKeyReq]

@@ -23,6 +23,13 @@ async def recv(sock: socket.socket, timeout: float = 2.0) -> f.AnyMessage | None
     return f.decode(f.parse_frame(data))
 
 
+async def confirm_key(wire: socket.socket) -> None:
+    """Play the local modem: answer the CM_SET_KEY.REQ with a CNF that echoes its random nonce."""
+    req = await recv(wire)
+    assert isinstance(req, f.SetKeyReq)
+    wire.send(f.encode(pev.EVSE_MAC, pev.MODEM_MAC, f.SetKeyCnf(result=0x01, your_nonce=req.my_nonce)))
+
+
 def test_service_matches_pev_frames_and_runs_its_timers() -> None:
     async def scenario() -> list[m.Event]:
         ours, wire = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -33,8 +40,7 @@ def test_service_matches_pev_frames_and_runs_its_timers() -> None:
         service = SlacService(ours, pev.EVSE_MAC, events.append, config)
         service.start()
         try:
-            assert isinstance(await recv(wire), f.SetKeyReq)
-            wire.send(pev.SET_KEY_CNF)
+            await confirm_key(wire)
             await asyncio.sleep(0.01)
             service.cp_b_with_5_percent()
             # An EV that never starts sounding: the loop's timer ends its attempt.
@@ -100,8 +106,7 @@ def test_a_failing_listener_does_not_stop_slac(caplog: pytest.LogCaptureFixture)
         service = SlacService(ours, pev.EVSE_MAC, listener)
         service.start()
         try:
-            assert isinstance(await recv(wire), f.SetKeyReq)
-            wire.send(pev.SET_KEY_CNF)
+            await confirm_key(wire)
             await asyncio.sleep(0.01)
             service.cp_b_with_5_percent()
             wire.send(pev.SLAC_PARM_REQ)
