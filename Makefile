@@ -50,6 +50,19 @@ test: $(STAMP) peers lint typecheck
 bench: $(STAMP) peers
 	$(PY) -m tests.bench $(SECTIONS)
 
+# Coverage-guided fuzzing (PyPI atheris) of the EXI decoder (C against Python), V2GTP, SDP and SLAC parsers,
+# FUZZ_SECONDS in all, divided among the targets; fails on a crash, a hang or a C/Python difference.
+# CI runs the default 20 s budget; failing inputs are saved in build/fuzz/artifacts.
+FUZZ_SECONDS ?= 20
+.PHONY: fuzz soak
+fuzz: $(STAMP)
+	$(PY) -m tests.fuzz --seconds $(FUZZ_SECONDS)
+
+# The long run of the multi-connector demo: 8 connectors, SOAK_SESSIONS sessions, one JSON summary.
+SOAK_SESSIONS ?= 1000
+soak: $(STAMP)
+	$(VENV)/bin/secc demo --connectors 8 --sessions $(SOAK_SESSIONS) --json
+
 # Regenerate the EXI grammar tables and message classes from the ISO XSDs (never committed).
 grammars: $(STAMP)
 	$(PY) -m exi.compiler --schemas $(SCHEMAS) --out exi/generated
