@@ -21,13 +21,15 @@ from __future__ import annotations
 import enum
 import logging
 import math
-import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from hal.board import Board
 from hal.interfaces import ControlPilot, PlcModem
-from hal.types import SelfTestResult
+from hal.sampler import Sample, Sampler, SamplingConfig
+from hal.timebase import Timebase, WallTimebase
+from hal.types import DcLimits, DcOutput, IsolationReading, MeterReading, PhaseReading, SelfTestResult
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +190,7 @@ class ResidualCurrentDevice(Protocol):
 
 @runtime_checkable
 class AcMeter(Protocol):
-    """A three-phase meter. read() may block on a bus (Modbus RTU): call it from a sampler (AcMeterSampler)."""
+    """A three-phase meter. read() may block on a bus (Modbus RTU): it is read by a sampler thread (hal.sampler)."""
 
     def read(self) -> AcMeterReading: ...
 
@@ -204,110 +206,171 @@ class GridSensor(Protocol):
     def close(self) -> None: ...
 
 
-@dataclass
-class AcBoard:
-    """The devices of one AC charging port, as one object the daemon opens and closes."""
+# ----------------------------------------------------------------------------------------- the AC port
+class AcPowerStage:
+    """The PowerStage face of an AC port, for hal.supervisor (the one path to contactors and power).
 
-    control_pilot: ControlPilot
-    contactor: AcContactor
+    The EVSE converts nothing on AC: "switched on" means energy transfer is permitted (the session's
+    AcEnergyStart after the contactor closed), and the output is what the meter measures. After
+    `switch_off()` the current reads 0: an AC port has no ramp to wait for, so the supervisor opens the
+    contactor at once instead of waiting for a current it cannot lower (the EV lowers it).
+    """
+
+    def __init__(self, sampler: Sampler[AcMeterReading], limits: DcLimits) -> None:
+        self._sampler = sampler
+        self._limits = limits
+        self.enabled = False
+
+    def limits(self) -> DcLimits:
+        return self._limits
+
+    def set_target(self, voltage_v: float, current_a: float) -> None:
+        """Nothing to set: the EV's on-board charger follows the target it receives over ISO 15118."""
+
+    def switch_on(self) -> None:
+        self.enabled = True
+
+    def switch_off(self) -> None:
+        self.enabled = False
+
+    def present(self) -> DcOutput:
+        sample = self._sampler.latest_good()
+        reading = None if sample is None else sample.value
+        if reading is None:
+            return DcOutput(0.0, 0.0, self.enabled)
+        return DcOutput(reading.voltage_v, reading.current_a if self.enabled else 0.0, self.enabled)
+
+    def close(self) -> None:
+        self.switch_off()
+
+
+class NoIsolationMonitor:
+    """An AC port has no IMD (IEC 61851-1 protects people with the RCD): never an alarm, nothing measured."""
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def start_self_test(self, test_voltage_v: float) -> None:
+        pass
+
+    def self_test_result(self) -> SelfTestResult:
+        return SelfTestResult.NOT_STARTED
+
+    def read(self) -> IsolationReading:
+        return IsolationReading(resistance_ohm=None, voltage_v=None, alarm=False)
+
+    def close(self) -> None:
+        pass
+
+
+class AcMeterView:
+    """The hal.interfaces.Meter face of the AC meter's samples (no device I/O: the sampler reads the bus)."""
+
+    def __init__(self, sampler: Sampler[AcMeterReading]) -> None:
+        self._sampler = sampler
+
+    def read(self) -> MeterReading:
+        sample = self._sampler.latest()
+        if sample is None:
+            raise OSError("AC meter: no reading published yet")
+        if sample.value is None:
+            raise OSError(f"AC meter: {sample.error}")
+        r = sample.value
+        phases = tuple(PhaseReading(p.voltage_v, p.current_a, r.frequency_hz) for p in r.phases)
+        return MeterReading(r.imported_wh, r.exported_wh, phases, r.timestamp)
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass(kw_only=True)
+class AcBoard(Board):
+    """A hal.board.Board whose contactors are the AC contactor, with the AC devices beside them.
+
+    Build it with `make_ac_board`. The supervisor sees an ordinary Board (CP, contactors with mirrors, a
+    power stage that is only a permission, no IMD, the meter); the AC charger (secc.evse.ac_charger) uses
+    the RCD, the full three-phase meter samples (`ac_meter_sample()`) and the grid measurement.
+    """
+
     rcd: ResidualCurrentDevice
-    meter: AcMeter
-    grid: GridSensor
-    plc_modem: PlcModem
-    clock: Callable[[], float]
+    ac_meter: AcMeter
+    ac_sampler: Sampler[AcMeterReading]
+    grid_sensor: GridSensor | None = None  # None: the grid is the meter's supply-side voltage and frequency
     phases: int = 3  # conductors the port switches: 1 or 3
     max_current_a: float = 16.0  # per phase: the supply, cable and contactor rating
     bidirectional: bool = False  # the installation may take power back (AC_BPT)
-    name: str = ""
-    model: object | None = None  # the simulated board (hal.sim.ac.SimAcBoard) for fault injection
     # Simulation only: what a compliant car does with the EVSE target it received over ISO 15118. On
     # hardware the target travels in the AC_ChargeLoopRes alone and this stays None.
     ev_target_sink: Callable[[float, tuple[float, ...]], None] | None = None
-    extra_close: list[Callable[[], None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.phases not in (1, 3):
             raise ValueError(f"an AC port switches 1 or 3 phases, not {self.phases}")
         if self.max_current_a <= 0:
             raise ValueError("max_current_a must be > 0")
+        super().__post_init__()
+        self.ac_sampler.start()
+
+    @property
+    def contactor(self) -> AcContactor:
+        return self.contactors
+
+    def ac_meter_sample(self) -> Sample[AcMeterReading] | None:
+        """The newest successful AC meter sample (never device I/O)."""
+        return self.ac_sampler.latest_good()
+
+    def grid_measurement(self) -> GridMeasurement | None:
+        if self.grid_sensor is not None:
+            try:
+                return self.grid_sensor.read_grid()
+            except (OSError, ValueError):
+                return None
+        sample = self.ac_meter_sample()
+        if sample is None or sample.value is None:
+            return None
+        r = sample.value
+        return GridMeasurement(tuple(p.voltage_v for p in r.phases), r.frequency_hz, r.timestamp)
+
+    def samplers(self) -> list[Sampler[object]]:
+        return [*super().samplers(), self.ac_sampler]  # type: ignore[list-item]
 
     def close(self) -> None:
-        """Safe state first (contactor open, CP to F), then release the devices."""
+        """Contactor open and the Board's devices released (Board.close), then the AC devices."""
         errors: list[BaseException] = []
-        for step in (self.contactor.open_contactors, self.contactor.close, self.control_pilot.close,
-                     self.rcd.close, self.meter.close, self.grid.close, self.plc_modem.close, *self.extra_close):
+        steps: list[Callable[[], None]] = [super().close, self.ac_sampler.stop, self.ac_meter.close, self.rcd.close]
+        if self.grid_sensor is not None:
+            steps.append(self.grid_sensor.close)
+        for step in steps:
             try:
                 step()
-            except Exception as exc:  # keep going: every later step is still a safety step
+            except Exception as exc:  # keep going: every later step still releases a device
                 errors.append(exc)
         if errors:
             raise errors[0]
 
-    def __enter__(self) -> AcBoard:
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-# ------------------------------------------------------------------------------------------------ sampler
-class AcMeterSampler:
-    """Reads a meter on its own thread every `period_s`; `latest()` never blocks on the bus.
-
-    The daemon's ChargeLoop answers from `latest()`; a reading older than `stale_after_s` is reported as
-    None (the caller then says so instead of sending an old value as present). Read errors are counted and
-    logged once per streak, and the thread keeps trying.
-    """
-
-    def __init__(self, meter: AcMeter, clock: Callable[[], float], period_s: float = 0.25,
-                 stale_after_s: float = 2.0) -> None:
-        if period_s <= 0:
-            raise ValueError("period_s must be > 0")
-        self.meter = meter
-        self.clock = clock
-        self.period_s = period_s
-        self.stale_after_s = stale_after_s
-        self.errors = 0
-        self._latest: AcMeterReading | None = None
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def sample_once(self) -> AcMeterReading | None:
-        """One read now (the thread's body; tests call it directly)."""
-        try:
-            reading = self.meter.read()
-        except OSError as exc:
-            if self.errors == 0:
-                log.warning("AC meter read failed: %s", exc)
-            self.errors += 1
-            return None
-        if self.errors:
-            log.info("AC meter answers again after %d failed reads", self.errors)
-            self.errors = 0
-        with self._lock:
-            self._latest = reading
-        return reading
-
-    def latest(self) -> AcMeterReading | None:
-        with self._lock:
-            reading = self._latest
-        if reading is None or self.clock() - reading.timestamp > self.stale_after_s:
-            return None
-        return reading
-
-    def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="ac-meter", daemon=True)
-            self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=2.0)
-            self._thread = None
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.sample_once()
-            self._stop.wait(self.period_s)
+def make_ac_board(*, control_pilot: ControlPilot, contactor: AcContactor, rcd: ResidualCurrentDevice,
+                  meter: AcMeter, plc_modem: PlcModem, clock: Callable[[], float],
+                  grid_sensor: GridSensor | None = None, phases: int = 3, max_current_a: float = 16.0,
+                  bidirectional: bool = False, nominal_voltage_v: float = NOMINAL_VOLTAGE_V, name: str = "",
+                  model: object | None = None, timebase: Timebase | None = None,
+                  sampling: SamplingConfig | None = None,
+                  ev_target_sink: Callable[[float, tuple[float, ...]], None] | None = None) -> AcBoard:
+    """An AC port as a Board: the AC meter read by its own sampler thread, the supervisor's views over it."""
+    tb = timebase if timebase is not None else WallTimebase(clock)
+    cfg = sampling or SamplingConfig()
+    sampler: Sampler[AcMeterReading] = Sampler("ac-meter", meter.read, cfg.meter_period_s, tb, cfg.meter_max_age_s)
+    limits = DcLimits(max_voltage_v=nominal_voltage_v * 1.1, max_current_a=max_current_a,
+                      max_power_w=nominal_voltage_v * max_current_a * phases,
+                      max_discharge_current_a=max_current_a if bidirectional else 0.0,
+                      max_discharge_power_w=nominal_voltage_v * max_current_a * phases if bidirectional else 0.0)
+    return AcBoard(
+        control_pilot=control_pilot, contactors=contactor, isolation_monitor=NoIsolationMonitor(),
+        power_stage=AcPowerStage(sampler, limits), meter=AcMeterView(sampler), plc_modem=plc_modem, clock=clock,
+        name=name, model=model, timebase=tb, sampling=cfg, rcd=rcd, ac_meter=meter, ac_sampler=sampler,
+        grid_sensor=grid_sensor, phases=phases, max_current_a=max_current_a, bidirectional=bidirectional,
+        ev_target_sink=ev_target_sink,
+    )

@@ -32,6 +32,7 @@ from hal.ac import (
     RcdReading,
     RcdSpec,
     RcdTripCause,
+    make_ac_board,
 )
 from hal.cp import duty_to_current, is_digital_communication
 from hal.sim.board import SimBoard
@@ -284,7 +285,8 @@ class SimOnBoardCharger:
 
 
 class SimAcMeter:
-    """A three-phase meter at the connector: integrates every phase's power into import/export registers."""
+    """A three-phase meter on the supply side of the contactor (so it shows the grid voltage while open);
+    integrates every phase's power into import/export registers."""
 
     def __init__(self, board: SimAcBoard) -> None:
         self._board = board
@@ -307,11 +309,8 @@ class SimAcMeter:
         self.reads += 1
         volts = board.grid_voltage()
         obc = board.obc
-        closed = board.contactor.main_closed
-        phases = tuple(
-            AcPhaseReading(volts[i] if closed else 0.0, obc.phase_current_a[i], obc.phase_power_w[i])
-            for i in range(board.phases)
-        )
+        phases = tuple(AcPhaseReading(volts[i], obc.phase_current_a[i], obc.phase_power_w[i])
+                       for i in range(board.phases))
         return AcMeterReading(phases, board.grid_frequency(), self.imported_wh, self.exported_wh, board.now)
 
     def close(self) -> None:
@@ -354,6 +353,7 @@ class SimAcBoard:
         self.meter = SimAcMeter(self)
         self.grid_sensor = SimGridSensor(self)
         self._grid_cache: tuple[float, tuple[float, ...], float] | None = None
+        self._board: AcBoard | None = None
 
     @property
     def now(self) -> float:
@@ -406,12 +406,14 @@ class SimAcBoard:
             self.obc.set_target(power_w, phase_power_w)
 
     def board(self) -> AcBoard:
-        return AcBoard(
-            control_pilot=self.control_pilot, contactor=self.contactor, rcd=self.rcd, meter=self.meter,
-            grid=self.grid_sensor, plc_modem=self.plc_modem, clock=self.clock, phases=self.phases,
-            max_current_a=self.max_current_a, bidirectional=self.bidirectional, name="sim-ac", model=self,
-            ev_target_sink=self._evse_target,
-        )
+        """The hal.ac.AcBoard view with its sampler threads in model time (one per SimAcBoard)."""
+        if self._board is None:
+            self._board = make_ac_board(
+                control_pilot=self.control_pilot, contactor=self.contactor, rcd=self.rcd, meter=self.meter,
+                plc_modem=self.plc_modem, clock=self.clock, grid_sensor=self.grid_sensor, phases=self.phases,
+                max_current_a=self.max_current_a, bidirectional=self.bidirectional, name="sim-ac", model=self,
+                timebase=self.dc.time, sampling=self.dc.sampling, ev_target_sink=self._evse_target)
+        return self._board
 
 
 def open_sim_ac_board(config: Mapping[str, Any]) -> AcBoard:

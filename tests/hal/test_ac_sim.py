@@ -5,15 +5,14 @@ from __future__ import annotations
 import pytest
 
 from hal.ac import (
-    AcBoard,
     AcContactor,
     AcMeterReading,
-    AcMeterSampler,
     AcPhaseReading,
     GridMeasurement,
     RcdSpec,
     RcdTripCause,
     ResidualCurrentDevice,
+    make_ac_board,
 )
 from hal.cp import current_to_duty
 from hal.sim.ac import ObcConfig, SimAcBoard, clear_ac_faults, inject_ac, open_sim_ac_board
@@ -62,24 +61,39 @@ def test_grid_measurement_refuses_nonsense() -> None:
         GridMeasurement((230.0,), -1.0, 0.0)
 
 
+def test_ac_board_is_a_board_with_sampled_ac_meter() -> None:
+    sim = SimAcBoard()
+    board = sim.board()
+    try:
+        assert board is sim.board()  # one view (and one set of sampler threads) per model
+        assert isinstance(board.contactor, AcContactor) and isinstance(board.rcd, ResidualCurrentDevice)
+        assert board.isolation_monitor.read().alarm is False  # no IMD on AC
+        assert board.ac_sampler in board.samplers()
+        energised(sim)
+        sim.obc.set_target(6900.0)
+        sim.advance(3.0)
+        sample = board.ac_meter_sample()
+        assert sample is not None and sample.value is not None
+        assert sample.value.power_w == pytest.approx(6900.0)
+        assert sim.meter.reads >= 5  # the sampler thread read it (every 0.5 s in model time)
+        dc_view = board.meter.read()  # the Meter face for the supervisor: the same sample, no bus
+        assert [p.current_a for p in dc_view.phases] == pytest.approx([10.0, 10.0, 10.0])
+        stage = board.power_stage
+        assert not stage.present().enabled and stage.present().current_a == 0.0
+        stage.switch_on()
+        assert stage.present().current_a == pytest.approx(10.0)
+        grid = board.grid_measurement()
+        assert grid is not None and grid.voltage_v == (230.0, 230.0, 230.0)
+    finally:
+        board.close()
+    assert not board.ac_sampler.running and not sim.contactor.commanded_closed
+
+
 def test_ac_board_refuses_other_phase_counts() -> None:
     sim = SimAcBoard()
-    b = sim.board()
-    assert isinstance(b.contactor, AcContactor) and isinstance(b.rcd, ResidualCurrentDevice)
     with pytest.raises(ValueError, match="1 or 3"):
-        AcBoard(b.control_pilot, b.contactor, b.rcd, b.meter, b.grid, b.plc_modem, b.clock, phases=2)
-
-
-def test_sampler_keeps_the_latest_and_reports_staleness() -> None:
-    sim = SimAcBoard()
-    sampler = AcMeterSampler(sim.meter, sim.clock, period_s=0.25, stale_after_s=1.0)
-    assert sampler.latest() is None
-    assert sampler.sample_once() is not None
-    assert sampler.latest() is not None
-    inject_ac(sim, "ac-meter-dead", "1")
-    assert sampler.sample_once() is None and sampler.errors == 1
-    sim.advance(1.5)
-    assert sampler.latest() is None  # the last good reading is too old to report as present
+        make_ac_board(control_pilot=sim.control_pilot, contactor=sim.contactor, rcd=sim.rcd, meter=sim.meter,
+                      plc_modem=sim.plc_modem, clock=sim.clock, phases=2, timebase=sim.dc.time)
 
 
 # ---------------------------------------------------------------------------------------------- devices
@@ -246,6 +260,7 @@ def test_fault_names_and_values_are_checked() -> None:
 
 def test_registry_style_factory() -> None:
     board = open_sim_ac_board({"phases": 1, "max_current_a": 32, "bidirectional": False})
+    board.close()
     assert board.phases == 1 and board.max_current_a == 32.0 and not board.bidirectional
     model = board.model
     assert isinstance(model, SimAcBoard) and model.obc.config.max_discharge_power_w == 0.0
