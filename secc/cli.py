@@ -28,6 +28,9 @@ SUBCOMMANDS: dict[str, str] = {
     "status": "secc.status",
     "demo": "hil.demo",
     "der": "secc.der_cli",
+    "authorize": "secc.authorize_cli",
+    "setpoint": "secc.setpoint_cli",
+    "limit": "secc.limit_cli",
 }
 
 
