@@ -361,6 +361,7 @@ class DerEngine:
         self._ramp_start = 0.0
         self._ramp_s = 0.0
         self._ramp_ctrl: tuple[DerControlType | None, str | None] = (None, None)
+        self._off_ctrl: tuple[DerControlType | None, str | None] = (None, None)
         self._cease: tuple[DerEvent, float | None] | None = None  # the cessation and its resume gradient
         self._p_out = 0.0
         self._last_meas_t: float | None = None
@@ -467,11 +468,13 @@ class DerEngine:
         if trip is not None and state is not DerState.TRIPPED:
             events.append(trip)
             state = DerState.TRIPPED
+            self._off_ctrl = (trip.control_type, trip.control_id)
             self._waiting_in_window_since = None
             self._waiting_delay = self._draw_delay()
         elif cease is not None and state in (DerState.NORMAL, DerState.RAMPING):
             events.append(cease)
             state = DerState.CEASED
+            self._off_ctrl = (cease.control_type, cease.control_id)
         if state is DerState.CEASED and not any(
             mm.fired and mm.control_type in _MOM_CESS for mm in self._monitors.values()
         ):  # the excursion is over (R15), or its control is gone
@@ -490,6 +493,7 @@ class DerEngine:
                 and v_high <= es.high_voltage_pct
                 and es.low_freq_hz <= f <= es.high_freq_hz
                 and not any(m.in_excursion and m.control_type in _MUST_TRIP for m in self._monitors.values())
+                and self._mean_since is None  # R16: the 10-min mean is still above its limit
             )
             if not in_window:
                 self._waiting_in_window_since = None  # R13: leaving the window restarts the delay
@@ -577,8 +581,10 @@ class DerEngine:
         energize = state in (DerState.NORMAL, DerState.RAMPING)
         if not energize:
             p = p_min = p_max = 0.0
-            if state is DerState.TRIPPED or state is DerState.WAITING:
-                p_type, p_id = (T.ENTER_SERVICE, self._enter[1]) if self._enter is not None else (p_type, p_id)
+            if state is DerState.WAITING and self._enter is not None:
+                p_type, p_id = T.ENTER_SERVICE, self._enter[1]
+            else:  # the control that tripped or ceased the output
+                p_type, p_id = self._off_ctrl
         elif state is DerState.RAMPING:
             frac = (now - self._ramp_start) / self._ramp_s
             if frac < 1.0:

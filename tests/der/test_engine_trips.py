@@ -208,3 +208,12 @@ def test_an_updated_curve_restarts_its_timers_an_unchanged_one_keeps_them() -> N
     assert run.engine.set_der_control(curve("LVMustTrip", [(2.0, 80.0)]), T0_S + 1.5).status == "Accepted"
     run.until(3.5, v=pct(111.0), p=-1000)
     assert [t for t, _ in run.events("trip")] == [3.0]
+
+
+def test_no_enter_service_while_the_ten_minute_mean_is_above_its_limit() -> None:
+    hv = curve("HVMustTrip", HV_CAT2, voltageParams={"hv10MinMeanValue": 108.0, "hv10MinMeanTripDelay": 3.0})
+    run = engine(hv, enter_service(delay=1, high_v=110.0))
+    run.until(1800, v=step_at(600.0, 230.0, pct(109.0)), p=-5000)
+    assert len(run.events("trip")) == 1
+    assert [t for t, _ in run.events("enter_service")] == [1.0]  # start-up only: 109 % is inside the window
+    assert run.outputs[-1][1].state == "tripped" and run.outputs[-1][1].p_control_type == "HVMustTrip"
