@@ -46,6 +46,7 @@ from secc.der.schedule import DerSchedule, ScheduleEntry
 
 T = DerControlType
 EPS: Final = rd.TIME_EPSILON_S
+LEVEL_EPS: Final = 1e-9  # thresholds are inclusive; 253 V x 100 / 230 V must be 110 %, not 109.99999999999999
 
 
 class DerState(enum.StrEnum):
@@ -190,6 +191,7 @@ class _Monitor:
         "fault",
         "high",
         "ys",
+        "thresholds",
         "clear",
         "pickups",
         "band",
@@ -206,12 +208,13 @@ class _Monitor:
         self.fault = rd.GRID_EVENT_FAULT[control_type.value]
         self.high = high
         self.ys = [p.y for p in curve.points]
+        self.thresholds = [y - LEVEL_EPS if high else y + LEVEL_EPS for y in self.ys]
         self.clear = [max(0.0, p.x - lead) - EPS for p in curve.points]
         self.pickups: list[float | None] = [None] * len(self.ys)
         h = curve.hysteresis
         self.band = (
-            -math.inf if h is None or h.low is None else h.low,
-            math.inf if h is None or h.high is None else h.high,
+            -math.inf if h is None or h.low is None else h.low - LEVEL_EPS,
+            math.inf if h is None or h.high is None else h.high + LEVEL_EPS,
         )
         self.band_delay = 0.0 if h is None else h.delay_s
         self.gradient = None if h is None else h.gradient_pct_per_s
@@ -224,7 +227,7 @@ class _Monitor:
         in_region = False
         fired_now = False
         pickups = self.pickups
-        for i, y in enumerate(self.ys):
+        for i, y in enumerate(self.thresholds):
             if (value >= y) if self.high else (value <= y):
                 in_region = True
                 since = pickups[i]
@@ -489,9 +492,9 @@ class DerEngine:
         if state in (DerState.TRIPPED, DerState.WAITING) and self._enter is not None:
             es, es_id = self._enter
             in_window = (
-                es.low_voltage_pct <= v_low
-                and v_high <= es.high_voltage_pct
-                and es.low_freq_hz <= f <= es.high_freq_hz
+                es.low_voltage_pct - LEVEL_EPS <= v_low
+                and v_high <= es.high_voltage_pct + LEVEL_EPS
+                and es.low_freq_hz - LEVEL_EPS <= f <= es.high_freq_hz + LEVEL_EPS
                 and not any(m.in_excursion and m.control_type in _MUST_TRIP for m in self._monitors.values())
                 and self._mean_since is None  # R16: the 10-min mean is still above its limit
             )

@@ -217,3 +217,19 @@ def test_no_enter_service_while_the_ten_minute_mean_is_above_its_limit() -> None
     assert len(run.events("trip")) == 1
     assert [t for t, _ in run.events("enter_service")] == [1.0]  # start-up only: 109 % is inside the window
     assert run.outputs[-1][1].state == "tripped" and run.outputs[-1][1].p_control_type == "HVMustTrip"
+
+
+@pytest.mark.parametrize(
+    ("volts", "ctype", "points"),
+    [
+        (253.0, "HVMustTrip", [(2.0, 110.0)]),  # exactly 110 % of 230 V
+        (184.0, "LVMustTrip", [(2.0, 80.0)]),  # exactly 80 %
+        (108.1, "LVMustTrip", [(2.0, 47.0)]),  # 108.1 x 100 / 230 is 46.99999999999999 in floating point
+    ],
+)
+def test_thresholds_are_inclusive_despite_floating_point(
+    volts: float, ctype: str, points: list[tuple[float, float]]
+) -> None:
+    run = engine(curve(ctype, points))
+    run.until(5, v=step_at(1.0, 230.0, volts), p=-1000)
+    assert [t for t, _ in run.events("trip")] == [3.0]
