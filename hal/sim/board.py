@@ -478,6 +478,7 @@ class SimBoard:
         self.sampling = sampling or SamplingConfig()
         self.time = ModelTime(self.clock)
         self._board: Board | None = None
+        self.observers: list[Callable[[float], None]] = []  # called after every model step (hal.sim.power_off)
         self.ev = EvModel()
         self.faults = SimFaultState()
         self.control_pilot = SimControlPilot(self)
@@ -513,6 +514,8 @@ class SimBoard:
             ev.soc = min(1.0, max(0.0, ev.soc + delta_wh / ev.capacity_wh))
         self.isolation_monitor.step(now)
         self.meter.step(dt)
+        for observe in self.observers:
+            observe(now)
         for hook in self.step_hooks:
             hook(now)
 

@@ -94,7 +94,19 @@ def test_cli_bad_script_is_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_cli_list(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--list"]) == 0
-    assert "fault:contactor-welded" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    for name in ("contactor-welded", "imd-read-delay", "meter-read-delay", "output-short", "power-stage-voltage-cap",
+                 "welded-no-mirrors", "mirrors-disabled", "contactors-welded"):
+        assert f"fault:{name} " in out, name
+
+
+def test_cli_runs_the_cable_check_procedure_and_reports_a_short() -> None:
+    from hal.sim_cli import CableCheckDone
+
+    events, violations = run_scenario(
+        [(0.0, "fault:output-short=50"), (0.5, "plug"), (1.0, "charge")], 5.0, cable_check=True)
+    done = [e for e in events if isinstance(e, CableCheckDone)]
+    assert violations == [] and done and not done[0].passed and done[0].reason.startswith("short circuit")
 
 
 def test_run_scenario_writes_human_lines() -> None:

@@ -1,0 +1,80 @@
+"""How long power-off took, as the simulated board saw it (for `secc demo`'s max_power_off_ms and tests).
+
+A power-off episode starts at the first model step where the EV physically stops permitting power (unplugged,
+S2 opened: C->B, CP shorted to PE) or at the first `power_required(now)` call (the supervisor's verdict:
+isolation fault, stale IMD, ...), whichever is earlier, while the output is energized. It ends at the first
+model step where every main contact is open and the output current is below `zero_current_a`. Model steps
+are 1 ms, so the figure has that resolution for physical causes and the caller's tick for reported ones.
+
+    watch = PowerOffWatch(sim)                      # observes every model step from now on
+    ... each tick: watch.power_required(now) if not supervisor.power_allowed()
+    watch.max_s(sim.now)                            # longest episode, an unfinished one counted so far
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hal.sim.board import SimBoard
+
+
+@dataclass(frozen=True, slots=True)
+class PowerOffEpisode:
+    started: float
+    ended: float
+    cause: str
+
+    @property
+    def duration_s(self) -> float:
+        return self.ended - self.started
+
+
+class PowerOffWatch:
+    def __init__(self, sim: SimBoard, zero_current_a: float = 0.5) -> None:
+        self.sim = sim
+        self.zero_current_a = zero_current_a
+        self.episodes: list[PowerOffEpisode] = []
+        self._since: float | None = None
+        self._cause = ""
+        sim.observers.append(self._observe)
+
+    def _energized(self) -> bool:
+        sim = self.sim
+        return any(sim.contactors.main_closed) or abs(sim.power_stage.current_a) > self.zero_current_a
+
+    def _physical_cause(self) -> str | None:
+        ev, faults = self.sim.ev, self.sim.faults
+        if not ev.plugged:
+            return "unplugged"
+        if not ev.s2_closed:
+            return "ev-stopped (C->B)"
+        if faults.cp_short_to_pe:
+            return "cp-short-to-pe"
+        return None
+
+    def power_required(self, now: float, cause: str = "supervisor") -> None:
+        """The supervisor says power must be off (call each tick while `power_allowed()` is False)."""
+        if self._since is None and self._energized():
+            self._since, self._cause = now, cause
+
+    def _observe(self, now: float) -> None:
+        energized = self._energized()
+        if self._since is None:
+            cause = self._physical_cause()
+            if cause is not None and energized:
+                self._since, self._cause = now, cause
+            return
+        if not energized:
+            self.episodes.append(PowerOffEpisode(self._since, now, self._cause))
+            self._since = None
+
+    def pending_s(self, now: float) -> float | None:
+        """How long the episode in progress has lasted (None if none): a welded pair never finishes."""
+        return None if self._since is None else now - self._since
+
+    def max_s(self, now: float) -> float:
+        durations = [e.duration_s for e in self.episodes]
+        pending = self.pending_s(now)
+        if pending is not None:
+            durations.append(pending)
+        return max(durations, default=0.0)
