@@ -20,7 +20,8 @@ Curve axes (x -> y)
       PowerMonitoringMustTrip (alone or inside LimitMaxDischarge): x = time in s, y = exported active power
       in % of rated.
       For HV/HF a value at or above y_i held for x_i seconds trips (ceases for MomCess); for LV/LF at or
-      below. Each point is its own timer; a timer restarts when the value leaves its region.
+      below (inclusive, to 1e-9 of the unit). Each point is its own timer; a timer restarts when the value
+      leaves its region. The timers run on the measurements' timestamps.
   R4  VoltVar: x = voltage in % of vRef, y = reactive power (R2). VoltWatt: x = voltage in % of nominal,
       y = active power (R2). FreqWatt: x = frequency in Hz, y = active power (R2). WattVar / WattPF:
       x = the engine's own active power in % of rated, generator convention (exporting > 0), y = reactive
@@ -61,7 +62,8 @@ Which function does what
       and defines no return condition: such a curve with hysteresis is NotSupported.
   R16 hv10MinMeanValue is in % of nominal (like the curve's y); the mean is time-weighted over the last
       600 s of measurements (over what exists since start-up during the first 10 min), recalculated every
-      3 s, on the highest phase. A mean above the value for hv10MinMeanTripDelay s (absent = 0) trips.
+      3 s, on the highest phase. A mean above the value for hv10MinMeanTripDelay s (absent = 0) trips, and
+      while it stays above, the grid does not count as inside the enter-service window.
   R17 autonomousVRefEnable: vRef follows the measured voltage through a first-order filter with time
       constant autonomousVRefTimeConstant s (absent = 300 s, IEEE 1547 lower bound).
   R18 Multi-phase measurements: HV trips and the 10-min mean use the highest phase, LV trips the lowest,
