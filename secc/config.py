@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from secc.session.config import EvseDcLimits
+from secc.protocol.config import EvseDcLimits
 
 DEFAULT_CONFIG_PATH: Final = Path("/etc/secc/secc.toml")
 DEFAULT_STATUS_SOCKET: Final = Path("/run/secc/status.sock")
@@ -679,14 +679,14 @@ def load_config(path: Path | str = DEFAULT_CONFIG_PATH, checks: HostChecks | Non
 if TYPE_CHECKING:
     import ssl
 
+    from secc.protocol.config import SessionConfig
     from secc.sdp import SecurityPolicy
-    from secc.session.config import SessionConfig
     from secc.tls import TlsServerConfig
 
 
 def session_config(connector: ConnectorConfig) -> SessionConfig:
-    """The connector's secc.session configuration (limits, schedule, services, sign switch)."""
-    from secc.session.config import ScheduleEntry, SessionConfig
+    """The connector's secc.protocol session configuration (limits, schedule, services, sign switch)."""
+    from secc.protocol.config import ScheduleEntry, SessionConfig
 
     return SessionConfig(
         evse_id=connector.evse_id,

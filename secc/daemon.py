@@ -547,6 +547,9 @@ class Daemon:
                 self.connectors.append(runtime)
                 await runtime.start()
             self.runtime = ServiceRuntime(self.config, self.state, self.environ, healthy=self.healthy)
+            from secc.commands import handlers
+
+            self.runtime.status_server.commands.update(handlers(lambda: [c.connector for c in self.connectors]))
             await self.runtime.start(self.connector_states())  # READY=1 last: every server listens
         except BaseException:
             await self.stop("start failed")

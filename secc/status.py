@@ -8,7 +8,9 @@ daemon already holds. Suggested shape (docs/config.md, "status"):
                      "limits": {...}, "session": {"id": "...", "phase": "charge_loop"}, "last_errors": [...]}]}
 
 The server adds {"daemon": {"pid", "uptime_s"}}. Protocol: the client sends one line "status\\n", the
-server answers one JSON line and closes; anything else gets {"error": ...}.
+server answers one JSON line and closes. Commands (`secc authorize`, `secc setpoint`, `secc limit`) are one
+JSON object line {"command": NAME, ...}; the daemon registers a handler per NAME (`server.commands`), whose
+answer is the JSON line sent back ({"ok": true, ...} or {"error": "..."}). Anything else gets {"error": ...}.
 
 Client side: `secc status [--json] [--socket PATH]`; exit 3 with one line when the daemon is not running
 (the LSB "program is not running" status), 1 on other failures.
@@ -28,7 +30,7 @@ import socket
 import stat
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path, PurePath
 from typing import Any, Final
 
@@ -43,6 +45,7 @@ SOCKET_MODE: Final = 0o660  # owner (secc) and its group: technicians in group s
 HELP = "show the running daemon's state (connectors, CP, contactors, isolation, limits, session)"
 
 StateProvider = Callable[[], Mapping[str, Any]]
+CommandHandler = Callable[[Mapping[str, Any]], Awaitable[Mapping[str, Any]]]
 
 
 def to_jsonable(value: Any) -> Any:
@@ -78,6 +81,7 @@ class StatusServer:
         self.state = state
         self.clock = clock
         self.started_at = clock()
+        self.commands: dict[str, CommandHandler] = {}
         self.requests = 0
         self._server: asyncio.AbstractServer | None = None
 
@@ -111,10 +115,12 @@ class StatusServer:
             except (TimeoutError, ValueError, ConnectionError):
                 return
             self.requests += 1
-            if request != REQUEST:
-                reply: Mapping[str, Any] = {"error": f"unknown request {request[:MAX_REQUEST]!r}; send 'status'"}
+            if request == REQUEST:
+                reply: Mapping[str, Any] = self.snapshot()
+            elif request.startswith(b"{"):
+                reply = await self._command(request)
             else:
-                reply = self.snapshot()
+                reply = {"error": f"unknown request {request[:MAX_REQUEST]!r}; send 'status'"}
             writer.write(json.dumps(reply, separators=(",", ":")).encode() + b"\n")
             await writer.drain()
         except ConnectionError:
@@ -123,6 +129,22 @@ class StatusServer:
             writer.close()
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
+
+    async def _command(self, request: bytes) -> Mapping[str, Any]:
+        try:
+            command = json.loads(request)
+        except ValueError:
+            return {"error": "a command is one JSON object line"}
+        if not isinstance(command, dict):
+            return {"error": "a command is one JSON object line"}
+        handler = self.commands.get(str(command.get("command")))
+        if handler is None:
+            return {"error": f"unknown command {str(command.get('command'))[:64]!r}; known: "
+                             f"{', '.join(sorted(self.commands)) or 'none'}"}
+        try:
+            return await handler(command)
+        except Exception as exc:  # noqa: BLE001 - a failing command answers, it does not stop the server
+            return {"error": f"{type(exc).__name__}: {exc}"}
 
     def snapshot(self) -> dict[str, Any]:
         daemon = {"pid": os.getpid(), "uptime_s": round(self.clock() - self.started_at, 3)}
@@ -152,8 +174,8 @@ class StatusUnavailable(Exception):
         self.exit_code = exit_code
 
 
-def query(path: Path | str, timeout_s: float = REQUEST_TIMEOUT_S) -> dict[str, Any]:
-    """Ask the daemon for its state; StatusUnavailable with a one-line reason when it cannot."""
+def query(path: Path | str, timeout_s: float = REQUEST_TIMEOUT_S, request: bytes = REQUEST) -> dict[str, Any]:
+    """Ask the daemon for its state (or send a command line); StatusUnavailable with a one-line reason."""
     path = Path(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout_s)
@@ -172,7 +194,7 @@ def query(path: Path | str, timeout_s: float = REQUEST_TIMEOUT_S) -> dict[str, A
         except OSError as exc:
             raise StatusUnavailable(f"cannot connect to {path}: {exc.strerror or exc}") from None
         try:
-            sock.sendall(REQUEST)
+            sock.sendall(request)
             data = b""
             while chunk := sock.recv(65536):
                 data += chunk
@@ -240,13 +262,10 @@ def render_text(state: Mapping[str, Any]) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the state as JSON (for scripts)")
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument("--socket", help=f"status socket (default: from the config, else {DEFAULT_STATUS_SOCKET})")
-    where.add_argument("--config", help=f"read the socket path from this config (default {DEFAULT_CONFIG_PATH})")
-    parser.add_argument("--timeout", type=float, default=REQUEST_TIMEOUT_S, help="seconds to wait for the daemon")
+    add_socket_arguments(parser)
 
 
-def _socket_path(args: argparse.Namespace) -> Path:
+def socket_path(args: argparse.Namespace) -> Path:
     if args.socket:
         return Path(args.socket)
     config_path = Path(args.config) if args.config else DEFAULT_CONFIG_PATH
@@ -261,7 +280,7 @@ def _socket_path(args: argparse.Namespace) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        state = query(_socket_path(args), args.timeout)
+        state = query(socket_path(args), args.timeout)
     except StatusUnavailable as exc:
         print(f"secc status: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -270,6 +289,27 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(render_text(state))
     return 1 if "error" in state else 0
+
+
+def add_socket_arguments(parser: argparse.ArgumentParser) -> None:
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--socket", help=f"status socket (default: from the config, else {DEFAULT_STATUS_SOCKET})")
+    where.add_argument("--config", help=f"read the socket path from this config (default {DEFAULT_CONFIG_PATH})")
+    parser.add_argument("--timeout", type=float, default=REQUEST_TIMEOUT_S, help="seconds to wait for the daemon")
+
+
+def send_command(args: argparse.Namespace, name: str, command: Mapping[str, Any]) -> int:
+    """Client side of a command: one JSON line out, the answer printed; exit 0 only for {"ok": true}."""
+    try:
+        reply = query(socket_path(args), args.timeout, json.dumps({"command": name, **command}).encode() + b"\n")
+    except StatusUnavailable as exc:
+        print(f"secc {name}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    if "error" in reply:
+        print(f"secc {name}: {reply['error']}", file=sys.stderr)
+        return 1
+    print(json.dumps(reply) if getattr(args, "json", False) else reply.get("message", "ok"))
+    return 0 if reply.get("ok", True) else 1  # e.g. an authorization that was rejected
 
 
 __all__ = ["EXIT_NOT_RUNNING", "StatusServer", "StatusServerError", "StatusUnavailable", "query", "render_text",

@@ -94,7 +94,7 @@ class AuthBroker:
     async def present(self, evse_id: str, id_token: str | None, now: float) -> AuthDecision:
         """An identity for `evse_id` (None: the operator authorizes). Decides, notifies, returns the decision."""
         if id_token is None:
-            decision = AuthDecision(evse_id, "", True, AuthSource.OPERATOR, "operator")
+            decision = AuthDecision(evse_id, "", True, AuthSource.OPERATOR)
         else:
             decision = await self._decide(evse_id, id_token)
         self._deliver(decision, now)
