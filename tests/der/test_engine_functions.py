@@ -246,3 +246,18 @@ def test_freq_watt_response_time() -> None:
     run.until(12, f=step_at(2.0, 50.0, 49.8), p=0)
     assert run.at(4.0).p_w == pytest.approx(-0.9 * RATED, rel=1e-3)
     assert run.at(12.0).p_w == pytest.approx(-RATED, abs=0.01 * RATED)
+
+
+def test_every_control_type_runs_in_the_engine_with_finite_outputs() -> None:
+    from .test_controls import VALID
+
+    for name, payload in VALID.items():
+        run = engine(payload)
+        v = lambda t: pct(40.0) if t < 1 else pct(100.0) if t < 2 else pct(125.0) if t < 3 else 230.0  # noqa: E731
+        f = lambda t: 47.0 if 1 <= t < 1.5 else 52.0 if 2.5 <= t < 3 else 50.0  # noqa: E731
+        run.until(5, v=v, f=f, p=-9000, p_meas=-9000)
+        for _, out in run.outputs:
+            assert math.isfinite(out.p_w) and math.isfinite(out.q_var), name
+            assert -RATED <= out.p_w <= RATED and abs(out.q_var) <= RATED, name
+            assert out.energize == (out.state in ("normal", "ramping")), name
+            assert out.energize or (out.p_w == 0 and out.q_var == 0), name
