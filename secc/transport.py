@@ -416,12 +416,15 @@ class _V2GConnectionProtocol(asyncio.Protocol):
         server.stats.accepted += 1
         reason = await self._serve(transport, connection)
         server.stats.closed[reason] = server.stats.closed.get(reason, 0) + 1
-        if connection.has_valid_frame or reason is CloseReason.HANDLER_CLOSE:
+        if reason in _NOTED_WHEN_DETECTED:
+            return  # counted where it was detected
+        if connection.established or reason is CloseReason.HANDLER_CLOSE:
             log.info("V2G connection from [%s]:%s closed: %s", connection.peer_host, connection.peer_port,
                      reason.value)
-        elif reason not in _NOTED_WHEN_DETECTED:  # never a valid frame: connect floods, scanners; counted
-            server._note("V2G connection closed before any valid V2GTP frame",
-                         f"[{connection.peer_host}]:{connection.peer_port}: {reason.value}")
+        else:  # before session setup: connect floods, scanners, garbage after a valid frame; counted
+            cause = "V2G connection closed before session setup" if connection.has_valid_frame else (
+                "V2G connection closed before any valid V2GTP frame")
+            server._note(cause, f"[{connection.peer_host}]:{connection.peer_port}: {reason.value}")
 
     async def _serve(self, transport: asyncio.BaseTransport, connection: Connection) -> CloseReason:
         assert isinstance(transport, asyncio.WriteTransport)

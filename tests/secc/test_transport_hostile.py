@@ -357,3 +357,26 @@ def test_hostile_plain_tcp_server_logs_a_warning(caplog: pytest.LogCaptureFixtur
         await server.close()
 
     run(scenario())
+
+
+def test_hostile_garbage_after_a_valid_frame_is_logged_per_cause_not_per_connection(
+        caplog: pytest.LogCaptureFixture) -> None:
+    async def scenario() -> None:
+        log = EchoLog()
+        server = await start(log)
+        with caplog.at_level(logging.INFO, logger="secc.transport"):
+            for i in range(100):
+                reader, writer = await connect(server.port, ATTACKER)
+                writer.write(v2gtp.frame(0x8001, b"sap"))
+                assert await read_frame(reader) == (0x8001, b"ack:sap")
+                writer.write(b"\x00" * 8 if i % 2 else b"\xff" * 9)  # garbage after a valid SAP frame
+                assert await asyncio.wait_for(reader.read(), 5) == b""
+                writer.close()
+            await until(lambda: len(log.closed) == 100)
+            lines = [r.getMessage() for r in caplog.records if r.name == "secc.transport"]
+            assert len(lines) <= 2, lines  # "malformed V2GTP header" once; the other 99 counted
+            assert server.log_events.total["malformed V2GTP header"] == 100
+            await server.close()  # reports the counts still open
+        assert any("malformed V2GTP header: 99 more in the last" in r.getMessage() for r in caplog.records)
+
+    run(scenario())
