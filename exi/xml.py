@@ -83,19 +83,71 @@ def parse_value(dt: Datatype, text: str, where: str) -> Any:
 # to XML
 # ---------------------------------------------------------------------------------------------------------
 def _find_root(message: Any) -> tuple[Grammar, ElementInfo]:
-    """The element a message object stands for: a global element first, else an unambiguous local one."""
+    """The set and element a message object stands for: a global element first, else an unambiguous local one.
+
+    One class can stand for an element of several sets: ac.AC_ChargeLoopReq is a global element of ac,
+    ac-der-iec and ac-der-sae, whose substitution groups differ (only the DER sets hold the DER control modes).
+    Of those sets, the first (in SCHEMA_SETS order) whose grammar holds every child the object carries is the
+    answer, so it follows from the object alone, never from which sets were used before.
+    """
     cls = type(message)
+    candidates: list[tuple[Grammar, ElementInfo]] = []
     for name in schema_names():
         g = grammar(name)
         root = g.root_by_class.get(cls)
         if root is not None:
-            return g, root[1]
-    for name in schema_names():
-        g = grammar(name)
-        cands = g.fragment_by_class.get(cls)
-        if cands and len({e.local for _, e in cands}) == 1:
-            return g, cands[0][1]
-    raise ExiSchemaError(f"{cls.__name__} is not an element of any schema set")
+            candidates.append((g, root[1]))
+    if not candidates:
+        for name in schema_names():
+            g = grammar(name)
+            cands = g.fragment_by_class.get(cls)
+            if cands and len({e.local for _, e in cands}) == 1:
+                candidates.append((g, cands[0][1]))
+    if not candidates:
+        raise ExiSchemaError(f"{cls.__name__} is not an element of any schema set")
+    if len(candidates) > 1:
+        for g, el in candidates:
+            if _holds(el, message):
+                return g, el
+    # one candidate, or none holds the content: rendering with the first names the field that cannot hold it
+    return candidates[0]
+
+
+def _child(t: TypeInfo, fname: str, kind: int, single: ElementInfo | None, by_class: dict[Any, ElementInfo],
+           item: Any) -> tuple[ElementInfo, Any]:
+    """The element one item of a field is written as, in this set's grammar, and the value it carries."""
+    if kind == F_ITEMS:
+        name = item.element if isinstance(item, Choice) else None
+        if not isinstance(name, str) or name not in by_class:
+            raise ExiSchemaError(f"items of {t.name}.{fname} must be Choice(element, value) with element one of "
+                                 f"{', '.join(by_class)}")
+        return by_class[name], item.value
+    child = single or by_class.get(type(item))
+    if child is None:
+        raise ExiSchemaError(f"{t.name}.{fname} cannot hold a {type(item).__name__}")
+    return child, item
+
+
+def _holds(el: ElementInfo, v: Any) -> bool:
+    """Whether the element's grammar has a place for every child element the object carries (structure only:
+    values and order are checked when the view or the encoder writes them)."""
+    t = el.type
+    if t is None:
+        return True
+    for fname, kind, is_list, single, by_class, _, _ in t.plan:
+        if kind not in (F_ELEMENT, F_ITEMS):
+            continue
+        fv = getattr(v, fname, None)
+        if fv is None:
+            continue
+        for item in (fv if is_list and isinstance(fv, (list, tuple)) else (fv,)):
+            try:
+                child, value = _child(t, fname, kind, single, by_class, item)
+            except ExiSchemaError:
+                return False
+            if not _holds(child, value):
+                return False
+    return True
 
 
 def to_xml(message: Any, schema: str | None = None, element: str | None = None) -> str:
@@ -158,15 +210,10 @@ def _element_xml(el: ElementInfo, v: Any, out: list[str], used: dict[str, str]) 
         elif kind == F_VALUE:
             assert dt is not None
             text = escape(value_text(dt, fv), _TEXT_ENTITIES)
-        elif kind == F_ELEMENT:
+        elif kind in (F_ELEMENT, F_ITEMS):
             for item in (fv if is_list else (fv,)):
-                child = single or by_class.get(type(item))
-                if child is None:
-                    raise ExiSchemaError(f"{t.name}.{fname} cannot hold a {type(item).__name__}")
-                _element_xml(child, item, children, used)
-        elif kind == F_ITEMS:
-            for item in fv:
-                _element_xml(by_class[item.element], item.value, children, used)
+                child, value = _child(t, fname, kind, single, by_class, item)
+                _element_xml(child, value, children, used)
         elif kind == F_ANY and fv:
             raise ExiSchemaError(f"wildcard content in {t.name} is not supported")
     if text is None and not children:
@@ -286,16 +333,12 @@ def _json_complex(t: TypeInfo, v: Any) -> dict[str, Any]:
         elif kind == F_VALUE:
             assert dt is not None
             out["value"] = _json_simple(dt, fv)
-        elif kind == F_ELEMENT:
+        elif kind in (F_ELEMENT, F_ITEMS):
             for item in (fv if is_list else (fv,)):
-                child = single or by_class[type(item)]
-                jv = _json_value(child, item)
+                child, value = _child(t, fname, kind, single, by_class, item)
+                jv = _json_value(child, value)
                 if is_list:
                     out.setdefault(child.local, []).append(jv)
                 else:
                     out[child.local] = jv
-        elif kind == F_ITEMS:
-            for item in fv:
-                child = by_class[item.element]
-                out.setdefault(child.local, []).append(_json_value(child, item.value))
     return out
