@@ -119,3 +119,66 @@ def test_tls_demo_trace_decodes_with_the_printed_key_log(tmp_path: Path, pki_dir
     assert out.returncode == 0, out.stderr
     assert "TLS   ServerHello TLS_AES_256_GCM_SHA384" in out.stdout or "TLS_CHACHA20_POLY1305_SHA256" in out.stdout
     assert "V2GTP SessionStopRes" in out.stdout
+
+
+# ------------------------------------------------------------------------------------ --json and --fault
+def demo_json(tmp_path: Path, *args: str) -> tuple[int, dict[str, object], str]:
+    import json
+
+    out = demo("--json", "--no-namespace", "--trace-dir", str(tmp_path), *args)
+    lines = out.stdout.strip().splitlines()
+    assert len(lines) == 1, out.stdout  # stdout holds the summary alone
+    return out.returncode, json.loads(lines[0]), out.stderr
+
+
+SUMMARY_KEYS = {"outcome", "protocol", "service", "control_mode", "failed_step", "response_codes", "charge_loops",
+                "energy_import_wh", "energy_export_wh", "contactor_closures", "max_power_off_ms", "deadline_misses",
+                "trace"}
+
+
+def test_json_summary_of_a_completed_bpt_session(tmp_path: Path) -> None:
+    code, summary, err = demo_json(tmp_path)
+    assert code == 0, err
+    assert set(summary) == SUMMARY_KEYS
+    assert summary["outcome"] == "completed" and summary["failed_step"] is None
+    assert (summary["protocol"], summary["service"]) == ("urn:iso:std:iso:15118:-20:DC", "DC_BPT")
+    assert summary["control_mode"] == "Dynamic" and summary["deadline_misses"] == 0
+    assert summary["energy_import_wh"] > 0 and summary["energy_export_wh"] > 0  # charged, then discharged
+    assert summary["contactor_closures"] == 1 and summary["max_power_off_ms"] is None
+    codes = summary["response_codes"]
+    assert isinstance(codes, dict) and codes["OK"] > 10 and not any(c.startswith("FAILED") for c in codes)
+    assert isinstance(summary["charge_loops"], int) and summary["charge_loops"] > 10
+
+
+def test_unplug_while_charging_powers_off_within_100_ms_also_with_slow_imd_reads(tmp_path: Path) -> None:
+    """Every IMD read blocks its sampler 0.5 s: the CP tick and the supervisor do not wait for it."""
+    code, summary, err = demo_json(tmp_path, "--scenario", "charge", "--fault", "imd-read-delay=0.5",
+                                   "--fault", "unplug@6.5")
+    assert code == 1, err
+    assert summary["outcome"] == "failed" and summary["failed_step"] == "DC_ChargeLoopReq", summary
+    assert isinstance(summary["charge_loops"], int) and summary["charge_loops"] > 0
+    assert summary["max_power_off_ms"] is not None and 0 < summary["max_power_off_ms"] <= 100.0, summary
+    assert summary["deadline_misses"] == 0
+    assert "injected imd-read-delay=0.5 at 0 s" in err and "injected unplug at 6.5 s" in err
+
+
+def test_a_short_across_the_output_fails_cable_check_without_energy(tmp_path: Path) -> None:
+    code, summary, err = demo_json(tmp_path, "--scenario", "charge", "--fault", "output-short=100")
+    assert code == 1, err
+    assert summary["failed_step"] == "DC_CableCheckReq" and summary["charge_loops"] == 0
+    assert summary["response_codes"] == {**summary["response_codes"], "FAILED": 1}  # type: ignore[dict-item]
+    assert "short circuit" in err
+
+
+def test_a_test_voltage_never_reached_fails_cable_check(tmp_path: Path) -> None:
+    code, summary, err = demo_json(tmp_path, "--scenario", "charge", "--fault", "power-stage-voltage-cap=200")
+    assert code == 1, err
+    assert summary["failed_step"] == "DC_CableCheckReq" and summary["charge_loops"] == 0
+    assert summary["energy_import_wh"] < 1.0 and "not reached" in err
+
+
+def test_bad_fault_specs_exit_2_with_one_line(tmp_path: Path) -> None:
+    for spec in ("no-such-fault", "unplug@soon", "isolation-resistance=1k@-1"):
+        out = demo("--json", "--no-namespace", "--trace-dir", str(tmp_path), "--fault", spec)
+        assert out.returncode == 2 and out.stdout == "", (spec, out.stdout)
+        assert len(out.stderr.strip().splitlines()) == 1 and spec.split("@")[0].split("=")[0] in out.stderr
