@@ -1,7 +1,7 @@
 """ISO 15118-20: the common rows, the service modules, and the two SupportedAppProtocol namespaces.
 
-`SERVICES` is the registry of energy services this build has (DC today; a module adds itself with
-`SERVICES.register(MODULE)` below). The -20 DC namespace is offered to a connector that offers a DC service,
+`SERVICES` is the registry of energy services this build has (DC and AC; a module adds itself to the
+list below). The -20 DC namespace is offered to a connector that offers a DC service,
 the AC namespace to one that offers an AC service.
 """
 
@@ -11,13 +11,13 @@ from typing import Any, Final
 
 from secc.protocol.config import AC_NAMESPACE, AC_SERVICES, DC_NAMESPACE, DC_SERVICES, SessionConfig
 from secc.protocol.engine import Conversation
-from secc.protocol.iso20 import dc
+from secc.protocol.iso20 import ac, dc
 from secc.protocol.iso20.common import COMMON_SPECS
 from secc.protocol.iso20.services import ServiceModule, ServiceRegistry
 from secc.protocol.iso20.session import SESSION_SETUP, Iso20Machine
 from secc.protocol.registry import ProtocolSpec
 
-SERVICES: Final = ServiceRegistry([dc.MODULE])
+SERVICES: Final = ServiceRegistry([dc.MODULE, ac.MODULE])
 
 
 def machine(config: SessionConfig, conversation: Conversation, *, namespace: str,
