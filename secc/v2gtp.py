@@ -27,9 +27,10 @@ _HEADER = struct.Struct("!BBHI")
 # AuthorizationReq / CertificateInstallationReq (Josev's is 2181 bytes); 16 KiB leaves ample room while
 # keeping a hostile length field from making us buffer megabytes.
 DEFAULT_MAX_PAYLOAD: Final = 16 * 1024
-# The documented ceiling: no parser accepts a larger payload, whatever it is configured with. A header
-# announcing more (up to 0xFFFFFFFF) is refused as PAYLOAD_TOO_LONG before a byte of payload is buffered,
-# so a parser never holds more than HEADER_LENGTH + max_payload bytes.
+# The documented ceiling for live connections: no V2G server (secc.transport) accepts a larger payload,
+# whatever it is configured with. A header announcing more than the parser's max_payload (up to 0xFFFFFFFF)
+# is refused as PAYLOAD_TOO_LONG before a byte of payload is buffered, so a parser never holds more than
+# HEADER_LENGTH + max_payload bytes. (The offline trace decoder reads the SECC's large responses too.)
 MAX_PAYLOAD_LIMIT: Final = 64 * 1024
 
 # Payload types of ISO 15118-20 (as used by Josev's ISOV20PayloadTypes and EVerest).
@@ -141,8 +142,8 @@ class V2GTPStreamParser:
     def __init__(
         self, *, max_payload: int = DEFAULT_MAX_PAYLOAD, accepted_types: frozenset[int] = TCP_PAYLOAD_TYPES
     ) -> None:
-        if not 0 < max_payload <= MAX_PAYLOAD_LIMIT:
-            raise ValueError(f"max_payload must be 1..{MAX_PAYLOAD_LIMIT} bytes, not {max_payload}")
+        if not 0 < max_payload <= 0xFFFFFFFF:
+            raise ValueError(f"max_payload must be 1..0xFFFFFFFF bytes, not {max_payload}")
         self._max_payload = max_payload
         self._accepted = accepted_types
         self._buffer = bytearray()

@@ -346,7 +346,11 @@ def test_hostile_max_payload_cannot_be_configured_beyond_the_documented_ceiling(
 
     run(scenario())
     with pytest.raises(ValueError, match="max_payload"):
-        v2gtp.V2GTPStreamParser(max_payload=0xFFFFFFFF)
+        v2gtp.V2GTPStreamParser(max_payload=0)
+    parser = v2gtp.V2GTPStreamParser()  # the default: a length of 0xFFFFFFFF is refused from the header alone
+    with pytest.raises(v2gtp.V2GTPHeaderError, match="above the configured maximum"):
+        parser.feed(bytes.fromhex("01fe8002ffffffff") + b"x" * 100)
+    assert parser.buffered == 0
 
 
 def test_hostile_plain_tcp_server_logs_a_warning(caplog: pytest.LogCaptureFixture) -> None:
