@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from hal.iec61851_23 import ISOLATION_FAULT_OHM, SAFE_VOLTAGE_V
 from hal.procedures.cablecheck import CableCheck, CableCheckConfig, CableCheckStatus, CableCheckStep
 from hal.supervisor import ChargePortSupervisor
-from secc.session import events as ev
+from secc.protocol import events as ev
 
 log = logging.getLogger(__name__)
 
