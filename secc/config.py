@@ -40,7 +40,11 @@ DEFAULT_KEYLOG_MAX_BYTES: Final = 4 * 1024 * 1024  # = secc.tls.DEFAULT_KEYLOG_M
 
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 LOG_FORMATS: Final = ("auto", "journal", "console", "json")
-SERVICES: Final = {"DC": 2, "DC_BPT": 6}  # -20 energy transfer service IDs (ISO 15118-20 Table 204)
+SERVICES: Final = {"DC": 2, "DC_BPT": 6, "AC": 1, "AC_BPT": 5}  # -20 energy transfer service IDs (Table 204)
+KIND_SERVICES: Final = {"dc": ("DC", "DC_BPT"), "ac": ("AC", "AC_BPT")}  # what a connector kind can deliver
+BPT_SERVICE_NAMES: Final = frozenset({"DC_BPT", "AC_BPT"})
+DER_FLAVORS: Final = ("none", "iec", "sae")  # AC_DER (ISO 15118-20 Amd 1) flavour of an AC connector
+DEFAULT_STATE_DIRECTORY: Final = Path("/var/lib/secc")  # systemd StateDirectory=secc
 IFNAMSIZ: Final = 16  # kernel limit including the NUL
 MAX_CONFIG_BYTES: Final = 1024 * 1024  # a real file is a few KiB
 MAX_NESTING: Final = 16  # the deepest real table is connector.hal.<device>.<option> (4 levels)
@@ -143,6 +147,16 @@ class SchedulePeriod:
 
 
 @dataclass(frozen=True, slots=True)
+class DerConfig:
+    """The grid code on a connector whose power stage is the inverter (DC BPT): the engine's ratings."""
+
+    rated_w: float
+    rated_var: float | None = None
+    nominal_v: float = 230.0  # phase-to-neutral
+    nominal_hz: float = 50.0
+
+
+@dataclass(frozen=True, slots=True)
 class ConnectorConfig:
     evse_id: str
     plc_interface: str
@@ -153,6 +167,9 @@ class ConnectorConfig:
     services: tuple[int, ...]  # -20 service IDs in our order of preference
     negative_discharge_limits: bool = False
     auto_authorize: bool = False
+    kind: str = "dc"  # "dc" | "ac": which charger side and which services the hardware allows
+    der: DerConfig | None = None  # [connector.der]: run the DER engine (DC BPT)
+    der_flavor: str = "none"  # AC connectors: AC_DER "iec" | "sae" | "none" (never inferred)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +179,7 @@ class Config:
     logging: LoggingConfig = LoggingConfig()
     traces: TraceConfig = TraceConfig()
     status_socket: Path = DEFAULT_STATUS_SOCKET
+    state_directory: Path = DEFAULT_STATE_DIRECTORY
     source: str = ""
 
     def connector(self, evse_id: str) -> ConnectorConfig:
@@ -565,12 +583,16 @@ def _connector(t: _Table, defaults: _Table, default_schedule: list[_Table],
     creates_interface = board == "linux" and hal["plc"]["backend"] in USERSPACE_PLC_BACKENDS
     _check_interface(t.path("plc_interface"), plc_interface,
                      HostChecks(False, checks.sys_class_net) if creates_interface else checks)
-    service_names = t.str_list("services", ("DC", "DC_BPT"))
+    kind = t.choice("kind", tuple(KIND_SERVICES), "dc")
+    service_names = t.str_list("services", KIND_SERVICES[kind])
     services: list[int] = []
     for i, name in enumerate(service_names):
         if name not in SERVICES:
             raise ConfigError(f"{t.path('services')}[{i}]", f"unknown service {name!r}; known: "
                               f"{', '.join(SERVICES)}")
+        if name not in KIND_SERVICES[kind]:
+            raise ConfigError(f"{t.path('services')}[{i}]", f"{name} is not a service a {kind!r} connector "
+                              f"can deliver ({', '.join(KIND_SERVICES[kind])})")
         if SERVICES[name] in services:
             raise ConfigError(f"{t.path('services')}[{i}]", f"{name} listed twice")
         services.append(SERVICES[name])
@@ -578,20 +600,37 @@ def _connector(t: _Table, defaults: _Table, default_schedule: list[_Table],
         raise t.error("services", "must name at least one service")
     limits_table = t.table("limits")
     limits = _limits(defaults.data, limits_table)
-    bpt = SERVICES["DC_BPT"] in services
+    bpt = any(SERVICES[name] in services for name in BPT_SERVICE_NAMES)
     if bpt and not limits.bidirectional:
         raise ConfigError(limits_table.path("max_discharge_power_w"),
-                          "DC_BPT is offered but the limits allow no discharge (power and current must be > 0)")
+                          f"{'/'.join(sorted(n for n in BPT_SERVICE_NAMES if SERVICES[n] in services))} is offered "
+                          "but the limits allow no discharge (power and current must be > 0)")
     own_schedule = t.tables("schedule")
     schedule = _schedule(own_schedule or default_schedule, t.path("schedule") if own_schedule else "schedule")
     _check_schedule_fits(t.path("schedule") if own_schedule else "schedule", schedule, limits, bpt)
+    der = _der(t.table("der"), limits) if t.has("der") else None
+    der_flavor = t.choice("der_flavor", DER_FLAVORS, "none")
+    if der_flavor != "none" and kind != "ac":
+        raise t.error("der_flavor", "AC_DER is a service of AC connectors (kind = \"ac\")")
     cfg = ConnectorConfig(
         evse_id=evse_id, plc_interface=plc_interface, board=board, hal=hal, limits=limits, schedule=schedule,
         services=tuple(services), negative_discharge_limits=t.get_bool("negative_discharge_limits", False),
-        auto_authorize=t.get_bool("auto_authorize", False),
+        auto_authorize=t.get_bool("auto_authorize", False), kind=kind, der=der, der_flavor=der_flavor,
     )
     t.finish()
     return cfg
+
+
+def _der(t: _Table, limits: Limits) -> DerConfig:
+    """[connector.der]: the ratings the DER engine scales its curves with (secc.der, docs/der.md)."""
+    rated_w = t.get_float("rated_w", max(limits.max_charge_power_w, limits.max_discharge_power_w), minimum=1.0,
+                          maximum=10_000_000.0)
+    rated_var = t.get_float("rated_var", rated_w, minimum=1.0, maximum=10_000_000.0)
+    der = DerConfig(rated_w=rated_w, rated_var=rated_var,
+                    nominal_v=t.get_float("nominal_v", 230.0, minimum=50.0, maximum=1000.0),
+                    nominal_hz=t.get_float("nominal_hz", 50.0, minimum=45.0, maximum=65.0))
+    t.finish()
+    return der
 
 
 def _check_nesting(data: Mapping[str, Any]) -> None:
@@ -620,6 +659,10 @@ def parse_config(data: Mapping[str, Any], checks: HostChecks | None = None, sour
         status_socket = _path(status, "socket", DEFAULT_STATUS_SOCKET)
         assert status_socket is not None
         status.finish()
+        state = root.table("state")
+        state_directory = _path(state, "directory", DEFAULT_STATE_DIRECTORY)
+        assert state_directory is not None
+        state.finish()
         defaults = root.table("limits")
         default_schedule = root.tables("schedule")
         connectors = [
@@ -635,6 +678,8 @@ def parse_config(data: Mapping[str, Any], checks: HostChecks | None = None, sour
             seen[c.evse_id] = i
         ifaces: dict[str, int] = {}
         for i, c in enumerate(connectors):
+            if c.plc_interface == "lo":
+                continue  # loopback connectors (no SLAC, no SDP) each listen on their own ports of ::1
             if c.plc_interface in ifaces:
                 raise ConfigError(f"connector[{i}].plc_interface",
                                   f"{c.plc_interface!r} is also used by connector[{ifaces[c.plc_interface]}]")
@@ -643,7 +688,7 @@ def parse_config(data: Mapping[str, Any], checks: HostChecks | None = None, sour
     except ConfigError as exc:
         raise ConfigError(exc.key, exc.reason, source) from None
     return Config(connectors=tuple(connectors), tls=tls, logging=logging_cfg, traces=traces,
-                  status_socket=status_socket, source=source)
+                  status_socket=status_socket, state_directory=state_directory, source=source)
 
 
 def load_config(path: Path | str = DEFAULT_CONFIG_PATH, checks: HostChecks | None = None) -> Config:

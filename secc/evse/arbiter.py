@@ -133,6 +133,16 @@ class LimitArbiter:
     def withdraw(self, source: LimitSource, now: float) -> None:
         self.submit(source, None, now)
 
+    def target_below(self, source: LimitSource, quantity: str, now: float) -> float | None:
+        """The target `quantity` as the sources of lower priority than `source` set it (the operating point a
+        grid-code function works from, without its own earlier output)."""
+        self.result(now)  # drop lapsed submissions first
+        for s, (limits, _) in sorted(self._submissions.items()):
+            value = getattr(limits, quantity)
+            if s > source and value is not None:
+                return float(value)
+        return None
+
     def submitted(self, source: LimitSource) -> Limits | None:
         entry = self._submissions.get(source)
         return None if entry is None else entry[0]

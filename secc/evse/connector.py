@@ -60,6 +60,10 @@ REFUSAL_LOG_INTERVAL_S: Final = 10.0
 CHARGE_LOOP_REQUESTS: Final = frozenset({"DC_ChargeLoopReq", "AC_ChargeLoopReq"})
 
 
+class DerTicker(Protocol):
+    def tick(self, now: float) -> object: ...
+
+
 class Charger(Protocol):
     """The charger side of one kind (DC, AC) on the HAL: carries out session signals."""
 
@@ -149,6 +153,7 @@ class Connector:
         self._tasks: list[asyncio.Task[None]] = []
         self._last_sample = -METER_SAMPLE_S
         self._standing_limits: tuple[ev.LimitsUpdate, float] | None = None
+        self.der: DerTicker | None = None  # the grid code on a connector whose power stage is the inverter
 
     # ------------------------------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -199,6 +204,22 @@ class Connector:
                 return
         if self.active is not None:
             self.active.feed(event)
+
+    def requested_power_w(self, now: float) -> float:
+        """The operating point before the grid code: a CSMS or EMS setpoint, else the session's schedule."""
+        setpoint = self.arbiter.target_below(LimitSource.GRID_CURVE, "setpoint_w", now)
+        if setpoint is not None:
+            return setpoint
+        active = self.active
+        if active is None or not active.energy_flowing:
+            return 0.0
+        return active.session.scheduled_power_w(now)
+
+    def power_off_now(self, reason: str) -> None:
+        """A grid trip or cessation: the power stage off at once (contactors stay as they are)."""
+        now = self.clock()
+        log.warning("%s: power stage off: %s", self.evse_id, reason)
+        self.supervisor.power_off(now)
 
     def stop_session(self, reason: str) -> bool:
         """Ask the EV to stop (Terminate at the next chance); False when no session runs."""
@@ -359,7 +380,13 @@ class Connector:
 
     # -------------------------------------------------------------------------------------------- loops
     def tick(self, now: float) -> None:
-        """The charger's periodic work: CableCheck progress and meter samples."""
+        """The charger's periodic work: the grid code first, then CableCheck progress and meter samples."""
+        if self.der is not None:
+            try:
+                self.der.tick(now)
+            except Exception:  # the grid code failing must not stop the charger loop: no energy without it
+                log.exception("%s: DER step failed: power off", self.evse_id)
+                self.power_off_now("DER step failed")
         events = self.charger.tick(now)
         active = self.active
         if active is not None:

@@ -118,6 +118,17 @@ class Session:
                      failed_step=self.conv.failed_step, response_codes=dict(self.conv.response_codes))
         return facts
 
+    def scheduled_power_w(self, now: float) -> float:
+        """The configured schedule's power at `now` (from the start of energy transfer), else 0."""
+        machine: Any = self.machine
+        view = getattr(machine, "view", None)
+        started = None if view is None else view.facts.power_started_at
+        if started is None:
+            return 0.0
+        from secc.protocol.iso20.session import schedule_power_at
+
+        return schedule_power_at(self.config.schedule, now - started)
+
     # ------------------------------------------------------------------------------------------------ API
     def receive(self, payload_type: int, payload: bytes, now: float) -> Output:
         if self.ended:

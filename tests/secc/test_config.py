@@ -192,9 +192,14 @@ def test_bad_values_name_the_key(tmp_path: Path, pki: Path, capsys: pytest.Captu
 
 
 def test_two_connectors_on_one_interface(tmp_path: Path, pki: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base = sim_config(pki).replace('plc_interface = "lo"', 'plc_interface = "eth9"')
+    text = base + '\n[[connector]]\nevse_id = "DE*SEC*E0001*2"\nplc_interface = "eth9"\nboard = "sim"\n'
+    err = one_error_line(tmp_path, text, capsys, "--no-host-checks")
+    assert err.endswith("connector[1].plc_interface: 'eth9' is also used by connector[0]")
+    # loopback connectors (no SLAC, no SDP) each listen on their own ports of ::1: several may share "lo"
     text = sim_config(pki) + '\n[[connector]]\nevse_id = "DE*SEC*E0001*2"\nplc_interface = "lo"\nboard = "sim"\n'
-    err = one_error_line(tmp_path, text, capsys)
-    assert err.endswith("connector[1].plc_interface: 'lo' is also used by connector[0]")
+    rc, out, err = check(write(tmp_path, text), capsys=capsys)
+    assert rc == 0, err
     text = sim_config(pki) + '\n[[connector]]\nevse_id = "DE*SEC*E0001*1"\nplc_interface = "eth9"\nboard = "sim"\n'
     assert "connector[1].evse_id: 'DE*SEC*E0001*1' is also connector[0]" in one_error_line(
         tmp_path, text, capsys, "--no-host-checks")
@@ -332,6 +337,7 @@ def test_every_option_is_documented_and_every_documented_option_exists(tmp_path:
         "logging": {f.name for f in fields(LoggingConfig)},
         "traces": {f.name for f in fields(TraceConfig)},
         "status": {"socket"},
+        "state": {"directory"},
         "tls": {f.name for f in fields(TlsConfig)},
         "limits": {f.name for f in fields(Limits)},
         "schedule": {"duration_s", "power_w"},
