@@ -52,10 +52,19 @@ async def discover(iface: str, want_tls: bool, tries: int = 50, wait: float = 0.
 
 
 async def run_session(scenario: Scenario, address: SeccAddress, tls_context: ssl.SSLContext | None = None,
-                      report: Callable[[str], None] = print) -> tuple[Finished, EvSession]:
-    """One charging session against the SECC at `address`; returns the outcome and the session (its trace)."""
+                      report: Callable[[str], None] = print,
+                      on_power: Callable[[float], None] | None = None) -> tuple[Finished, EvSession]:
+    """One charging session against the SECC at `address`; returns the outcome and the session (its trace).
+
+    `on_power` (AC): called with the car's on-board charger target after every ChargeLoop answer, for a
+    simulated car whose physics live elsewhere (hal.sim.ac's OBC). A scenario without HLC connects to
+    nothing: such a car charges by the CP duty alone (IEC 61851-1 basic charging), which is the CP's business.
+    """
     loop = asyncio.get_running_loop()
     session = EvSession(scenario, epoch_offset=time.time() - loop.time())
+    if not scenario.hlc:
+        report("EV: no high-level communication; charging by the CP duty only (basic charging)")
+        return Finished(True, "no HLC: the car charges by the CP duty alone (IEC 61851-1 basic charging)"), session
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(
             address.host, address.port, ssl=tls_context if address.tls else None,
@@ -78,6 +87,8 @@ async def run_session(scenario: Scenario, address: SeccAddress, tls_context: ssl
             if message is None:
                 return Finished(False, f"no answer to {type(step.message).__name__} in time"), session
             step = session.receive(message.payload_type, message.payload, loop.time())
+            if on_power is not None and scenario.is_ac:
+                on_power(session.obc_target_w)
             report(f"EV <- {session.trace.received[-1] if session.trace.received else '?'}")
         return step, session
     except (ConnectionError, v2gtp.V2GTPHeaderError) as e:

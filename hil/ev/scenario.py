@@ -18,8 +18,14 @@ class ScenarioError(ValueError):
 class Scenario:
     name: str = "charge"
     description: str = ""
-    service: str = "DC_BPT"  # DC | DC_BPT
+    service: str = "DC_BPT"  # DC | DC_BPT | AC | AC_BPT
     control_mode: str = "dynamic"  # scheduled | dynamic
+    hlc: bool = True  # False: a car without ISO 15118 (IEC 61851-1 basic charging by the CP duty only)
+    phases: int = 3  # AC: the on-board charger's phases (1 or 3)
+    per_phase_values: bool = False  # AC, 3 phases: send L1/L2/L3 values instead of totals
+    min_charge_power_w: float = 1_380.0  # AC: the on-board charger's minimum (6 A on one phase)
+    power_ramp_w_per_s: float = 11_000.0  # AC: how fast the on-board charger follows a new target
+    basic_charge_s: float = 30.0  # without HLC: how long the car stays plugged in and charging
     evccid: str = "0200000000E001"
     battery_capacity_wh: float = 60_000.0
     battery_voltage: float = 400.0
@@ -46,14 +52,30 @@ class Scenario:
     board_faults: tuple[dict[str, Any], ...] = field(default_factory=tuple)  # injected into the simulated board
 
     def __post_init__(self) -> None:
-        if self.service not in ("DC", "DC_BPT"):
-            raise ScenarioError(f"service: {self.service!r} is not DC or DC_BPT")
+        if self.service not in ("DC", "DC_BPT", "AC", "AC_BPT"):
+            raise ScenarioError(f"service: {self.service!r} is not DC, DC_BPT, AC or AC_BPT")
+        if self.phases not in (1, 3):
+            raise ScenarioError(f"phases: an on-board charger has 1 or 3 phases, not {self.phases}")
+        if self.per_phase_values and (self.phases != 3 or not self.is_ac):
+            raise ScenarioError("per_phase_values needs an AC service and phases = 3")
+        if not self.hlc and not self.is_ac:
+            raise ScenarioError("hlc = false (basic charging) exists only on AC")
+        if self.power_ramp_w_per_s <= 0 or self.basic_charge_s <= 0:
+            raise ScenarioError("power_ramp_w_per_s and basic_charge_s must be > 0")
         if self.control_mode not in ("scheduled", "dynamic"):
             raise ScenarioError(f"control_mode: {self.control_mode!r} is not scheduled or dynamic")
         if not 0 <= self.soc <= 100 or not 0 <= self.target_soc <= 100:
             raise ScenarioError("soc and target_soc are percentages (0..100)")
         if self.charge_loops < 1:
             raise ScenarioError("charge_loops must be at least 1")
+
+    @property
+    def is_ac(self) -> bool:
+        return self.service in ("AC", "AC_BPT")
+
+    @property
+    def bidirectional(self) -> bool:
+        return self.service.endswith("_BPT")
 
 
 def names() -> list[str]:

@@ -1,9 +1,11 @@
-"""The car side of an ISO 15118-20 DC / DC_BPT session, sans-IO.
+"""The car side of an ISO 15118-20 DC / DC_BPT / AC / AC_BPT session, sans-IO.
 
 `EvSession` is fed the charger's responses (payload type, EXI bytes, `now`) and answers with the next
 request to send and when to send it, or with the session's outcome. It models a battery just well enough
-for the charger to see realistic values: the EV's voltage follows the charger during PreCharge, the state
-of charge integrates the charger's present current and voltage, and BPT discharge makes it fall.
+for the charger to see realistic values: on DC the EV's voltage follows the charger during PreCharge and the
+state of charge integrates the charger's present current and voltage; on AC the car's on-board charger
+follows the EVSE's target active power (Dynamic) or the schedule it selected (Scheduled) with a ramp, on 1
+or 3 phases, and the state of charge integrates that power. BPT discharge makes it fall.
 
 It is built on this project's own codec, and complements (never replaces) the interop tests against the
 Josev EVCC, which nobody here wrote.
@@ -18,14 +20,16 @@ from decimal import Decimal
 from typing import Any
 
 import exi
-from exi.generated import app, cm, ct, dc
+from exi.generated import ac, app, cm, ct, dc
 
 from .scenario import Scenario
 
 DC_NAMESPACE = "urn:iso:std:iso:15118:-20:DC"
-SAP, CM, DC = 0x8001, 0x8002, 0x8004
-SCHEMA_BY_TYPE = {SAP: "app", CM: "cm", DC: "dc"}
-SERVICE_IDS = {"DC": 2, "DC_BPT": 6}  # ISO 15118-20 service IDs (as Josev's ServiceV20 and EVerest use them)
+AC_NAMESPACE = "urn:iso:std:iso:15118:-20:AC"
+SAP, CM, AC, DC = 0x8001, 0x8002, 0x8003, 0x8004
+SCHEMA_BY_TYPE = {SAP: "app", CM: "cm", AC: "ac", DC: "dc"}
+# ISO 15118-20 service IDs (as Josev's ServiceV20 and EVerest use them)
+SERVICE_IDS = {"AC": 1, "DC": 2, "AC_BPT": 5, "DC_BPT": 6}
 CONTROL_MODE = {"scheduled": 1, "dynamic": 2}  # ServiceDetail parameter "ControlMode"
 SAFE_VOLTAGE = 60.0  # V: WeldingDetection is done once the charger reports less
 
@@ -39,11 +43,13 @@ class Phase(enum.Enum):
     SERVICE_DETAIL = "ServiceDetail"
     SERVICE_SELECTION = "ServiceSelection"
     CHARGE_PARAMETER_DISCOVERY = "DC_ChargeParameterDiscovery"
+    AC_CHARGE_PARAMETER_DISCOVERY = "AC_ChargeParameterDiscovery"
     SCHEDULE_EXCHANGE = "ScheduleExchange"
     CABLE_CHECK = "DC_CableCheck"
     PRE_CHARGE = "DC_PreCharge"
     POWER_DELIVERY_START = "PowerDelivery(Start)"
     CHARGE_LOOP = "DC_ChargeLoop"
+    AC_CHARGE_LOOP = "AC_ChargeLoop"
     POWER_DELIVERY_STOP = "PowerDelivery(Stop)"
     WELDING_DETECTION = "DC_WeldingDetection"
     SESSION_STOP = "SessionStop"
@@ -74,7 +80,10 @@ class Battery:
     voltage: float  # V, present terminal voltage as the EV reports it
 
     def step(self, current_a: float, voltage_v: float, dt: float) -> None:
-        energy_wh = current_a * voltage_v * dt / 3600.0
+        self.step_power(current_a * voltage_v, dt)
+
+    def step_power(self, power_w: float, dt: float) -> None:
+        energy_wh = power_w * dt / 3600.0
         self.soc = min(100.0, max(0.0, self.soc + 100.0 * energy_wh / self.capacity_wh))
 
 
@@ -85,6 +94,8 @@ class Trace:
     sent: list[str] = field(default_factory=list)
     received: list[str] = field(default_factory=list)
     present_current: list[float] = field(default_factory=list)
+    present_power: list[float] = field(default_factory=list)  # AC: the EVSE's present active power (total)
+    target_power: list[float] = field(default_factory=list)  # AC: what the car's charger was asked to do
     response_codes: list[str] = field(default_factory=list)
 
 
@@ -108,12 +119,21 @@ class EvSession:
         self.selected_parameter_set: int | None = None
         self.evse_voltage = 0.0
         self.precharge_done = False
+        # AC: the on-board charger (positive = charging) and what it was asked to do
+        self.obc_power_w = 0.0
+        self.obc_target_w = 0.0
+        self.schedule: list[tuple[float, float]] = []  # Scheduled: (duration s, power W) of the selected tuple
+        self.schedule_tuple_id = 1
+        self.power_started_at: float | None = None
 
     # -- the two entry points -------------------------------------------------------------------------
     def start(self, now: float) -> Send:
+        if not self.s.hlc:
+            raise ValueError(f"scenario {self.s.name!r} has no high-level communication (hlc = false)")
         self.phase = Phase.SAP
+        namespace = AC_NAMESPACE if self.s.is_ac else DC_NAMESPACE
         req = app.SupportedAppProtocolReq(app_protocol=[app.AppProtocol(
-            protocol_namespace=DC_NAMESPACE, version_number_major=1, version_number_minor=0, schema_id=1,
+            protocol_namespace=namespace, version_number_major=1, version_number_minor=0, schema_id=1,
             priority=1)])
         return self._send(SAP, req, now)
 
@@ -182,6 +202,10 @@ class EvSession:
                     service_id=SERVICE_IDS[s.service], parameter_set_id=self.selected_parameter_set)), now)
         if p is Phase.SERVICE_SELECTION:
             self._expect(res, cm.ServiceSelectionRes)
+            if s.is_ac:
+                self.phase = Phase.AC_CHARGE_PARAMETER_DISCOVERY
+                return self._send(AC, ac.AC_ChargeParameterDiscoveryReq(
+                    header=self._header(now), ac_cpd_req_energy_transfer_mode=self._ac_cpd_mode()), now)
             self.phase = Phase.CHARGE_PARAMETER_DISCOVERY
             return self._send(DC, dc.DC_ChargeParameterDiscoveryReq(
                 header=self._header(now), dc_cpd_req_energy_transfer_mode=self._cpd_mode()), now)
@@ -189,10 +213,18 @@ class EvSession:
             self._expect(res, dc.DC_ChargeParameterDiscoveryRes)
             self.phase = Phase.SCHEDULE_EXCHANGE
             return self._schedule_exchange(now)
+        if p is Phase.AC_CHARGE_PARAMETER_DISCOVERY:
+            self._expect(res, ac.AC_ChargeParameterDiscoveryRes)
+            self.phase = Phase.SCHEDULE_EXCHANGE
+            return self._schedule_exchange(now)
         if p is Phase.SCHEDULE_EXCHANGE:
             self._expect(res, cm.ScheduleExchangeRes)
             if res.evse_processing != ct.Processing.Finished:
                 return self._again(now, self._schedule_exchange)
+            if s.is_ac:
+                self._take_schedule(res)
+                self.phase = Phase.POWER_DELIVERY_START  # AC: no CableCheck, no PreCharge
+                return self._power_delivery(now, cm.ChargeProgress.Start)
             self.phase = Phase.CABLE_CHECK
             return self._send(DC, dc.DC_CableCheckReq(header=self._header(now)), now)
         if p is Phase.CABLE_CHECK:
@@ -214,9 +246,16 @@ class EvSession:
             return self._again(now, self._pre_charge)
         if p is Phase.POWER_DELIVERY_START:
             self._expect(res, cm.PowerDeliveryRes)
-            self.phase = Phase.CHARGE_LOOP
             self.last_loop_at = now
+            if s.is_ac:
+                self.phase = Phase.AC_CHARGE_LOOP
+                self.power_started_at = now
+                return self._ac_charge_loop(now)
+            self.phase = Phase.CHARGE_LOOP
             return self._charge_loop(now)
+        if p is Phase.AC_CHARGE_LOOP:
+            self._expect(res, ac.AC_ChargeLoopRes)
+            return self._ac_loop_answer(res, now)
         if p is Phase.CHARGE_LOOP:
             self._expect(res, dc.DC_ChargeLoopRes)
             current = float(res.evse_present_current)
@@ -234,6 +273,10 @@ class EvSession:
             return self._charge_loop(now)
         if p is Phase.POWER_DELIVERY_STOP:
             self._expect(res, cm.PowerDeliveryRes)
+            if s.is_ac:  # AC: no WeldingDetection (the EVSE's mirror contact judges its contactor)
+                self.phase = Phase.SESSION_STOP
+                return self._send(CM, cm.SessionStopReq(header=self._header(now),
+                                                        charging_session=cm.ChargingSession.Terminate), now)
             self.phase = Phase.WELDING_DETECTION
             return self._welding(now)
         if p is Phase.WELDING_DETECTION:
@@ -287,7 +330,7 @@ class EvSession:
         return None
 
     def _bpt(self) -> bool:
-        return self.s.service == "DC_BPT"
+        return self.s.bidirectional
 
     def _cpd_mode(self) -> Any:
         s = self.s
@@ -335,10 +378,20 @@ class EvSession:
 
     def _power_delivery(self, now: float, progress: cm.ChargeProgress) -> Send:
         channel = None
+        profile = None
         if self._bpt() and progress == cm.ChargeProgress.Start:
             channel = cm.ChannelSelection.Discharge if self.s.start_discharging else cm.ChannelSelection.Charge
+        if self.s.is_ac and progress == cm.ChargeProgress.Start and self.s.control_mode == "scheduled":
+            # the car commits to the schedule tuple it selected, as its power profile
+            entries = [cm.PowerScheduleEntry(duration=int(d), power=rn(round(self._clamp_power(w))))
+                       for d, w in self.schedule] or [cm.PowerScheduleEntry(duration=3600, power=rn(0))]
+            profile = cm.EVPowerProfile(
+                time_anchor=0, scheduled_evppt_control_mode=cm.Scheduled_EVPPTControlMode(
+                    selected_schedule_tuple_id=self.schedule_tuple_id),
+                ev_power_profile_entries=cm.EVPowerProfileEntryList(ev_power_profile_entry=entries))
         return self._send(CM, cm.PowerDeliveryReq(header=self._header(now), ev_processing=ct.Processing.Finished,
-                                                  charge_progress=progress, bpt_channel_selection=channel), now)
+                                                  charge_progress=progress, ev_power_profile=profile,
+                                                  bpt_channel_selection=channel), now)
 
     def _charge_loop(self, now: float) -> Send:
         s = self.s
@@ -373,6 +426,125 @@ class EvSession:
                                   ev_present_voltage=rn(round(b.voltage, 1)), cl_req_control_mode=mode)
         delay = 0.0 if self.loops == 0 else s.loop_interval_s
         return self._send(DC, req, now, delay)
+
+    # -- AC -------------------------------------------------------------------------------------------------
+    def _ac_split(self, total: float) -> tuple[ct.RationalNumber, ct.RationalNumber | None, ct.RationalNumber | None]:
+        """A total as this car sends it: L1 alone, or L1/L2/L3 shares with per_phase_values."""
+        if self.s.per_phase_values:
+            share = rn(round(total / 3, 1))
+            return share, share, share
+        return rn(round(total, 1)), None, None
+
+    def _ac_fields(self, prefix: str, total: float) -> dict[str, Any]:
+        l1, l2, l3 = self._ac_split(total)
+        out: dict[str, Any] = {prefix: l1}
+        if l2 is not None:
+            out[f"{prefix}_l2"], out[f"{prefix}_l3"] = l2, l3
+        return out
+
+    def _ac_cpd_mode(self) -> Any:
+        s = self.s
+        kw = {**self._ac_fields("ev_maximum_charge_power", s.max_charge_power_w),
+              **self._ac_fields("ev_minimum_charge_power", s.min_charge_power_w)}
+        if self._bpt():
+            return ac.BPT_AC_CPDReqEnergyTransferMode(
+                **kw, **self._ac_fields("ev_maximum_discharge_power", s.max_discharge_power_w),
+                **self._ac_fields("ev_minimum_discharge_power", 0.0))
+        return ac.AC_CPDReqEnergyTransferMode(**kw)
+
+    def _take_schedule(self, res: cm.ScheduleExchangeRes) -> None:
+        scheduled = res.scheduled_se_res_control_mode
+        if scheduled is None or not scheduled.schedule_tuple:
+            return
+        first = scheduled.schedule_tuple[0]
+        self.schedule_tuple_id = first.schedule_tuple_id
+        entries = first.charging_schedule.power_schedule.power_schedule_entries.power_schedule_entry
+        self.schedule = [(float(e.duration), float(e.power)) for e in entries]
+
+    def _schedule_power(self, now: float) -> float:
+        elapsed = 0.0 if self.power_started_at is None else now - self.power_started_at
+        start = 0.0
+        for duration, power in self.schedule:
+            if elapsed < start + duration:
+                return power
+            start += duration
+        return 0.0
+
+    def _clamp_power(self, power_w: float) -> float:
+        s = self.s
+        low = -s.max_discharge_power_w if self._bpt() else 0.0
+        return min(max(power_w, low), s.max_charge_power_w)
+
+    def _obc_step(self, now: float) -> None:
+        """The on-board charger moves toward its target; the battery integrates what it converted."""
+        if self.last_loop_at is None:
+            return
+        dt = max(0.0, now - self.last_loop_at)
+        self.battery.step_power(self.obc_power_w, dt)
+        step = self.s.power_ramp_w_per_s * dt
+        delta = self.obc_target_w - self.obc_power_w
+        if abs(delta) <= step:
+            self.obc_power_w = self.obc_target_w
+        else:
+            self.obc_power_w += step if delta > 0 else -step
+
+    def _ac_loop_answer(self, res: ac.AC_ChargeLoopRes, now: float) -> Send | Finished:
+        s = self.s
+        mode = res.cl_res_control_mode
+        present = sum(float(x) for x in (getattr(mode, "evse_present_active_power", None),
+                                         getattr(mode, "evse_present_active_power_l2", None),
+                                         getattr(mode, "evse_present_active_power_l3", None)) if x is not None)
+        self.trace.present_power.append(present)
+        self._obc_step(now)
+        self.last_loop_at = now
+        if s.control_mode == "dynamic":
+            target = sum(float(x) for x in (getattr(mode, "evse_target_active_power", None),
+                                            getattr(mode, "evse_target_active_power_l2", None),
+                                            getattr(mode, "evse_target_active_power_l3", None)) if x is not None)
+        else:
+            target = self._schedule_power(now)
+        self.obc_target_w = self._clamp_power(target)
+        self.trace.target_power.append(self.obc_target_w)
+        self.loops += 1
+        stop_requested = res.evse_status is not None and res.evse_status.evse_notification in (
+            ct.EvseNotification.Terminate, ct.EvseNotification.Pause)
+        full = self.battery.soc >= s.target_soc and self.obc_target_w > 0
+        if self.loops >= s.charge_loops or stop_requested or full:
+            self.obc_target_w = self.obc_power_w = 0.0  # the car stops converting before PowerDelivery(Stop)
+            self.phase = Phase.POWER_DELIVERY_STOP
+            return self._power_delivery(now, cm.ChargeProgress.Stop)
+        return self._ac_charge_loop(now)
+
+    def _ac_charge_loop(self, now: float) -> Send:
+        s = self.s
+        b = self.battery
+        target, maximum, minimum = self._energy()
+        display = ct.DisplayParameters(present_soc=int(b.soc), target_soc=int(s.target_soc),
+                                       charging_complete=b.soc >= s.target_soc)
+        present = {**self._ac_fields("ev_present_active_power", self.obc_power_w),
+                   **self._ac_fields("ev_present_reactive_power", 0.0)}
+        mode: Any
+        if s.control_mode == "dynamic":
+            kw: dict[str, Any] = dict(
+                departure_time=s.departure_time_s, ev_target_energy_request=target, ev_maximum_energy_request=maximum,
+                ev_minimum_energy_request=minimum, **self._ac_fields("ev_maximum_charge_power", s.max_charge_power_w),
+                **self._ac_fields("ev_minimum_charge_power", s.min_charge_power_w), **present)
+            if self._bpt():
+                mode = ac.BPT_Dynamic_AC_CLReqControlMode(
+                    **kw, **self._ac_fields("ev_maximum_discharge_power", s.max_discharge_power_w),
+                    **self._ac_fields("ev_minimum_discharge_power", 0.0),
+                    ev_maximum_v2x_energy_request=maximum,
+                    ev_minimum_v2x_energy_request=rn(-round(b.soc / 100.0 * b.capacity_wh)))
+            else:
+                mode = ac.Dynamic_AC_CLReqControlMode(**kw)
+        elif self._bpt():
+            mode = ac.BPT_Scheduled_AC_CLReqControlMode(**present)
+        else:
+            mode = ac.Scheduled_AC_CLReqControlMode(**present)
+        req = ac.AC_ChargeLoopReq(header=self._header(now), display_parameters=display,
+                                  meter_info_requested=self.loops % 10 == 9, cl_req_control_mode=mode)
+        delay = 0.0 if self.loops == 0 else s.loop_interval_s
+        return self._send(AC, req, now, delay)
 
     def _welding(self, now: float) -> Send:
         return self._send(DC, dc.DC_WeldingDetectionReq(header=self._header(now),
