@@ -6,10 +6,11 @@ frequency come from hal.sim.grid.SimGridSource (nominal, a CSV trace, steps and 
 
 The on-board charger (OBC) is the part of the car that draws the power: 1 or 3 phases, a charge and (BPT) a
 discharge limit, a power ramp. It converts only while the AC contactor's main contacts are closed, the EV is
-in C/D and the grid is there. Its target is the car's decision: in high-level mode the power the car wants
-(`set_target`, which a compliant car sets from the EVSE target it received; `AcBoard.ev_target_sink`), and in
-every mode it respects the current the CP duty advertises (IEC 61851-1: the EV shall draw no more; an EV
-adapts within `duty_response_s`). In basic mode (`hlc = False`) it simply charges at what the duty allows.
+in C/D with its battery connected (hal.sim.port connects it while energy flows) and the grid is there. Its
+target is the car's decision: in high-level mode the power the car wants (`set_target`, which a compliant
+car sets from the EVSE target it received; `AcBoard.ev_target_sink`), and in every mode it respects the
+current the CP duty advertises (IEC 61851-1: the EV shall draw no more; an EV adapts within
+`duty_response_s`). In basic mode (`hlc = False`) it simply charges at what the duty allows.
 
 Faults (`inject_ac(sim, name, value)`, or the attributes of `sim.faults`): a welded contactor, one that will
 not close, DC and AC residual currents, an RCD whose self-test fails or that reports a device error, a dead
@@ -214,8 +215,8 @@ class SimOnBoardCharger:
         b = self._board
         ev = b.ev
         volts = b.grid_voltage()
-        return (b.contactor.main_closed and ev.plugged and ev.s2_closed and not b.rcd.supply_removed
-                and any(v > 100.0 for v in volts[: self.config.phases]))
+        return (b.contactor.main_closed and ev.plugged and ev.s2_closed and ev.battery_connected
+                and not b.rcd.supply_removed and any(v > 100.0 for v in volts[: self.config.phases]))
 
     def _cp_cap_w(self) -> float | None:
         """The power the CP duty allows over the OBC's phases; None: no current advertised (5 %: HLC)."""
@@ -260,8 +261,7 @@ class SimOnBoardCharger:
         else:
             self.power_w += math.copysign(step, wanted - self.power_w)
         ev = self._board.ev
-        if ev.battery_connected:
-            ev.soc = min(1.0, max(0.0, ev.soc + self.power_w * dt / 3600.0 / ev.capacity_wh))
+        ev.soc = min(1.0, max(0.0, ev.soc + self.power_w * dt / 3600.0 / ev.capacity_wh))
         self._publish()
 
     def _publish(self) -> None:
