@@ -20,6 +20,8 @@ SAFE_VOLTAGE_V = 60.0
 # CABLECHECK_CURRENT_LIMIT). A shorted cable cannot draw more; a current at this limit while the voltage
 # stays below the test voltage is a short.
 CABLECHECK_CURRENT_LIMIT_A = 2.0
+# Pre-charge: the EVSE limits the inrush into the EV's link capacitors to 2 A (IEC 61851-23 CC.5.2, as EVerest).
+PRECHARGE_CURRENT_LIMIT_A = 2.0
 
 # CC.7.6.20.x short-circuit test bounds as EVerest quotes them: a fault of at most 110 Ohm across the output
 # must draw less than 5 A within 1 s, and the output must be below 60 V within 2.5 s.

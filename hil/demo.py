@@ -23,7 +23,7 @@ stderr then):
      "failed_step": the request or phase where it failed (else null), "response_codes": {code: count},
      "charge_loops", "energy_import_wh", "energy_export_wh", "contactor_closures",
      "max_power_off_ms": the longest time, as the simulated board saw it, from a condition that requires power
-                         off (EV not in C/D, unplugged, CP fault, insulation fault) to contactors open and current
+                         off (EV not in C/D, unplugged, CP shorted, insulation fault) to contactors open and current
                          zero (null when no such condition occurred while energized),
      "deadline_misses": ChargeLoop answers later than 0.5 s, "trace": the pcap path or null}
 """
@@ -263,7 +263,7 @@ class Demo:
         return exit_code
 
     async def _one_session(self, connector: Any, stop: asyncio.Event) -> bool:
-        from hal.sim.watch import PowerOffWatch
+        from hal.sim.power_off import PowerOffWatch
         from hil.ev.client import SeccAddress, run_session
 
         sessions_before = len(self.records)
@@ -405,7 +405,7 @@ def session_summary(record: Any, completed: bool, watch: Any, import_wh: float, 
     """The `--json` object (names as the module docstring says)."""
     summary: dict[str, Any] = record.summary if record is not None else {}
     failed = record is not None and record.failed
-    max_off = watch.max_power_off_s
+    max_off = watch.longest_s(watch.sim.now)
     return {
         "outcome": "completed" if completed else "failed" if failed else "aborted",
         "protocol": summary.get("protocol"),

@@ -1,6 +1,6 @@
 """DC CableCheck (IEC 61851-23:2023 CC.4.1) as one sans-IO procedure over the ChargePortSupervisor.
 
-The only CableCheck: secc.session.charger.HalDcCharger (production) and `secc sim --cable-check` both run it.
+The only CableCheck: secc.evse.dc_charger.HalDcCharger (production) and `secc sim --cable-check` both run it.
 The sequence follows EVerest's `EvseManager::cable_check` (hardware-and-safety.md §3); the numbers are in
 hal.iec61851_23:
 

@@ -487,7 +487,6 @@ class SimBoard:
         self.isolation_monitor = SimIsolationMonitor(self)
         self.meter = SimMeter(self)
         self.plc_modem = SimPlcModem(self)
-        self.step_hooks: list[Callable[[float], None]] = []  # observers of every model step (hal.sim.watch)
 
     def advance(self, dt: float) -> None:
         if dt < 0:
@@ -516,8 +515,6 @@ class SimBoard:
         self.meter.step(dt)
         for observe in self.observers:
             observe(now)
-        for hook in self.step_hooks:
-            hook(now)
 
     def clock(self) -> float:
         return self.now

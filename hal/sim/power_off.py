@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from hal.iec61851_23 import ISOLATION_FAULT_OHM
 from hal.sim.board import SimBoard
 
 
@@ -36,7 +37,13 @@ class PowerOffWatch:
         self.episodes: list[PowerOffEpisode] = []
         self._since: float | None = None
         self._cause = ""
+        self.contactor_closures = 0  # how often the main contacts went from open to closed
+        self._closed = any(sim.contactors.main_closed)
         sim.observers.append(self._observe)
+
+    def detach(self) -> None:
+        if self._observe in self.sim.observers:
+            self.sim.observers.remove(self._observe)
 
     def _energized(self) -> bool:
         sim = self.sim
@@ -50,6 +57,8 @@ class PowerOffWatch:
             return "ev-stopped (C->B)"
         if faults.cp_short_to_pe:
             return "cp-short-to-pe"
+        if faults.isolation_resistance_ohm < ISOLATION_FAULT_OHM:
+            return "insulation-fault"
         return None
 
     def power_required(self, now: float, cause: str = "supervisor") -> None:
@@ -58,6 +67,10 @@ class PowerOffWatch:
             self._since, self._cause = now, cause
 
     def _observe(self, now: float) -> None:
+        closed = any(self.sim.contactors.main_closed)
+        if closed and not self._closed:
+            self.contactor_closures += 1
+        self._closed = closed
         energized = self._energized()
         if self._since is None:
             cause = self._physical_cause()
@@ -71,6 +84,12 @@ class PowerOffWatch:
     def pending_s(self, now: float) -> float | None:
         """How long the episode in progress has lasted (None if none): a welded pair never finishes."""
         return None if self._since is None else now - self._since
+
+    def longest_s(self, now: float) -> float | None:
+        """The longest episode, an unfinished one counted so far; None when there was none."""
+        if not self.episodes and self._since is None:
+            return None
+        return self.max_s(now)
 
     def max_s(self, now: float) -> float:
         durations = [e.duration_s for e in self.episodes]

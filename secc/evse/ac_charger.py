@@ -1,6 +1,6 @@
 """The AC charger side of a session on the HAL: the AC contactor, the RCD and the meter of one port.
 
-Sans-IO like HalDcCharger (secc.session.charger): every call takes `now` on the board's clock. It works on an
+Sans-IO like HalDcCharger (secc.evse.dc_charger): every call takes `now` on the board's clock. It works on an
 AC port (hal.ac.AcBoard) through its hal.supervisor.ChargePortSupervisor, the one path to contactors and
 power, which also owns the CP machine and the contactor monitor and is ticked by the connector every 10 ms.
 The connector calls `tick(now)` periodically, feeds the returned control events to the session and passes

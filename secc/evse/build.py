@@ -20,7 +20,7 @@ from secc.evse.connector import Charger, Connector, ConnectorSetup
 
 # connector kind -> (module, class) of its charger side; the class takes the supervisor
 CHARGER_KINDS: Final[dict[str, tuple[str, str]]] = {
-    "dc": ("secc.session.charger", "HalDcCharger"),
+    "dc": ("secc.evse.dc_charger", "HalDcCharger"),
     "ac": ("secc.evse.ac_charger", "HalAcCharger"),
 }
 
@@ -48,7 +48,9 @@ def attach_sim_car(stream: es.EventStream, evse_id: str, energy: Callable[[bool]
             return
         if isinstance(event, es.EnergyTransferStarted):
             energy(True)
-        elif isinstance(event, es.EnergyTransferStopped | es.SessionStopped):
+        elif isinstance(event, es.SessionStopped | es.Unplugged):
+            # after the charger's ramp-down and welding check: the battery keeps the output up until the
+            # contactors open, so a welded contact shows as voltage that does not fall
             energy(False)
 
     return stream.subscribe(follow)

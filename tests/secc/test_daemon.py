@@ -299,7 +299,7 @@ def test_sigterm_mid_session_opens_the_contactors_and_exits_within_a_second(daem
         state = daemon.status()
         while time.monotonic() < deadline:
             state = daemon.status()
-            if (state["session"] or {}).get("phase") == "DC_ChargeLoop" and state["power_stage"]["current_a"] > 5:
+            if (state["session"] or {}).get("phase") == "ChargeLoop" and state["power_stage"]["current_a"] > 5:
                 break
             time.sleep(0.05)
         assert state["contactors"] == "closed" and state["power_stage"]["on"], state

@@ -145,7 +145,7 @@ async def stop_in_the_charge_loop(tmp_path: Path, welded: bool) -> tuple[list[Sa
                                           report=lambda line: None))
     for _ in range(1000):
         active = connector.connector.active
-        if active is not None and active.session.phase.value == "DC_ChargeLoop" and (
+        if active is not None and active.session.phase == "ChargeLoop" and (
                 connector.board.power_stage.present().current_a > 5):
             break
         await asyncio.sleep(0.01)

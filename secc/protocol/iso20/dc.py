@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from exi.generated import cm, ct, dc
+from hal.iec61851_23 import PRECHARGE_CURRENT_LIMIT_A, cable_check_test_voltage
 from secc import v2gtp
 from secc.protocol import events as ev
 from secc.protocol.config import (
@@ -32,9 +33,7 @@ from secc.protocol.iso20.values import ZERO, magnitude, rational
 
 log = logging.getLogger(__name__)
 RC = ct.ResponseCode
-PRECHARGE_CURRENT_LIMIT_A: Final = 2.0  # IEC 61851-23 pre-charge: the EVSE limits inrush to <= 2 A
 PRECHARGE_TOLERANCE_V: Final = 20.0  # the output counts as pre-charged within this of the EV's target
-CABLECHECK_MAX_TEST_V_LOW: Final = 500.0  # IEC 61851-23:2023 CC.4.1.2 formula CC.1
 CABLE_CHECK: Final = "DC_CableCheck"
 WELDING_DETECTION: Final = "DC_WeldingDetection"
 
@@ -45,13 +44,6 @@ class DcState:
     cable_check_started_at: float | None = None
     precharge_finished: bool = False
     precharge_target_v: float | None = None
-
-
-def cable_check_test_voltage(ev_max_v: float, evse_max_v: float) -> float:
-    """IEC 61851-23:2023 CC.4.1.2, formula CC.1."""
-    if ev_max_v <= CABLECHECK_MAX_TEST_V_LOW:
-        return min(ev_max_v + 50.0, CABLECHECK_MAX_TEST_V_LOW, evse_max_v)
-    return min(evse_max_v, 1.1 * ev_max_v)
 
 
 def discharge_limit(value: float, v: View) -> ct.RationalNumber:

@@ -12,8 +12,8 @@ from hal.sim.board import SimBoard
 from hal.sim.faults import apply_fault_spec
 from hal.supervisor import ChargePortSupervisor, ContactorsOpened, Event, SensorStale, StopRampFinished
 from hal.types import ContactorFaultKind, CpMode
+from secc.evse.dc_charger import CableCheckPhase, HalDcCharger
 from secc.protocol import events as ev
-from secc.session.charger import CableCheckPhase, HalDcCharger
 
 TICK = 0.01
 

@@ -1,1 +1,0 @@
-"""Being retired: the -20 session is secc.protocol, the connector controller secc.evse."""
