@@ -377,3 +377,22 @@ def test_josev_ac_bpt_values_pass() -> None:
     for _ in range(3):
         res = car.send(loop, "ac")
         assert res.response_code == RC.OK and res.evse_status is None
+
+
+def test_the_port_rating_caps_what_is_advertised() -> None:
+    cfg = AcSessionConfig(services=(1,), auto_authorize=True, parameter_sets=PARAMETER_SETS,
+                          ac=EvseAcSettings(phases=3, max_current_a=16.0))  # the DC-sized default limits
+    car = ScriptedEv(Session(cfg, now=0.0))
+    setup(car, 1, DYNAMIC)
+    mode = cpd(car, bpt=False).ac_cpd_res_energy_transfer_mode
+    assert float(mode.evse_maximum_charge_power) * 3 == pytest.approx(16 * 230 * 3, rel=1e-3)
+
+
+def test_ac_config_is_checked() -> None:
+    with pytest.raises(ValueError, match="AC_BPT offered"):
+        AcSessionConfig(services=(1, 5), limits=EvseDcLimits(max_charge_power_w=11_000.0, max_charge_current_a=16.0,
+                                                             max_voltage_v=253.0))
+    with pytest.raises(ValueError, match="1 or 3 phases"):
+        EvseAcSettings(phases=2)
+    with pytest.raises(ValueError, match="below"):
+        EvseAcSettings(max_current_a=5.0)

@@ -59,6 +59,7 @@ class EvseAcSettings:
     nominal_line_voltage_v: float = 400.0  # line-to-line: ServiceDetail EVSENominalVoltage on three phases
     nominal_frequency_hz: float = 50.0
     min_current_a: float = 6.0  # IEC 61851-1: the least a port offers per phase
+    max_current_a: float | None = None  # the port's rating per phase (hal.ac.AcBoard.max_current_a); None: limits
     max_power_asymmetry_w: float | None = None  # None: not advertised
     power_ramp_limitation_w_per_s: float | None = None
 
@@ -68,6 +69,8 @@ class EvseAcSettings:
         for name in ("nominal_voltage_v", "nominal_line_voltage_v", "nominal_frequency_hz"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0")
+        if self.max_current_a is not None and self.max_current_a < self.min_current_a:
+            raise ValueError(f"max_current_a {self.max_current_a} A is below the {self.min_current_a} A minimum")
 
     @property
     def connector(self) -> int:
@@ -86,6 +89,11 @@ class AcSessionConfig(SessionConfig):
     """A SessionConfig for an AC connector: the common settings plus the port's AC constants."""
 
     ac: EvseAcSettings = DEFAULT_AC_SETTINGS
+
+    def __post_init__(self) -> None:
+        SessionConfig.__post_init__(self)
+        if SERVICE_AC_BPT in self.services and not (self.limits.max_discharge_power_w > 0):
+            raise ValueError("AC_BPT offered but the limits allow no discharge")
 
 
 def ac_settings(config: SessionConfig) -> EvseAcSettings:
@@ -125,12 +133,14 @@ def envelope(v: View, now: float, phases: int | None = None) -> AcEnvelope:
     result = v.limits(now)
     base = v.config.limits
     volts = settings.nominal_voltage_v * phases
+    rating = None if settings.max_current_a is None else settings.max_current_a * volts
     max_charge = _smallest(result.charge_power_w, base.max_charge_power_w,
-                           None if result.charge_current_a is None else result.charge_current_a * volts)
+                           None if result.charge_current_a is None else result.charge_current_a * volts, rating)
     max_discharge = 0.0
     if v.bidirectional:
         max_discharge = _smallest(result.discharge_power_w, base.max_discharge_power_w,
-                                  None if result.discharge_current_a is None else result.discharge_current_a * volts)
+                                  None if result.discharge_current_a is None else result.discharge_current_a * volts,
+                                  rating)
     min_charge = max(base.min_charge_power_w, settings.min_current_a * volts)
     min_discharge = max(base.min_discharge_power_w, settings.min_current_a * volts) if v.bidirectional else 0.0
     if v.limits_lapsed(now) or v.inputs.stop_requested is not None:
