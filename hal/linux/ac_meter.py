@@ -1,8 +1,8 @@
 """Three-phase DIN-rail meters over Modbus RTU as hal.ac.AcMeter (and GridSensor): Eastron SDM630, ABB B23.
 
-Each read is two block reads (a few tens of ms at 9600 baud): call it from hal.ac.AcMeterSampler, never
-from the ChargeLoop. Both return signed values per phase (positive = import into the EV); a current register
-that holds a magnitude takes the sign of its phase's active power.
+Each read is two block reads (a few tens of ms at 9600 baud): the AC board's sampler thread reads it
+(hal.ac.make_ac_board), never the ChargeLoop. Both return signed values per phase (positive = import into
+the EV); a current register that holds a magnitude takes the sign of its phase's active power.
 
 Eastron SDM630 (input registers, function 4; IEEE 754 float32, high word first; Eastron's protocol sheet):
 
