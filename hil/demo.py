@@ -82,6 +82,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "or SECONDS after; repeatable")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON summary of the session on stdout at the end (the rest on stderr)")
+    parser.add_argument("--grid", type=Path, default=None, metavar="CSV",
+                        help="the simulated grid replays this trace (t,v,f or t,v1,v2,v3,f; t = 0 at plug-in) and the "
+                             "connector runs the DER engine on it (docs/der.md)")
+    parser.add_argument("--der-controls", type=Path, default=None, metavar="JSON",
+                        help="SetDERControlRequest payloads (a JSON array, as a CSMS sends them) for the DER engine")
 
 
 def demo_config(args: argparse.Namespace, status_socket: Path) -> cfg.Config:
@@ -103,6 +108,12 @@ def demo_config(args: argparse.Namespace, status_socket: Path) -> cfg.Config:
         "connector": [{"evse_id": EVSE_ID, "plc_interface": "lo", "board": "sim", "auto_authorize": True,
                        "hal": {"ev": "unplugged", "imd_self_test_s": args.imd_self_test_s}}],
     }
+    if args.grid is not None or args.der_controls is not None:
+        connector = data["connector"][0]
+        connector["der"] = {"rated_w": 11_000, "nominal_v": 230, "nominal_hz": 50}
+        if args.grid is not None:
+            connector["hal"]["grid_trace"] = str(args.grid.resolve())
+        data["state"] = {"directory": str(args.state_dir)}
     trace_dir.mkdir(parents=True, exist_ok=True)
     config = cfg.parse_config(data, source="secc demo")
     from secc.daemon import check_config
@@ -141,6 +152,16 @@ def parse_fault(text: str) -> TimedFault:
     return TimedFault(spec.removeprefix("fault:"), at_s)
 
 
+def load_der_controls(path: Path) -> list[dict[str, Any]]:
+    try:
+        payloads = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"--der-controls {path}: {exc}") from None
+    if not isinstance(payloads, list) or not all(isinstance(p, dict) for p in payloads):
+        raise ValueError(f"--der-controls {path}: must be a JSON array of SetDERControlRequest objects")
+    return payloads
+
+
 def run(args: argparse.Namespace) -> int:
     from hil.ev import scenario as scenarios
 
@@ -168,6 +189,14 @@ def run(args: argparse.Namespace) -> int:
             print(f"secc demo: cannot bring up the namespace's loopback: {exc}", file=sys.stderr)
             return 1
     status_socket = args.trace_dir.resolve() / f"secc-demo-{os.getpid()}.sock"
+    import tempfile
+
+    args.state_dir = Path(tempfile.mkdtemp(prefix="secc-demo-state-"))  # a demo starts with no stored controls
+    try:
+        args.der_payloads = load_der_controls(args.der_controls) if args.der_controls is not None else []
+    except ValueError as exc:
+        print(f"secc demo: {exc}", file=sys.stderr)
+        return 2
     try:
         config = demo_config(args, status_socket)
     except (cfg.ConfigError, OSError) as exc:
@@ -195,6 +224,9 @@ def _rerun_in_namespace(args: argparse.Namespace) -> int | None:
             "--charge-s", str(args.charge_s), "--imd-self-test-s", str(args.imd_self_test_s)]
     argv += [flag for flag, on in (("--once", args.once), ("--tls", args.tls), ("--verbose", args.verbose),
                                    ("--json", args.json)) if on]
+    for flag, path in (("--grid", args.grid), ("--der-controls", args.der_controls)):
+        if path is not None:
+            argv += [flag, str(path.resolve())]
     for fault in args.fault:
         argv += ["--fault", fault]
     try:
@@ -242,6 +274,14 @@ class Demo:
             print(f"secc demo: cannot start the daemon: {exc}", file=sys.stderr)
             return 1
         connector = daemon.connectors[0]
+        for payload in getattr(self.args, "der_payloads", []):
+            assert connector.der_engine is not None
+            result = connector.der_engine.set_der_control(payload, connector.connector.wall())
+            if result.status != "Accepted":
+                print(f"secc demo: DER control {payload.get('controlId')!r}: {result.status}: {result.reason}",
+                      file=sys.stderr)
+                await daemon.stop("bad DER control")
+                return 2
         status_task = asyncio.create_task(self._status_line(connector))
         exit_code = 1
         try:
@@ -273,6 +313,7 @@ class Demo:
         start_wh = (meter.imported_wh, meter.exported_wh)
         misses_before = connector.connector.charge_loop_over_budget
         self.ev_step = "plugging in"
+        der = DerWatch(connector) if connector.der_engine is not None else None
         # the EV's own battery model sets the SOC the simulated battery starts from
         connector.plug_sim_ev(self.scenario.soc / 100.0)
         fault_tasks = [asyncio.create_task(self._inject_later(connector, f)) for f in self.args.timed_faults]
@@ -312,12 +353,16 @@ class Demo:
                 break
             await asyncio.sleep(0.01)
         watch.detach()
+        if der is not None:
+            der.detach()
         record = self.records[-1] if len(self.records) > sessions_before else None
         completed = result.ok and record is not None and not record.failed and self.scenario.unplug_after_loops is None
         new_traces = self.traces[traces_before:]
         self.summary = session_summary(record, completed, watch, end_wh[0] - start_wh[0], end_wh[1] - start_wh[1],
                                        connector.connector.charge_loop_over_budget - misses_before,
                                        str(new_traces[-1]) if new_traces else None)
+        if der is not None:
+            self.summary["der"] = der.summary()
         self._clear_line()
         print(f"{'OK' if result.ok else 'FAILED'} (EV): {result.reason}", file=self.out)
         if record is not None:
@@ -398,6 +443,79 @@ class Demo:
         if self.traces:
             print(f"decode with: secc trace decode {self.traces[-1]}"
                   + (f" --keylog {self.config.tls.key_log}" if self.config.tls.key_log else ""), file=self.out)
+
+
+class DerWatch:
+    """What the board saw of the grid code during a demo session: the engine's events and the output current.
+
+    Times are seconds since plug-in on the board's clock, which is the grid trace's t. For every period in which
+    the grid code kept the output off (a trip, a cessation, waiting for enter service) `off_periods` has when it
+    began, when the board first saw the output current at zero (compare with the excursion's start in the trace
+    for the clearing time), the largest current after that, and when service resumed; `current_profile` samples
+    the output current every 0.25 s.
+    """
+
+    def __init__(self, runtime: Any) -> None:
+        self.runtime = runtime
+        self.sim = runtime.sim
+        self.origin = self.sim.now
+        if runtime.sim_grid is not None:
+            runtime.sim_grid.trace_origin = self.origin  # the trace starts when the car plugs in
+        self.events: list[dict[str, Any]] = []
+        self.off_periods: list[dict[str, Any]] = []
+        self.profile: list[tuple[float, float]] = []
+        self._unsubscribe = runtime.daemon.stream.subscribe(self._on_event)
+        self.sim.observers.append(self._observe)
+
+    def detach(self) -> None:
+        self._unsubscribe()
+        if self._observe in self.sim.observers:
+            self.sim.observers.remove(self._observe)
+
+    def _t(self) -> float:
+        return round(float(self.sim.now) - float(self.origin), 3)
+
+    def _on_event(self, event: Any) -> None:
+        from secc.evse import stream as es
+
+        if isinstance(event, es.FaultRaised) and event.code == "grid-trip":
+            state = event.text.rsplit(" ", 1)[-1]  # "DER state tripped|ceased|waiting"
+            self.events.append({"t": self._t(), "event": "trip" if state == "tripped" else state})
+            self.off_periods.append({"state": state, "from_s": self._t(), "current_zero_s": None,
+                                     "max_current_after_zero_a": 0.0, "resumed_s": None})
+        elif isinstance(event, es.FaultCleared) and event.code == "grid-trip":
+            self.events.append({"t": self._t(), "event": "enter_service"})
+            if self.off_periods:
+                self.off_periods[-1]["resumed_s"] = self._t()
+        elif isinstance(event, es.DerAlarm):
+            self.events.append({"t": self._t(), "event": "alarm_end" if event.ended else "alarm_start",
+                                "control_type": event.control_type, "grid_event_fault": event.grid_event_fault})
+        elif isinstance(event, es.DerControlStartStop):
+            self.events.append({"t": self._t(), "event": "control_start" if event.started else "control_stop",
+                                "control_id": event.control_id})
+
+    def _observe(self, now: float) -> None:
+        current = self.sim.power_stage.current_a
+        t = now - self.origin
+        if not self.profile or t - self.profile[-1][0] >= 0.25:
+            self.profile.append((round(t, 3), round(current, 2)))
+        period = self.off_periods[-1] if self.off_periods else None
+        if period is None or period["resumed_s"] is not None:
+            return
+        if period["current_zero_s"] is None:
+            if abs(current) < 0.5:
+                period["current_zero_s"] = round(t, 3)
+        else:
+            period["max_current_after_zero_a"] = round(max(period["max_current_after_zero_a"], abs(current)), 2)
+
+    def summary(self) -> dict[str, Any]:
+        engine = self.runtime.der_engine
+        runner = self.runtime.connector.der
+        last = runner.last if runner is not None else None
+        return {"events": self.events, "off_periods": self.off_periods,
+                "state": None if last is None else str(last.state),
+                "controls": None if engine is None else len(engine.engine.schedule.in_force()),
+                "current_profile": self.profile}
 
 
 def session_summary(record: Any, completed: bool, watch: Any, import_wh: float, export_wh: float,

@@ -64,8 +64,10 @@ from secc.v2gtp import V2GTPMessage
 
 if TYPE_CHECKING:
     from hal.sim.board import SimBoard
+    from hal.sim.grid import SimGridSource
     from hal.sim.port import SimPort
     from secc.service import ServiceRuntime
+    from secc.store.der import DurableDerEngine
     from secc.trace.recorder import SessionRecorder
     from secc.transport import SeccListeners
     from slac import SlacService
@@ -80,6 +82,9 @@ SIM_EV_MODES: Final = ("plugged", "unplugged")
 LAST_ERRORS: Final = 8
 # responses that carry EVSEPresentVoltage (and current): their log line carries the values
 PRESENT_VALUE_RESPONSES: Final = frozenset({"DC_PreChargeRes", "DC_ChargeLoopRes", "DC_WeldingDetectionRes"})
+# The grid code trips this much before a curve's clearing time: one charger tick (20 ms) of measurement age,
+# one tick until the power stage is told, and the stage's own turn-off, so that the output is dead by then.
+DER_TRIP_LEAD_S: Final = 0.06
 LINK_LOCAL_WAIT_S: Final = 15.0  # a PLC netdev just created (TAP of the userspace QCA7000 driver) is still in DAD
 
 
@@ -104,6 +109,7 @@ async def wait_for_link_local(interface: str, timeout_s: float) -> None:
 class SimOptions:
     ev: str = "plugged"
     imd_self_test_s: float = 10.0
+    grid_trace: Path | None = None  # CSV `t,v,f` or `t,v1,v2,v3,f` the simulated grid replays (hal.sim.grid)
 
     @classmethod
     def from_hal(cls, hal: Mapping[str, Any], key: str) -> SimOptions:
@@ -114,10 +120,20 @@ class SimOptions:
         if isinstance(self_test, bool) or not isinstance(self_test, int | float) or not 0 < self_test <= 600:
             raise cfg.ConfigError(f"{key}.imd_self_test_s", f"must be a number of seconds in (0, 600], "
                                   f"not {self_test!r}")
+        grid_trace = hal.get("grid_trace")
+        if grid_trace is not None:
+            from hal.sim.grid import GridTrace, GridTraceError
+
+            if not isinstance(grid_trace, str) or not grid_trace:
+                raise cfg.ConfigError(f"{key}.grid_trace", "must be the path of a CSV file")
+            try:
+                GridTrace.from_csv(grid_trace)
+            except (GridTraceError, OSError) as exc:
+                raise cfg.ConfigError(f"{key}.grid_trace", str(exc)) from None
         for name in hal:
-            if name not in ("ev", "imd_self_test_s", "step_s"):
+            if name not in ("ev", "imd_self_test_s", "step_s", "mirrors", "sampling", "grid_trace"):
                 raise cfg.ConfigError(f"{key}.{name}", "unknown key for the sim board")
-        return cls(ev_mode, float(self_test))
+        return cls(ev_mode, float(self_test), None if grid_trace is None else Path(grid_trace))
 
 
 def check_config(config: cfg.Config) -> None:
@@ -208,6 +224,8 @@ class ConnectorRuntime:
         setup = ConnectorSetup(connector.evse_id, cfg.session_config(connector), kind=connector_kind(connector))
         self.connector = build_connector(setup, self.board, daemon.stream, daemon.broker)
         self.connector.safety_hooks.append(self.on_board_events)
+        self.der_engine: DurableDerEngine | None = None
+        self.sim_grid: SimGridSource | None = None
         if self.sim_port is not None:
             attach_sim_car(daemon.stream, self.evse_id, self.sim_port.energy)
         self.slac: SlacService | None = None
@@ -227,6 +245,8 @@ class ConnectorRuntime:
 
     # ----------------------------------------------------------------------------------------- lifecycle
     async def start(self) -> None:
+        if self.config.der is not None:
+            self._start_der(self.config.der)
         if self.sim_port is not None:
             await self.sim_port.start()
             if self.sim_options.ev == "plugged":
@@ -235,6 +255,35 @@ class ConnectorRuntime:
         if not self.loopback:
             self._start_slac()
         await self._start_servers()
+
+    def _start_der(self, der: cfg.DerConfig) -> None:
+        """The grid code on this connector: the engine with its SQLite store, fed by the grid measurement."""
+        import random
+
+        from secc.der.engine import EngineConfig
+        from secc.evse.der import DerRunner, sim_grid_reader
+        from secc.store import Store
+        from secc.store.der import DER_SCHEMA, DerControlStore, DurableDerEngine
+
+        if self.sim is None:
+            raise cfg.ConfigError(f"{self.evse_id}: der", "needs a grid measurement; only the simulated board "
+                                  "has one in this build (a grid meter backend is not wired yet)")
+        from hal.sim.grid import GridTrace, SimGridSource
+
+        trace = None if self.sim_options.grid_trace is None else GridTrace.from_csv(self.sim_options.grid_trace)
+        self.sim_grid = SimGridSource(nominal_v=der.nominal_v, nominal_hz=der.nominal_hz, trace=trace,
+                                      trace_origin=self.board.clock())
+        store = DerControlStore(Store.open(self.daemon.config.state_directory, [DER_SCHEMA]))
+        engine, loaded = DurableDerEngine.open(
+            EngineConfig(rated_w=der.rated_w, rated_var=der.rated_var, nominal_v=der.nominal_v,
+                         nominal_hz=der.nominal_hz, trip_lead_s=DER_TRIP_LEAD_S), random.SystemRandom().random,
+            store, self.evse_id,
+            self.connector.wall())
+        self.der_engine = engine
+        self.connector.der = DerRunner(self.connector, engine, sim_grid_reader(self.sim_grid, self.board.clock),
+                                       record=engine.record)
+        self.log.info("der engine", state_directory=str(self.daemon.config.state_directory),
+                      restored=len(loaded.items), expired=len(loaded.expired_ids), dropped=len(loaded.dropped))
 
     def plug_sim_ev(self, soc: float | None = None) -> None:
         """The simulated car: plugged in, S2 closed (state C), battery connected only for energy transfer."""

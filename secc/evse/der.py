@@ -116,11 +116,11 @@ class DerRunner:
                               superseded_ids=tuple(event.superseded_ids))
 
 
-def sim_grid_reader(source: Any, origin_wall: float) -> GridRead:
-    """hal.sim.grid.SimGridSource as a GridRead: its trace time 0 is `origin_wall` on the wall clock."""
+def sim_grid_reader(source: Any, board_clock: Callable[[], float]) -> GridRead:
+    """hal.sim.grid.SimGridSource (on the board's clock) as a GridRead: measured now, stamped `wall`."""
 
     def read(wall: float) -> tuple[float, tuple[float, ...], float]:
-        sample = source.read(wall - origin_wall)
+        sample = source.read(board_clock())
         return wall, tuple(sample.v), float(sample.f_hz)
 
     return read

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -182,3 +183,27 @@ def test_bad_fault_specs_exit_2_with_one_line(tmp_path: Path) -> None:
         out = demo("--json", "--no-namespace", "--trace-dir", str(tmp_path), "--fault", spec)
         assert out.returncode == 2 and out.stdout == "", (spec, out.stdout)
         assert len(out.stderr.strip().splitlines()) == 1 and spec.split("@")[0].split("=")[0] in out.stderr
+
+
+def test_der_overvoltage_trips_inside_the_clearing_time_holds_zero_then_ramps(tmp_path: Path) -> None:
+    """A DC_BPT discharge; the simulated grid goes to 110.2 % for 3 s at t = 12 s; HVMustTrip 110 % / 2 s."""
+    examples = REPO / "docs" / "examples" / "der"
+    code, summary, err = demo_json(tmp_path, "--scenario", "bpt-grid-trip", "--charge-s", "2",
+                                   "--grid", str(examples / "demo_overvoltage.csv"),
+                                   "--der-controls", str(examples / "demo_overvoltage.json"))
+    assert code == 0, err
+    der: dict[str, Any] = summary["der"]  # type: ignore[assignment]
+    trips = [p for p in der["off_periods"] if p["state"] == "tripped"]
+    assert len(trips) == 1, der["off_periods"]
+    trip = trips[0]
+    assert 12.0 + 1.5 < trip["from_s"] <= 12.0 + 2.0  # not before the curve says, inside its clearing time
+    assert trip["current_zero_s"] is not None and trip["current_zero_s"] <= 12.0 + 2.0  # dead as the board saw it
+    assert trip["max_current_after_zero_a"] == 0.0  # zero until enter service
+    assert trip["resumed_s"] is not None and trip["resumed_s"] >= 15.0 + 3.0  # voltage back at 15 s, delay 3 s
+    kinds = [(e["event"], e.get("control_type")) for e in der["events"]]
+    assert ("alarm_start", "HVMustTrip") in kinds and ("alarm_end", "HVMustTrip") in kinds
+    profile = [(t, i) for t, i in der["current_profile"] if trip["resumed_s"] <= t <= trip["resumed_s"] + 5.5]
+    magnitudes = [abs(i) for _, i in profile]
+    assert magnitudes[0] < 5.0 and max(magnitudes) > 15.0  # the ramp back to the discharge current (rampRate 5 s)
+    assert all(b >= a - 0.5 for a, b in zip(magnitudes, magnitudes[1:], strict=False))  # rising, not jumping
+    assert summary["energy_export_wh"] > 0 and summary["outcome"] == "completed"
