@@ -20,6 +20,7 @@ BoardFactory = Callable[[Mapping[str, Any]], Board]
 
 BOARDS: dict[str, tuple[str, str]] = {
     "sim": ("hal.sim.board", "open_sim_board"),
+    "sim-ac": ("hal.sim.ac", "open_sim_ac_board"),  # an AC port: contactor, RCD, three-phase meter, the EV's OBC
     "linux": ("hal.linux.board", "open_linux_board"),
 }
 

@@ -105,8 +105,7 @@ def demo_config(args: argparse.Namespace, status_socket: Path) -> cfg.Config:
         "limits": {"max_charge_power_w": 50_000, "max_charge_current_a": 125, "max_voltage_v": 500,
                    "min_voltage_v": 150, "max_discharge_power_w": 11_000, "max_discharge_current_a": 30},
         "schedule": [{"duration_s": args.charge_s, "power_w": 11_000}, {"duration_s": 3600, "power_w": -7_000}],
-        "connector": [{"evse_id": EVSE_ID, "plc_interface": "lo", "board": "sim", "auto_authorize": True,
-                       "hal": {"ev": "unplugged", "imd_self_test_s": args.imd_self_test_s}}],
+        "connector": [connector_table(args, EVSE_ID)],
     }
     if args.grid is not None or args.der_controls is not None:
         connector = data["connector"][0]
@@ -120,6 +119,22 @@ def demo_config(args: argparse.Namespace, status_socket: Path) -> cfg.Config:
 
     check_config(config)
     return config
+
+
+def connector_table(args: argparse.Namespace, evse_id: str) -> dict[str, Any]:
+    """One simulated loopback connector of the kind the scenario's car needs (DC, or AC with its phases)."""
+    table: dict[str, Any] = {"evse_id": evse_id, "plc_interface": "lo", "board": "sim", "auto_authorize": True,
+                             "hal": {"ev": "unplugged", "imd_self_test_s": args.imd_self_test_s}}
+    scenario = getattr(args, "scenario_obj", None)
+    if scenario is not None and str(scenario.service).startswith("AC"):
+        phases = int(getattr(scenario, "phases", 3))
+        table.update(kind="ac", services=["AC", "AC_BPT"])
+        # an 11 kW wallbox (16 A per phase), bidirectional (V2H / V2G)
+        table["limits"] = {"max_charge_power_w": 3_680 if phases == 1 else 11_000, "max_charge_current_a": 16,
+                           "max_voltage_v": 400, "min_voltage_v": 0,
+                           "max_discharge_power_w": 3_680 if phases == 1 else 11_000, "max_discharge_current_a": 16}
+        table["hal"] = {"ev": "unplugged", "phases": phases, "max_current_a": 16, "bidirectional": True}
+    return table
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +185,7 @@ def run(args: argparse.Namespace) -> int:
     except scenarios.ScenarioError as exc:
         print(f"secc demo: {exc}", file=sys.stderr)
         return 2
+    args.scenario_obj = scenario
     try:
         args.timed_faults = [parse_fault(f) for f in args.fault]
     except ValueError as exc:
@@ -308,8 +324,9 @@ class Demo:
 
         sessions_before = len(self.records)
         traces_before = len(self.traces)
-        watch = PowerOffWatch(connector.sim)
-        meter = connector.sim.meter  # its registers: read() may be held by a meter-read-delay fault
+        watch = PowerOffWatch(connector.sim, ac=connector.sim_ac)
+        # the meter's registers: read() may be held by a meter-read-delay fault
+        meter = connector.sim_ac.meter if connector.sim_ac is not None else connector.sim.meter
         start_wh = (meter.imported_wh, meter.exported_wh)
         misses_before = connector.connector.charge_loop_over_budget
         self.ev_step = "plugging in"

@@ -729,10 +729,19 @@ if TYPE_CHECKING:
     from secc.tls import TlsServerConfig
 
 
-def session_config(connector: ConnectorConfig) -> SessionConfig:
-    """The connector's secc.protocol session configuration (limits, schedule, services, sign switch)."""
+def session_config(connector: ConnectorConfig, ac: Any = None) -> SessionConfig:
+    """The connector's secc.protocol session configuration (limits, schedule, services, sign switch); an AC
+    connector's also carries its port constants (`ac`: secc.protocol.iso20.ac.EvseAcSettings, from the board)."""
     from secc.protocol.config import ScheduleEntry, SessionConfig
 
+    if connector.kind == "ac":
+        from secc.protocol.iso20.ac import AcSessionConfig, EvseAcSettings
+
+        return AcSessionConfig(
+            evse_id=connector.evse_id, services=connector.services, limits=connector.limits,
+            schedule=tuple(ScheduleEntry(p.duration_s, p.power_w) for p in connector.schedule),
+            negative_discharge_limits=connector.negative_discharge_limits, auto_authorize=connector.auto_authorize,
+            ac=ac if ac is not None else EvseAcSettings())
     return SessionConfig(
         evse_id=connector.evse_id,
         services=connector.services,

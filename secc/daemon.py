@@ -112,7 +112,7 @@ class SimOptions:
     grid_trace: Path | None = None  # CSV `t,v,f` or `t,v1,v2,v3,f` the simulated grid replays (hal.sim.grid)
 
     @classmethod
-    def from_hal(cls, hal: Mapping[str, Any], key: str) -> SimOptions:
+    def from_hal(cls, hal: Mapping[str, Any], key: str, kind: str = "dc") -> SimOptions:
         ev_mode = hal.get("ev", "plugged")
         if ev_mode not in SIM_EV_MODES:
             raise cfg.ConfigError(f"{key}.ev", f"must be one of {', '.join(SIM_EV_MODES)}, not {ev_mode!r}")
@@ -130,17 +130,45 @@ class SimOptions:
                 GridTrace.from_csv(grid_trace)
             except (GridTraceError, OSError) as exc:
                 raise cfg.ConfigError(f"{key}.grid_trace", str(exc)) from None
+        known = SIM_AC_KEYS if kind == "ac" else SIM_DC_KEYS
         for name in hal:
-            if name not in ("ev", "imd_self_test_s", "step_s", "mirrors", "sampling", "grid_trace"):
-                raise cfg.ConfigError(f"{key}.{name}", "unknown key for the sim board")
+            if name not in known:
+                raise cfg.ConfigError(f"{key}.{name}", f"unknown key for the simulated {kind.upper()} board")
+        if kind == "ac":
+            _check_sim_ac(hal, key)
         return cls(ev_mode, float(self_test), None if grid_trace is None else Path(grid_trace))
+
+
+SIM_DC_KEYS: Final = frozenset({"ev", "imd_self_test_s", "step_s", "mirrors", "sampling", "grid_trace"})
+# hal.sim.ac.open_sim_ac_board's keys
+SIM_AC_KEYS: Final = frozenset({"ev", "imd_self_test_s", "step_s", "grid_trace", "phases", "max_current_a",
+                                "bidirectional", "obc_phases", "obc_max_charge_w", "obc_max_discharge_w"})
+
+
+def _check_sim_ac(hal: Mapping[str, Any], key: str) -> None:
+    phases = hal.get("phases", 3)
+    if phases not in (1, 3) or isinstance(phases, bool):
+        raise cfg.ConfigError(f"{key}.phases", f"must be 1 or 3, not {phases!r}")
+    for name, low, high in (("max_current_a", 6, 80), ("obc_max_charge_w", 0, 50_000),
+                            ("obc_max_discharge_w", 0, 50_000)):
+        value = hal.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
+                                  or not low <= value <= high):
+            raise cfg.ConfigError(f"{key}.{name}", f"must be a number in {low}..{high}, not {value!r}")
+    if not isinstance(hal.get("bidirectional", True), bool):
+        raise cfg.ConfigError(f"{key}.bidirectional", "must be true or false")
+
+
+def board_backend(connector: cfg.ConnectorConfig) -> str:
+    """The HAL backend of a connector: the simulator's AC port for an AC connector on `board = "sim"`."""
+    return "sim-ac" if connector.board == "sim" and connector.kind == "ac" else connector.board
 
 
 def check_config(config: cfg.Config) -> None:
     """What only the daemon knows about a config (beyond secc.config's checks); raises ConfigError."""
     for i, connector in enumerate(config.connectors):
         if connector.board == "sim":
-            SimOptions.from_hal(connector.hal, f"connector[{i}].hal")
+            SimOptions.from_hal(connector.hal, f"connector[{i}].hal", connector.kind)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -208,20 +236,40 @@ class ConnectorRuntime:
         self.interface = connector.plc_interface
         self.loopback = self.interface == LOOPBACK_INTERFACE
         self.tls_context = tls_context
-        self.board = board if board is not None else open_board(connector.board, connector.hal)
+        if board is None:
+            hal_config = dict(connector.hal)
+            if connector.kind == "ac" and "grid_trace" in hal_config:
+                hal_config["grid_csv"] = hal_config.pop("grid_trace")
+            for name in ("ev", "imd_self_test_s", "grid_trace"):  # the daemon's own sim options
+                hal_config.pop(name, None)
+            board = open_board(board_backend(connector), hal_config)
+        self.board = board
         self.sim: SimBoard | None = None  # the model behind a simulated board
         self.sim_port: SimPort | None = None
         self.sim_options = SimOptions()
+        self.sim_ac: Any = None  # hal.sim.ac.SimAcBoard behind a simulated AC port
         if connector.board == "sim" and self.board.model is not None:
             from hal.sim.board import SimBoard
             from hal.sim.port import SimPort
 
-            assert isinstance(self.board.model, SimBoard)
-            self.sim = self.board.model
-            self.sim_port = SimPort(self.sim, SIM_STEP_S)
-            self.sim_options = SimOptions.from_hal(connector.hal, "hal")
+            model: Any = self.board.model
+            self.sim_options = SimOptions.from_hal(connector.hal, "hal", connector.kind)
+            if not isinstance(model, SimBoard):  # the AC port: its CP, EV and PLC are a SimBoard inside
+                self.sim_ac = model
+                self.sim_port = SimPort(model, SIM_STEP_S)
+                model = model.dc
+            else:
+                self.sim_port = SimPort(model, SIM_STEP_S)
+            self.sim = model
             self.sim.isolation_monitor.self_test_duration_s = self.sim_options.imd_self_test_s
-        setup = ConnectorSetup(connector.evse_id, cfg.session_config(connector), kind=connector_kind(connector))
+        ac_settings = None
+        if connector.kind == "ac":
+            from secc.protocol.iso20.ac import EvseAcSettings
+
+            board_any: Any = self.board
+            ac_settings = EvseAcSettings(phases=getattr(board_any, "phases", 3),
+                                         max_current_a=getattr(board_any, "max_current_a", None))
+        setup = ConnectorSetup(connector.evse_id, cfg.session_config(connector, ac_settings), kind=connector.kind)
         self.connector = build_connector(setup, self.board, daemon.stream, daemon.broker)
         self.connector.safety_hooks.append(self.on_board_events)
         self.der_engine: DurableDerEngine | None = None
@@ -552,10 +600,6 @@ class ConnectorRuntime:
             "traces": list(self.traces)[-4:],
             "last_errors": list(self.last_errors),
         }
-
-
-def connector_kind(connector: cfg.ConnectorConfig) -> str:
-    return str(getattr(connector, "kind", "dc"))
 
 
 def _arbitrated(connector: Connector) -> dict[str, Any]:

@@ -91,16 +91,27 @@ def run(args: argparse.Namespace) -> int:
         return 1
 
 
+# The simulated AC port: an 11 kW bidirectional wallbox, three phases of 16 A.
+AC_PHASES = 3
+AC_MAX_CURRENT_A = 16.0
+AC_MAX_POWER_W = 11_000.0
+
+
 def sim_session_config(args: argparse.Namespace) -> SessionConfig:
-    from secc.protocol.config import SERVICE_AC, SERVICE_AC_BPT
+    schedule = parse_schedule(args.schedule)
+    if not args.ac:
+        return SessionConfig(evse_id=args.evse_id, schedule=schedule,
+                             negative_discharge_limits=args.negative_discharge_limits, auto_authorize=True)
+    from secc.protocol.config import SERVICE_AC, SERVICE_AC_BPT, EvseDcLimits
+    from secc.protocol.iso20.ac import AcSessionConfig, EvseAcSettings
 
-    config = SessionConfig(evse_id=args.evse_id, schedule=parse_schedule(args.schedule),
-                           negative_discharge_limits=args.negative_discharge_limits, auto_authorize=True)
-    if args.ac:
-        from dataclasses import replace
-
-        config = replace(config, services=(SERVICE_AC, SERVICE_AC_BPT))
-    return config
+    limits = EvseDcLimits(max_charge_power_w=AC_MAX_POWER_W, max_charge_current_a=AC_MAX_CURRENT_A,
+                          max_voltage_v=400.0, max_discharge_power_w=AC_MAX_POWER_W,
+                          max_discharge_current_a=AC_MAX_CURRENT_A)
+    return AcSessionConfig(evse_id=args.evse_id, schedule=schedule, services=(SERVICE_AC, SERVICE_AC_BPT),
+                           limits=limits, negative_discharge_limits=args.negative_discharge_limits,
+                           auto_authorize=True,
+                           ac=EvseAcSettings(phases=AC_PHASES, max_current_a=AC_MAX_CURRENT_A))
 
 
 def _print_record(record: SessionRecord) -> None:
@@ -119,20 +130,32 @@ class SimulatedPort:
     """The simulated board with its EV and a connector controller on it, model time following real time."""
 
     def __init__(self, config: SessionConfig, imd_self_test_s: float = 10.0, kind: str = "dc") -> None:
+        from hal.board import Board
         from hal.sim.board import SimBoard
-        from hal.sim.port import SimPort
+        from hal.sim.port import SimModel, SimPort
         from secc.evse.auth import AuthBroker
         from secc.evse.build import attach_sim_car, build_connector
         from secc.evse.connector import ConnectorSetup
         from secc.evse.stream import EventStream
 
-        self.sim = SimBoard()
+        model: SimModel
+        board: Board
+        if kind == "ac":
+            from hal.sim.ac import ObcConfig, SimAcBoard
+
+            ac = SimAcBoard(phases=AC_PHASES, max_current_a=AC_MAX_CURRENT_A, bidirectional=True,
+                            obc=ObcConfig(phases=AC_PHASES, max_discharge_power_w=AC_MAX_POWER_W))
+            self.sim: SimBoard = ac.dc
+            model, board = ac, ac.board()
+        else:
+            self.sim = SimBoard()
+            model, board = self.sim, self.sim.board()
         self.sim.isolation_monitor.self_test_duration_s = imd_self_test_s
-        self.port = SimPort(self.sim, SIM_STEP_S)
+        self.port = SimPort(model, SIM_STEP_S)
         self.port.plug()
         stream = EventStream()
         self.connector: Connector = build_connector(ConnectorSetup(config.evse_id, config, kind=kind),
-                                                    self.sim.board(), stream, AuthBroker(free_vend=[config.evse_id]))
+                                                    board, stream, AuthBroker(free_vend=[config.evse_id]))
         attach_sim_car(stream, config.evse_id, self.port.energy)
 
     async def start(self) -> None:

@@ -11,15 +11,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import Final
+from typing import Final, Protocol
 
-from hal.sim.board import SimBoard
+from hal.sim.board import EvModel
 
 STEP_S: Final = 0.01  # how often model time catches up with the wall clock
 
 
+class SimModel(Protocol):
+    """A simulated port model: hal.sim.board.SimBoard (DC) or hal.sim.ac.SimAcBoard (AC)."""
+
+    @property
+    def ev(self) -> EvModel: ...
+
+    def advance(self, dt: float) -> None: ...
+
+
 class SimPort:
-    def __init__(self, model: SimBoard, step_s: float = STEP_S) -> None:
+    def __init__(self, model: SimModel, step_s: float = STEP_S) -> None:
         if step_s <= 0:
             raise ValueError("step_s must be > 0")
         self.model = model

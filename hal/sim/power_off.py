@@ -14,9 +14,12 @@ are 1 ms, so the figure has that resolution for physical causes and the caller's
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Final
 
 from hal.iec61851_23 import ISOLATION_FAULT_OHM
 from hal.sim.board import SimBoard
+
+AC_NOMINAL_V: Final = 230.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,21 +34,32 @@ class PowerOffEpisode:
 
 
 class PowerOffWatch:
-    def __init__(self, sim: SimBoard, zero_current_a: float = 0.5) -> None:
+    """`ac`: the hal.sim.ac.SimAcBoard when `sim` is the CP/EV part of an AC port: its contactor and the power
+    of the EV's on-board charger are then what "energized" means."""
+
+    def __init__(self, sim: SimBoard, zero_current_a: float = 0.5, ac: Any = None) -> None:
         self.sim = sim
+        self.ac = ac
         self.zero_current_a = zero_current_a
         self.episodes: list[PowerOffEpisode] = []
         self._since: float | None = None
         self._cause = ""
         self.contactor_closures = 0  # how often the main contacts went from open to closed
-        self._closed = any(sim.contactors.main_closed)
+        self._closed = self._contacts_closed()
         sim.observers.append(self._observe)
 
     def detach(self) -> None:
         if self._observe in self.sim.observers:
             self.sim.observers.remove(self._observe)
 
+    def _contacts_closed(self) -> bool:
+        if self.ac is not None:
+            return bool(self.ac.contactor.main_closed)
+        return any(self.sim.contactors.main_closed)
+
     def _energized(self) -> bool:
+        if self.ac is not None:  # current zero: the OBC's power below what zero_current_a is at 230 V
+            return self._contacts_closed() or abs(self.ac.obc.power_w) > self.zero_current_a * AC_NOMINAL_V
         sim = self.sim
         return any(sim.contactors.main_closed) or abs(sim.power_stage.current_a) > self.zero_current_a
 
@@ -67,7 +81,7 @@ class PowerOffWatch:
             self._since, self._cause = now, cause
 
     def _observe(self, now: float) -> None:
-        closed = any(self.sim.contactors.main_closed)
+        closed = self._contacts_closed()
         if closed and not self._closed:
             self.contactor_closures += 1
         self._closed = closed
