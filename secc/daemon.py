@@ -12,8 +12,8 @@ Per connector the chain is CP -> SLAC -> SDP -> V2G server -> charger logic:
 Loopback mode: a connector whose `plc_interface` is "lo" has no powerline under it, so it runs without SLAC
 and without SDP, and its V2G servers listen on ::1 (ports in the log and in `secc status`). That is how
 `make run` (`secc demo`) works without a PLC modem; everything above the link is the same code. The loopback
-is shared by every program on the host, so its session trace also holds their ::1 TCP traffic: run the daemon
-in its own network namespace (as `secc demo` and the tests do) for a trace of the sessions alone.
+is shared by every program on the host: its session trace keeps only TCP to and from this connector's V2G
+server ports.
 
 The simulated board ("sim") follows the wall clock. Its `hal` table takes, besides the factory's `step_s`:
 `ev` = "plugged" (default: a simulated car is plugged in at start, so an EV emulator elsewhere only has to
@@ -348,7 +348,7 @@ class ConnectorRuntime:
             if tls_context is not None:
                 kinds.append(("tls", tls_context))
             for kind, context in kinds:
-                server = V2GConnectionServer(self._handler_factory, tls_context=context)
+                server = V2GConnectionServer(self._handler_factory, tls_context=context, lazy_handler=True)
                 self.ports[kind] = await server.start("::1", 0)
                 self.servers.append(server)
             self.address = "::1"
@@ -358,7 +358,7 @@ class ConnectorRuntime:
             await wait_for_link_local(self.interface, LINK_LOCAL_WAIT_S)
             self.listeners = await start_secc_listeners(
                 self.interface, self._handler_factory, tls_context=tls_context,
-                offer_tcp=tls_cfg.tcp_enabled, policy=cfg.sdp_policy(tls_cfg))
+                offer_tcp=tls_cfg.tcp_enabled, policy=cfg.sdp_policy(tls_cfg), lazy_handler=True)
             for kind, listener in (("tcp", self.listeners.tcp), ("tls", self.listeners.tls)):
                 if listener is not None:
                     self.ports[kind] = listener.port
@@ -510,8 +510,11 @@ class ConnectorRuntime:
             return
         # names carry a sequence number: two traces may start within the same second (file names have seconds)
         self._trace_count += 1
+        # loopback: the host's other ::1 traffic stays out; only this connector's V2G server ports are kept
+        server_ports = frozenset(self.ports.values()) if self.loopback and self.ports else None
         recorder = SessionRecorder.from_config(traces, self.daemon.config.tls.key_log, self.interface, self.evse_id,
-                                               session=f"{os.getpid()}.{self._trace_count}")
+                                               session=f"{os.getpid()}.{self._trace_count}",
+                                               server_ports=server_ports)
         if recorder.start():
             self.recorder = recorder
 

@@ -196,7 +196,7 @@ async def _serve(args: argparse.Namespace, config: SessionConfig) -> int:
 
     await port.start()
     listeners = await transport.start_secc_listeners(
-        args.iface, station.handler_factory, tls_context=tls_context, offer_tcp=plain_tcp)
+        args.iface, station.handler_factory, tls_context=tls_context, offer_tcp=plain_tcp, lazy_handler=True)
     ports = {"tcp": listeners.tcp.port if listeners.tcp else None, "tls": listeners.tls.port if listeners.tls else None}
     print(f"LISTENING {json.dumps({'iface': args.iface, 'address': str(listeners.address), **ports})}", flush=True)
     # Every finished session prints at once (a poll of the bounded history could miss some under load).

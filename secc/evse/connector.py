@@ -260,6 +260,7 @@ class Connector:
             owner.connection.request_close()
         self.active = candidate
         candidate.owned = True
+        candidate.connection.mark_established()  # the transport never evicts the connection that owns the port
         self.charger.begin_session(now)
         # The CP machine permits power only while a session wants it (and the CP/contactor/IMD rules agree).
         self.supervisor.cp.allow_power(now, True)
@@ -319,6 +320,15 @@ class Connector:
                          max_charge_current_a=signal.max_charge_current_a,
                          max_discharge_current_a=signal.max_discharge_current_a, max_voltage_v=signal.max_voltage_v,
                          min_voltage_v=signal.min_voltage_v)
+        elif isinstance(signal, ev.EvAcLimits):
+            # totals over the phases (one value on the wire is the total; L1/L2/L3 values add up)
+            charge_w, discharge_w = sum(signal.max_charge_power_w), sum(signal.max_discharge_power_w)
+            self.arbiter.submit(LimitSource.EV, Limits(charge_power_w=charge_w, discharge_power_w=discharge_w), now)
+            summary = owner.session.summary()
+            self.publish(es.EvChargingNeeds, session_id=sid, service=summary["service"] or "",
+                         control_mode=summary["control_mode"] or "", max_charge_power_w=charge_w,
+                         max_discharge_power_w=discharge_w, max_charge_current_a=0.0, max_discharge_current_a=0.0,
+                         max_voltage_v=0.0, min_voltage_v=0.0)
         elif isinstance(signal, ev.EnergyTransferStarted):
             owner.energy_flowing = True
             self.publish(es.EnergyTransferStarted, session_id=sid)

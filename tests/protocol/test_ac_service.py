@@ -237,10 +237,10 @@ def test_ac_request_in_a_dc_session_ends_it_without_power() -> None:
     car = ScriptedEv(Session(SessionConfig(auto_authorize=True), now=0.0))
     car.setup(service_id=2, parameter_set_id=1)  # DC selected
     res = cpd(car, bpt=False)
-    # the engine refuses a payload type the selected service does not use: no answer, connection closed
-    assert res is None
+    # a message of another service than the selected one: its response type with FAILED_SequenceError
+    assert res.response_code == RC.FAILED_SequenceError
     assert_failed_without_power(car)
-    assert "payload type 0x8003" in (car.session.end_reason or "")
+    assert "is not a message of the selected service DC" in (car.session.end_reason or "")
 
 
 def test_a_dc_connector_does_not_speak_the_ac_namespace() -> None:
@@ -343,8 +343,9 @@ def test_dc_request_in_an_ac_session() -> None:
     car = ac_car()
     setup(car, 1, DYNAMIC)
     res = car.send(car.cpd(bpt=False), "dc")
-    assert res is None
+    assert res.response_code == RC.FAILED_SequenceError
     assert_failed_without_power(car)
+    assert "is not a message of the selected service AC" in (car.session.end_reason or "")
 
 
 def test_charge_loop_before_power_delivery_is_a_sequence_error() -> None:

@@ -92,4 +92,4 @@ def test_bad_config_exits_2_with_one_line(tmp_path: Path, capsys: pytest.Capture
         load_config_or_exit(path)
     assert exc.value.code == 2
     err = capsys.readouterr().err
-    assert err == f"secc: {path}: tls.chain: missing required key (tls.mode is 'both')\n"
+    assert err == f"secc: {path}: tls.chain: missing required key (tls.mode is 'tls-only')\n"

@@ -113,7 +113,7 @@ def test_server_and_client_subcommand(sock_path: Path) -> None:
 def test_socket_path_from_config(sock_path: Path, tmp_path: Path) -> None:
     config = tmp_path / "secc.toml"
     config.write_text(f'[status]\nsocket = "{sock_path}"\n[tls]\nmode = "no-tls"\n[[schedule]]\nduration_s = 1\n'
-                      'power_w = 1\n[[connector]]\nevse_id = "1"\nplc_interface = "plc0"\nboard = "sim"\n'
+                      'power_w = 1\n[[connector]]\nevse_id = "DE*SEC*E0001*1"\nplc_interface = "plc0"\nboard = "sim"\n'
                       'services = ["DC"]\n'
                       "[connector.limits]\nmax_charge_power_w = 10\nmax_charge_current_a = 1\nmax_voltage_v = 500\n")
     with ServerThread(sock_path, daemon_state):

@@ -208,10 +208,11 @@ class Iso20Machine(ProtocolMachine):
         }
 
     def receive(self, payload_type: int, payload: bytes, now: float) -> Output:
+        # The payload type names one of this protocol's schema sets; whether a request of that set may come
+        # now is the rows' business: a message of another service than the selected one is decoded with its
+        # own set and answered FAILED_SequenceError (no row of the session's table allows it).
         schema = self._schemas.get(payload_type)
-        module = self.view.module
-        expected = {COMMON_PAYLOAD_TYPE} if module is None else {COMMON_PAYLOAD_TYPE, module.payload_type}
-        if schema is None or (payload_type not in expected and module is not None):
+        if schema is None:
             return self._abort(now, f"payload type 0x{payload_type:04x} is not served in this session")
         try:
             message = exi.decode(payload, schema)
@@ -302,7 +303,11 @@ class Iso20Machine(ProtocolMachine):
             return self._fail(now, message, header, RC.FAILED_UnknownSession,
                               f"SessionID {message.header.session_id.hex()} is not {facts.session_id.hex()}")
         if spec is None or self.phase not in spec.allowed_in or spec.schema != schema:
-            return self._fail(now, message, header, RC.FAILED_SequenceError, f"{key} in phase {self.phase}")
+            module = self.view.module
+            why = (f"{key} ({schema}) is not a message of the selected service {module.name}"
+                   if spec is None and module is not None and schema not in (COMMON_SCHEMA, module.schema)
+                   else f"{key} in phase {self.phase}")
+            return self._fail(now, message, header, RC.FAILED_SequenceError, why)
         if isinstance(message, cm.SessionSetupReq):
             facts.session_id = self._new_session_id()
             header = self._header()
