@@ -293,6 +293,10 @@ class ConnectorRuntime:
 
     # ----------------------------------------------------------------------------------------- lifecycle
     async def start(self) -> None:
+        # Whatever a previous process left (kill -9, power loss mid-charge): power off and contactors open
+        # before anything else is read or started.
+        self.connector.charger.make_safe(self.board.clock())
+        self.log.info("power off at start", contactors_commanded_open=not self.board.contactors.commanded_closed)
         if self.config.der is not None:
             self._start_der(self.config.der)
         if self.sim_port is not None:
@@ -330,8 +334,9 @@ class ConnectorRuntime:
         self.der_engine = engine
         self.connector.der = DerRunner(self.connector, engine, sim_grid_reader(self.sim_grid, self.board.clock),
                                        record=engine.record)
-        self.log.info("der engine", state_directory=str(self.daemon.config.state_directory),
-                      restored=len(loaded.items), expired=len(loaded.expired_ids), dropped=len(loaded.dropped))
+        self.log.warning("persistent state", state_directory=str(self.daemon.config.state_directory),
+                         der_controls_restored=len(loaded.items), der_controls_expired=len(loaded.expired_ids),
+                         der_controls_dropped=len(loaded.dropped), der_trip_latched=store.trip_latched(self.evse_id))
 
     def plug_sim_ev(self, soc: float | None = None) -> None:
         """The simulated car: plugged in, S2 closed (state C), battery connected only for energy transfer."""
@@ -555,6 +560,15 @@ class ConnectorRuntime:
         self.log.info("session trace written", path=str(recorder.pcap_path))
         self.daemon.trace_written(self, recorder.pcap_path)
 
+    def _der_state(self) -> dict[str, Any] | None:
+        runner = self.connector.der
+        if runner is None or self.der_engine is None:
+            return None
+        last = getattr(runner, "last", None)
+        return {"state": None if last is None else str(last.state),
+                "controls_in_force": sorted(str(t) for t in self.der_engine.engine.schedule.in_force()),
+                "p_limits_w": None if last is None else [round(last.p_min_w, 1), round(last.p_max_w, 1)]}
+
     # ----------------------------------------------------------------------------------------- sim
     def _sim_port(self) -> SimPort:
         if self.sim_port is None:
@@ -593,6 +607,8 @@ class ConnectorRuntime:
                             "current_a": round(present.current_a, 1)},
             "limits": self.config.limits,
             "arbitrated": _arbitrated(self.connector),
+            "der": self._der_state(),
+            "events": [_event_text(e) for e in list(self.daemon.stream.history) if e.evse_id == self.evse_id][-8:],
             "session": None if active is None else {
                 "peer": active.connection.peer_host, "tls": active.connection.tls is not None,
                 "phase": active.session.phase, "messages": len(active.session.trace)},
@@ -603,6 +619,15 @@ class ConnectorRuntime:
             "traces": list(self.traces)[-4:],
             "last_errors": list(self.last_errors),
         }
+
+
+def _event_text(event: es.ConnectorEvent) -> str:
+    """One event for `secc status`: its kind and the fields that say what happened."""
+    from dataclasses import fields
+
+    skip = {"evse_id", "at", "wall", "response_codes"}
+    parts = [f"{f.name}={getattr(event, f.name)}" for f in fields(event) if f.name not in skip]
+    return f"{type(event).__name__} " + " ".join(parts)
 
 
 def _arbitrated(connector: Connector) -> dict[str, Any]:
