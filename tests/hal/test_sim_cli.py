@@ -43,8 +43,13 @@ def test_inject_rejects_bad_input(name: str, value: str) -> None:
 
 
 def test_every_fault_is_injectable() -> None:
+    from dataclasses import asdict
+
+    healthy = asdict(SimBoard().faults)
     for name in FAULTS:
-        inject(SimBoard(), name, "1")
+        sim = SimBoard()
+        inject(sim, name, "1")
+        assert asdict(sim.faults) != healthy, f"{name}=1 changed nothing on the simulated board"
 
 
 def test_ev_actions() -> None:
