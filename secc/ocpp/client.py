@@ -164,6 +164,7 @@ class OcppClient:
         self.counters = ClientCounters()
         self.subprotocol: str | None = None
         self._resumed = False
+        self._event_wall: float | None = None
         self.context.offline_since = station.wall()
         self._restore()
 
@@ -208,7 +209,10 @@ class OcppClient:
         await self._events.join()
 
     def wall(self) -> float:
-        """The station's time corrected to the CSMS's clock."""
+        """The station's time corrected to the CSMS's clock; while an event is handled, the event's own time
+        (events are handled after they happened: their messages carry when, not when processed)."""
+        if self._event_wall is not None:
+            return self._event_wall + self.clock_offset_s
         return self.station.wall() + self.clock_offset_s
 
     # --- connection ------------------------------------------------------------------------------------------
@@ -231,16 +235,17 @@ class OcppClient:
             log.info("OCPP connected to %s (%s)", self.config.endpoint, subprotocol)
             reader = asyncio.create_task(rpc.run(), name="ocpp-reader")
             session = asyncio.create_task(self._session(rpc), name="ocpp-session")
-            done, _ = await asyncio.wait({reader, session}, return_when=asyncio.FIRST_COMPLETED)
-            for task in (reader, session):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-            for task in done:
-                if not task.cancelled() and task.exception() is not None:
-                    self.counters.last_error = repr(task.exception())
-            self._went_offline()
-            await self._close_connection()
+            try:
+                await asyncio.wait({reader, session}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in (reader, session):
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
+                    if task.done() and not task.cancelled() and task.exception() is not None:
+                        self.counters.last_error = repr(task.exception())
+                self._went_offline()
+                await self._close_connection()
             if not self._stopping:
                 await asyncio.sleep(self._backoff())
 
@@ -381,25 +386,28 @@ class OcppClient:
             try:
                 if event is not None:
                     self.counters.events += 1
+                    self._event_wall = event.wall
                     await self._handle_event(event)
             except QueueFull as e:
                 log.error("OCPP message lost: %s", e)
             except Exception:
                 log.exception("OCPP client failed on %s", type(event).__name__)
             finally:
+                self._event_wall = None
                 self._events.task_done()
 
     async def _handle_event(self, event: es.ConnectorEvent) -> None:
         connector = self._connectors[event.evse_id]
         tx = self._txs.get(event.evse_id)
         if isinstance(event, es.Plugged):
-            self._status_changed(connector)
+            self._status_changed(connector, ConnectorStatus.OCCUPIED)
             if tx is None:
                 self._start_transaction(connector, event)
         elif isinstance(event, es.Unplugged):
             if tx is not None:
                 self._end_transaction(tx, "EVDeparted", tx.stop_reason or "EVDisconnected")
-            self._status_changed(connector)
+            now = self.station.status(connector.evse_id)
+            self._status_changed(connector, ConnectorStatus.AVAILABLE if now is ConnectorStatus.OCCUPIED else now)
         elif isinstance(event, es.Authorized):
             if tx is not None and event.accepted and tx.id_token is None:
                 tx.id_token = event.id_token
@@ -419,8 +427,12 @@ class OcppClient:
             self._sample(tx, event)
         elif isinstance(event, es.EvChargingNeeds):
             await self._notify_charging_needs(connector, event)
-        elif isinstance(event, es.FaultRaised | es.FaultCleared | es.AvailabilityChanged):
-            self._status_changed(connector)
+        elif isinstance(event, es.FaultRaised):
+            self._status_changed(connector, ConnectorStatus.FAULTED)
+        elif isinstance(event, es.AvailabilityChanged) and not event.available:
+            self._status_changed(connector, ConnectorStatus.UNAVAILABLE)
+        elif isinstance(event, es.FaultCleared | es.AvailabilityChanged):
+            self._status_changed(connector, self.station.status(connector.evse_id))
         elif isinstance(event, es.DerAlarm):
             payload: dict[str, Any] = {"controlType": event.control_type, "timestamp": q.format_time(self.wall())}
             if event.grid_event_fault:
@@ -512,16 +524,18 @@ class OcppClient:
         self._enqueue("TransactionEvent", payload, droppable=droppable)
 
     # --- status ----------------------------------------------------------------------------------------------
-    def _status_changed(self, connector: StationConnector) -> None:
-        status = self.station.status(connector.evse_id)
+    def _status_changed(self, connector: StationConnector, status: ConnectorStatus) -> None:
+        """The status the event implies (the station's present status may be later already). Not queued:
+        after a reconnection the present status of every connector is sent."""
         self.device_model.set_internal(f"EVSE@{connector.ocpp_evse_id}.AvailabilityState", status.value)
         rpc = self._rpc
         if rpc is not None and self.online:
-            task = asyncio.ensure_future(self._send_status(rpc, connector))
+            task = asyncio.ensure_future(self._send_status(rpc, connector, status))
             self._keep(task)
 
-    async def _send_status(self, rpc: RpcEndpoint, connector: StationConnector) -> None:
-        status = self.station.status(connector.evse_id)
+    async def _send_status(self, rpc: RpcEndpoint, connector: StationConnector,
+                           status: ConnectorStatus | None = None) -> None:
+        status = status or self.station.status(connector.evse_id)
         with contextlib.suppress(CallError, asyncio.TimeoutError, ConnectionError):
             await rpc.call("StatusNotification", {"timestamp": q.format_time(self.wall()),
                                                   "connectorStatus": status.value,

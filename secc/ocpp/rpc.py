@@ -134,6 +134,7 @@ class RpcEndpoint:
             pending = self._pending
             if pending is not None and not pending.future.done():
                 pending.future.set_exception(ConnectionError("connection closed before the answer"))
+                pending.future.add_done_callback(_retrieve)  # the caller may be gone (cancelled) already
             for task in list(self._tasks):
                 task.cancel()
 
@@ -264,6 +265,11 @@ class RpcEndpoint:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 async def _logged(factory: Callable[[], Awaitable[None]], action: str) -> None:
