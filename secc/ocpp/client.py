@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 
 SMART_TICK_S: Final = 1.0  # re-evaluation of profiles (period boundaries, LocalFrequency, aFRR ramp, fallback)
 BOOT_RETRY_DEFAULT_S: Final = 30.0  # when the CSMS says interval 0 for Pending/Rejected
+MIN_RETRY_S: Final = 0.1  # a back-off of 0 in the device model must not become a busy loop
 NOTIFY_REPORT_CHUNK: Final = 50  # reportData items per NotifyReport
 
 UNIT: Final = {
@@ -222,7 +223,8 @@ class OcppClient:
                 transport, subprotocol, close = await self._connect(self.config, self.config.versions)
             except Exception as e:  # any failure to connect is retried after the back-off
                 self.counters.last_error = f"connect: {e}"
-                log.warning("OCPP connect to %s failed: %s", self.config.endpoint, e)
+                (log.warning if self._attempt == 0 else log.debug)(
+                    "OCPP connect to %s failed: %s (retrying with back-off)", self.config.endpoint, e)
                 await asyncio.sleep(self._backoff())
                 continue
             self.counters.connects += 1
@@ -271,7 +273,7 @@ class OcppClient:
         repeat = dm.get_int("OCPPCommCtrlr", "RetryBackOffRepeatTimes")
         delay = minimum * (2 ** min(self._attempt, repeat)) + self._rng() * spread
         self._attempt += 1
-        return float(delay)
+        return max(MIN_RETRY_S, float(delay))
 
     async def _session(self, rpc: RpcEndpoint) -> None:
         await self._boot(rpc)
