@@ -350,7 +350,7 @@ def test_sd_notify_ready_status_watchdog_and_stopping(daemon_factory: Any, tmp_p
         assert ev.returncode == 0, ev.stdout + ev.stderr
         time.sleep(0.5)
         statuses = [line for m in drain() for line in m.splitlines() if line.startswith("STATUS=")]
-        assert f"STATUS={EVSE_ID}: DC_ChargeLoop" in statuses, statuses
+        assert f"STATUS={EVSE_ID}: ChargeLoop" in statuses, statuses
         assert statuses[-1] in (f"STATUS={EVSE_ID}: plugged", f"STATUS={EVSE_ID}: idle"), statuses
         assert sum("WATCHDOG=1" in m for m in received) >= 10  # every 0.2 s for several seconds
         daemon.terminate()
