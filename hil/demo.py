@@ -54,6 +54,7 @@ HELP = ("the daemon on the simulated board with the EV emulator: a full session,
         "--fault and --json for checking the charger's reactions")
 
 EVSE_ID = "DE*SEC*E0001*1"
+DEMO_CSMS_PASSWORD = "secc-demo-password-0001"  # OCPP basic auth: 16..40 characters
 STATUS_INTERVAL_S = 0.2
 REPLUG_PAUSE_S = 3.0
 IN_NAMESPACE_ENV = "SECC_DEMO_NAMESPACE"  # set when the demo runs inside its own user + network namespace
@@ -82,11 +83,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "or SECONDS after; repeatable")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON summary of the session on stdout at the end (the rest on stderr)")
+    parser.add_argument("--csms", default=None, metavar="URL",
+                        help="connect the demo's daemon to this OCPP 2.1 CSMS (ws://, or wss:// with --csms-ca); a "
+                             "last path segment is the station id unless --station-id is given")
+    parser.add_argument("--station-id", default=None, help="OCPP station id (default: from --csms, else secc-demo)")
+    parser.add_argument("--csms-password", default=DEMO_CSMS_PASSWORD,
+                        help="HTTP Basic password (security profiles 1 and 2)")
+    parser.add_argument("--csms-ca", type=Path, default=None, help="CA file of the CSMS's TLS server (wss://)")
     parser.add_argument("--grid", type=Path, default=None, metavar="CSV",
                         help="the simulated grid replays this trace (t,v,f or t,v1,v2,v3,f; t = 0 at plug-in) and the "
                              "connector runs the DER engine on it (docs/der.md)")
     parser.add_argument("--der-controls", type=Path, default=None, metavar="JSON",
                         help="SetDERControlRequest payloads (a JSON array, as a CSMS sends them) for the DER engine")
+    parser.add_argument("--connectors", type=int, default=1,
+                        help="N simulated connectors in one daemon, each with its own car (hil/fleet.py)")
+    parser.add_argument("--sessions", type=int, default=1,
+                        help="with --connectors: M sessions in all, session after session on every connector")
 
 
 def demo_config(args: argparse.Namespace, status_socket: Path) -> cfg.Config:
@@ -107,6 +119,9 @@ def demo_config(args: argparse.Namespace, status_socket: Path) -> cfg.Config:
         "schedule": [{"duration_s": args.charge_s, "power_w": 11_000}, {"duration_s": 3600, "power_w": -7_000}],
         "connector": [connector_table(args, EVSE_ID)],
     }
+    if args.csms is not None:
+        data["ocpp"] = ocpp_table(args)
+        data["state"] = {"directory": str(args.state_dir)}
     if args.grid is not None or args.der_controls is not None:
         connector = data["connector"][0]
         connector["der"] = {"rated_w": 11_000, "nominal_v": 230, "nominal_hz": 50}
@@ -119,6 +134,23 @@ def demo_config(args: argparse.Namespace, status_socket: Path) -> cfg.Config:
 
     check_config(config)
     return config
+
+
+def ocpp_table(args: argparse.Namespace) -> dict[str, Any]:
+    """[ocpp] for --csms URL: the station id is --station-id, else the URL's last path segment, else secc-demo."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(args.csms)
+    url, station_id = args.csms, args.station_id
+    segments = [p for p in parts.path.split("/") if p]
+    if station_id is None and segments:
+        station_id = segments[-1]
+        url = urlunsplit((parts.scheme, parts.netloc, "/".join(["", *segments[:-1]]), "", ""))
+    table: dict[str, Any] = {"url": url, "station_id": station_id or "secc-demo",
+                             "security_profile": 2 if parts.scheme == "wss" else 1, "password": args.csms_password}
+    if args.csms_ca is not None:
+        table["ca_file"] = str(args.csms_ca.resolve())
+    return table
 
 
 def connector_table(args: argparse.Namespace, evse_id: str) -> dict[str, Any]:
@@ -178,6 +210,10 @@ def load_der_controls(path: Path) -> list[dict[str, Any]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.connectors > 1 or args.sessions > 1:
+        from hil.fleet import run as run_fleet
+
+        return run_fleet(args)
     from hil.ev import scenario as scenarios
 
     try:
@@ -194,6 +230,11 @@ def run(args: argparse.Namespace) -> int:
     if args.tls and not (args.pki / "certs" / "secc_chain.pem").exists():
         print(f"secc demo: --tls needs the test PKI in {args.pki} (make certs)", file=sys.stderr)
         return 2
+    if args.csms is not None and not args.no_namespace and _loopback_host(args.csms):
+        # a private network namespace has a loopback of its own: a CSMS on the host's cannot be reached from it
+        print("secc demo: the CSMS is on this host's loopback: running without a private network namespace",
+              file=sys.stderr)
+        args.no_namespace = True
     if not args.no_namespace and os.environ.get(IN_NAMESPACE_ENV) != "1":
         code = _rerun_in_namespace(args)
         if code is not None:
@@ -227,6 +268,19 @@ def run(args: argparse.Namespace) -> int:
         return 130
 
 
+def _loopback_host(url: str) -> bool:
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _rerun_in_namespace(args: argparse.Namespace) -> int | None:
     """This demo again in a private network namespace; None when that is not possible here."""
     if shutil.which("unshare") is None:
@@ -240,9 +294,14 @@ def _rerun_in_namespace(args: argparse.Namespace) -> int | None:
             "--charge-s", str(args.charge_s), "--imd-self-test-s", str(args.imd_self_test_s)]
     argv += [flag for flag, on in (("--once", args.once), ("--tls", args.tls), ("--verbose", args.verbose),
                                    ("--json", args.json)) if on]
-    for flag, path in (("--grid", args.grid), ("--der-controls", args.der_controls)):
+    for flag, path in (("--grid", args.grid), ("--der-controls", args.der_controls), ("--csms-ca", args.csms_ca)):
         if path is not None:
             argv += [flag, str(path.resolve())]
+    for flag, value in (("--csms", args.csms), ("--station-id", args.station_id)):
+        if value is not None:
+            argv += [flag, value]
+    if args.csms_password != DEMO_CSMS_PASSWORD:
+        argv += ["--csms-password", args.csms_password]
     for fault in args.fault:
         argv += ["--fault", fault]
     try:

@@ -180,6 +180,7 @@ class Config:
     traces: TraceConfig = TraceConfig()
     status_socket: Path = DEFAULT_STATUS_SOCKET
     state_directory: Path = DEFAULT_STATE_DIRECTORY
+    ocpp: Any = None  # secc.ocpp.config.OcppConfig when an [ocpp] table is given (the OCPP 2.1 client)
     source: str = ""
 
     def connector(self, evse_id: str) -> ConnectorConfig:
@@ -663,6 +664,11 @@ def parse_config(data: Mapping[str, Any], checks: HostChecks | None = None, sour
         state_directory = _path(state, "directory", DEFAULT_STATE_DIRECTORY)
         assert state_directory is not None
         state.finish()
+        ocpp = None
+        if root.has("ocpp"):
+            from secc.ocpp.config import parse_ocpp_config
+
+            ocpp = parse_ocpp_config(root.table("ocpp").data, checks)
         defaults = root.table("limits")
         default_schedule = root.tables("schedule")
         connectors = [
@@ -688,7 +694,7 @@ def parse_config(data: Mapping[str, Any], checks: HostChecks | None = None, sour
     except ConfigError as exc:
         raise ConfigError(exc.key, exc.reason, source) from None
     return Config(connectors=tuple(connectors), tls=tls, logging=logging_cfg, traces=traces,
-                  status_socket=status_socket, state_directory=state_directory, source=source)
+                  status_socket=status_socket, state_directory=state_directory, ocpp=ocpp, source=source)
 
 
 def load_config(path: Path | str = DEFAULT_CONFIG_PATH, checks: HostChecks | None = None) -> Config:

@@ -66,6 +66,7 @@ if TYPE_CHECKING:
     from hal.sim.board import SimBoard
     from hal.sim.grid import SimGridSource
     from hal.sim.port import SimPort
+    from secc.ocpp.client import OcppClient
     from secc.service import ServiceRuntime
     from secc.store.der import DurableDerEngine
     from secc.trace.recorder import SessionRecorder
@@ -86,6 +87,7 @@ PRESENT_VALUE_RESPONSES: Final = frozenset({"DC_PreChargeRes", "DC_ChargeLoopRes
 # one tick until the power stage is told, and the stage's own turn-off, so that the output is dead by then.
 DER_TRIP_LEAD_S: Final = 0.06
 LINK_LOCAL_WAIT_S: Final = 15.0  # a PLC netdev just created (TAP of the userspace QCA7000 driver) is still in DAD
+EXIT_RESTART: Final = 75  # an OCPP Reset: exit so that systemd (Restart=on-failure) starts the daemon again
 
 
 async def wait_for_link_local(interface: str, timeout_s: float) -> None:
@@ -657,6 +659,9 @@ class Daemon:
         self.runtime: ServiceRuntime | None = None
         self.on_session: list[Callable[[ConnectorRuntime, SessionRecord], None]] = []
         self.on_trace: list[Callable[[ConnectorRuntime, Path], None]] = []
+        self.ocpp: OcppClient | None = None
+        self.restart_requested: str | None = None  # why the daemon should exit for systemd to start it again
+        self._stop_requested = asyncio.Event()
 
     async def start(self) -> None:
         from secc.service import ServiceRuntime
@@ -671,21 +676,42 @@ class Daemon:
             from secc.commands import handlers
 
             self.runtime.status_server.commands.update(handlers(lambda: [c.connector for c in self.connectors]))
+            if self.config.ocpp is not None:
+                await self._start_ocpp()
             await self.runtime.start(self.connector_states())  # READY=1 last: every server listens
         except BaseException:
             await self.stop("start failed")
             raise
         log.info("ready", connectors=len(self.connectors))
 
+    async def _start_ocpp(self) -> None:
+        """The OCPP 2.1 client on the daemon (secc.station adapts the daemon to what the client needs)."""
+        from secc.ocpp.client import OcppClient
+        from secc.station import DaemonStation
+        from secc.store import Store
+        from secc.store.ocpp import OcppStore
+
+        assert self.config.ocpp is not None
+        store = OcppStore(Store.open(self.config.state_directory), self.config.ocpp.queue_max_messages)
+        self.ocpp = OcppClient(DaemonStation(self, self.request_restart), self.config.ocpp, store)
+        await self.ocpp.start()
+        log.info("ocpp client started", url=self.config.ocpp.endpoint, profile=self.config.ocpp.security_profile)
+
+    def request_restart(self, reason: str) -> None:
+        """An OCPP Reset: stop (safe state first) and exit with EXIT_RESTART so that systemd starts us again."""
+        log.warning("restart requested", reason=reason)
+        self.restart_requested = reason
+        self._stop_requested.set()
+
     async def run_until(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
+        while not stop.is_set() and not self._stop_requested.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), STATUS_POLL_S)
             if self.runtime is not None:
                 self.runtime.connector_states(self.connector_states())
 
     async def stop(self, reason: str = "stopping") -> list[SafeStateReport]:
-        reports = []
+        reports: list[SafeStateReport] = []
         if self.runtime is not None:
             self.runtime.notifier.stopping(reason)  # first: systemd shows "deactivating" during the safe state
         for runtime in self.connectors:
@@ -693,6 +719,12 @@ class Daemon:
                 reports.append(await runtime.shutdown())
             except Exception:  # noqa: BLE001 - the other connectors still need their safe state
                 log.exception("shutdown failed", evse_id=runtime.evse_id)
+        if self.ocpp is not None:  # after the safe state: the sessions' end events are queued (durably) by now
+            try:
+                await self.ocpp.stop()
+            except Exception:  # noqa: BLE001 - an upstream that fails to close must not keep us running
+                log.exception("ocpp client stop failed")
+            self.ocpp = None
         if self.runtime is not None:
             await self.runtime.stop(reason)
             self.runtime = None
@@ -774,9 +806,10 @@ async def _serve(config: cfg.Config) -> int:
         print(f"secc: cannot start: {exc}", file=sys.stderr)
         return 1
     await daemon.run_until(stop)
-    log.warning("stopping", reason="signal")
-    await daemon.stop("signal")
-    return 0
+    reason = daemon.restart_requested or "signal"
+    log.warning("stopping", reason=reason)
+    await daemon.stop(reason)
+    return EXIT_RESTART if daemon.restart_requested else 0
 
 
 __all__ = ["ConnectorRuntime", "Daemon", "SafeStateReport", "SimOptions", "check_config", "load", "main"]

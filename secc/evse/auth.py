@@ -100,6 +100,12 @@ class AuthBroker:
         self._deliver(decision, now)
         return decision
 
+    def grant(self, evse_id: str, id_token: str, source: AuthSource, now: float) -> AuthDecision:
+        """An upstream already decided (OCPP RequestStartTransaction): accepted for the session now or next."""
+        decision = AuthDecision(evse_id, id_token, True, source)
+        self._deliver(decision, now)
+        return decision
+
     async def _decide(self, evse_id: str, id_token: str) -> AuthDecision:
         if not id_token or len(id_token) > MAX_ID_TOKEN_LENGTH or not id_token.isprintable():
             return AuthDecision(evse_id, id_token[:MAX_ID_TOKEN_LENGTH], False, AuthSource.LOCAL_LIST,
