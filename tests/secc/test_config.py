@@ -331,6 +331,7 @@ def test_every_option_is_documented_and_every_documented_option_exists(tmp_path:
     from dataclasses import fields
 
     from secc.config import ConnectorConfig, Limits, LoggingConfig, TlsConfig, TraceConfig
+    from secc.ocpp.config import OcppConfig
 
     documented = documented_keys()
     expected = {
@@ -338,6 +339,7 @@ def test_every_option_is_documented_and_every_documented_option_exists(tmp_path:
         "traces": {f.name for f in fields(TraceConfig)},
         "status": {"socket"},
         "state": {"directory"},
+        "ocpp": {f.name for f in fields(OcppConfig)} | {"password_file"},
         "tls": {f.name for f in fields(TlsConfig)},
         "limits": {f.name for f in fields(Limits)},
         "schedule": {"duration_s", "power_w"},
