@@ -29,7 +29,11 @@ import time
 from typing import Any
 
 CODES = {"ok": 0, "failed": 1, "no_secc": 2, "timeout": 3, "setup": 4, "no_charge": 5}
-NAMESPACE_PROTOCOL = {"DC": "ISO_15118_20_DC", "DC_BPT": "ISO_15118_20_DC"}
+NAMESPACE_PROTOCOL = {"DC": "ISO_15118_20_DC", "DC_BPT": "ISO_15118_20_DC",
+                      "AC": "ISO_15118_20_AC", "AC_BPT": "ISO_15118_20_AC"}
+CHARGE_LOOP_REQUESTS = ("DC_ChargeLoopReq", "AC_ChargeLoopReq")
+# Josev's names for the control-mode branch of an ACChargeLoopRes (iso15118_20/ac.py)
+LOOP_RES_BRANCHES = ("scheduled_params", "dynamic_params", "bpt_scheduled_params", "bpt_dynamic_params")
 
 
 def arguments() -> argparse.Namespace:
@@ -60,7 +64,8 @@ def main() -> int:
     started = time.monotonic()
     report: dict[str, Any] = {"result": None, "reason": None, "service": args.service,
                               "control_mode_requested": args.control_mode, "tls": args.tls, "control_mode": None,
-                              "parameter_set_id": None, "sent": [], "received": [], "charge_loops": 0}
+                              "parameter_set_id": None, "sent": [], "received": [], "charge_loops": 0,
+                              "loop_res_modes": [], "target_active_power_w": []}
 
     def finish(result: str, reason: str) -> int:
         report.update(result=result, reason=reason, exit=CODES[result], seconds=round(time.monotonic() - started, 3))
@@ -129,10 +134,11 @@ def main() -> int:
         ongoing_sent = False
 
         def _forced_ongoing(self) -> bool:
-            # Josev's own "not ready yet" answer, once, instead of on its coin flip: for the PowerDelivery
-            # after PreCharge (an earlier call after ScheduleExchange is consumed without a message in DC)
-            after_precharge = "DCPreChargeRes" in report["received"]
-            if args.ev_processing == "ongoing-once" and after_precharge and not Ev.ongoing_sent:
+            # Josev's own "not ready yet" answer, once, instead of on its coin flip: for the first PowerDelivery
+            # (DC: the one after PreCharge, an earlier call after ScheduleExchange is consumed without a
+            # message; AC: the one right after ScheduleExchange)
+            first_power_delivery = "DCPreChargeRes" in report["received"] or args.service.startswith("AC")
+            if args.ev_processing == "ongoing-once" and first_power_delivery and not Ev.ongoing_sent:
                 Ev.ongoing_sent = True
                 return True
             return False
@@ -175,7 +181,7 @@ def main() -> int:
             async def send(message: Any) -> None:
                 name = str(comm_session.current_state.message)
                 report["sent"].append(name)
-                if name == "DC_ChargeLoopReq":
+                if name in CHARGE_LOOP_REQUESTS:
                     report["charge_loops"] += 1
                 await original_send(message)
 
@@ -212,6 +218,22 @@ def main() -> int:
                 finally:
                     queue.task_done()
 
+    def note_charge_loop_res(message: Any) -> None:
+        """What the SECC answered in the AC loop: the control-mode branch, and the EVSE's target active power
+        (total over the phases, W) where it sent one."""
+        if type(message).__name__ != "ACChargeLoopRes":
+            return
+        for branch in LOOP_RES_BRANCHES:
+            params = getattr(message, branch, None)
+            if params is None:
+                continue
+            if branch not in report["loop_res_modes"]:
+                report["loop_res_modes"].append(branch)
+            phases = [getattr(params, f"evse_target_active_power{suffix}", None) for suffix in ("", "_l2", "_l3")]
+            if phases[0] is not None:
+                report["target_active_power_w"].append(
+                    sum(p.value * 10 ** p.exponent for p in phases if p is not None))
+
     async def run() -> None:
         exi = EXI()
         original_from_exi = exi.from_exi
@@ -219,6 +241,7 @@ def main() -> int:
         def from_exi(data: Any, namespace: Any) -> Any:
             message = original_from_exi(data, namespace)
             report["received"].append(type(message).__name__)
+            note_charge_loop_res(message)
             return message
 
         exi.from_exi = from_exi
