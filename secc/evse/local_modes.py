@@ -309,7 +309,7 @@ class LocalModeRunner:
     def _local_frequency(self, now: float) -> Decision:
         s = self.settings
         assert self._curve is not None and self.read_frequency is not None
-        f_hz = self._read(self.read_frequency, now, "frequency")
+        f_hz = self._read(self.read_frequency, now, "frequency", "holding 0 W")
         if f_hz is None:
             p = 0.0
             kind, text = "no-reading", "no frequency reading: holding 0 W"
@@ -326,7 +326,7 @@ class LocalModeRunner:
     def _v2h(self, now: float, dt: float) -> Decision:
         s = self.settings
         assert self.read_site_power is not None and s.v2h_max_discharge_w is not None
-        gcp_w = self._read(self.read_site_power, now, "site power")
+        gcp_w = self._read(self.read_site_power, now, "site power", "no discharge")
         if gcp_w is None:
             # Without the site meter the house is unknown: no discharge at all, so nothing can be exported.
             self._v2h_target = 0.0
@@ -356,7 +356,7 @@ class LocalModeRunner:
         mine = self._target_of(self._mine)
         return Decision(limits, kind, text, urgent=mine is not None and target > mine + RESOLUTION_W)
 
-    def _read(self, read: Reading, now: float, what: str) -> float | None:
+    def _read(self, read: Reading, now: float, what: str, meanwhile: str) -> float | None:
         try:
             value = read(now)
         except Exception:  # a broken meter is a missing reading; the mode falls back, the loop goes on
@@ -368,7 +368,7 @@ class LocalModeRunner:
         if value is None:
             if what not in self._missing:
                 self._missing.add(what)
-                log.warning("%s: no %s reading", self.name, what)
+                log.warning("%s: no %s reading: %s", self.name, what, meanwhile)
             return None
         if what in self._missing:
             self._missing.discard(what)
@@ -378,6 +378,7 @@ class LocalModeRunner:
     # ------------------------------------------------------------------------------------------- submit
     def _submit(self, decision: Decision, now: float) -> Limits | None:
         arbiter = self.connector.arbiter
+        arbiter.result(now)  # drops lapsed submissions (cached otherwise), so a lapsed EMS command is seen as gone
         slot = arbiter.submitted(LimitSource.LOCAL_EMS)
         foreign = slot is not None and slot is not self._mine
         force = slot is None  # first tick, lapsed, or withdrawn by someone: ours again now
@@ -428,8 +429,8 @@ class LocalModeRunner:
                 target is None or logged[1] is None or abs(target - logged[1]) < MATERIAL_CHANGE_W):
             return
         self._logged = (decision.kind, target)
-        level = logging.WARNING if decision.kind == "no-reading" else logging.INFO
-        log.log(level, "%s: %s", self.name, decision.text)
+        if decision.kind != "no-reading":  # _read said it already, once
+            log.info("%s: %s", self.name, decision.text)
 
     @staticmethod
     def _target_of(limits: Limits | None) -> float | None:
