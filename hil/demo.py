@@ -411,8 +411,11 @@ class Demo:
                     self._inject(connector, fault)
 
         result, session = await run_session(self.scenario, SeccAddress("::1", port, tls), context, report)
+        if not self.scenario.hlc:
+            basic_wh = await self._basic_charging(connector, meter)
+            result = type(result)(basic_wh > 0, f"basic charging: {basic_wh:.1f} Wh at the CP duty's current")
         # the daemon's side of the same session (it ends a moment after the EV's last answer)
-        for _ in range(300):
+        for _ in range(0 if not self.scenario.hlc else 300):
             if len(self.records) > sessions_before:
                 break
             await asyncio.sleep(0.01)
@@ -432,7 +435,8 @@ class Demo:
         if der is not None:
             der.detach()
         record = self.records[-1] if len(self.records) > sessions_before else None
-        completed = result.ok and record is not None and not record.failed and self.scenario.unplug_after_loops is None
+        completed = result.ok and (record is not None or not self.scenario.hlc) and (
+            record is None or not record.failed) and self.scenario.unplug_after_loops is None
         new_traces = self.traces[traces_before:]
         self.summary = session_summary(record, completed, watch, end_wh[0] - start_wh[0], end_wh[1] - start_wh[1],
                                        connector.connector.charge_loop_over_budget - misses_before,
@@ -452,6 +456,22 @@ class Demo:
             print("no trace written: capturing needs CAP_NET_RAW (run as root)", file=self.out)
         self.out.flush()
         return completed
+
+    async def _basic_charging(self, connector: Any, meter: Any) -> float:
+        """A car without HLC: the port falls back to IEC 61851-1 basic charging (no SLAC within the timeout)
+        and the car charges at the current the duty cycle advertises for `basic_charge_s`."""
+        start_wh = meter.imported_wh
+        basic = connector.basic
+        connector.sim_ac.obc.hlc = False  # its on-board charger follows the CP duty alone
+        connector.sim_port.energy(True)  # a car without HLC charges whenever the duty cycle lets it
+        for _ in range(int(60 / 0.1)):  # the no-SLAC timeout (20 s) and the X1 step (3 s), then current
+            if basic is not None and basic.mode.value == "basic" and abs(connector.sim_ac.obc.power_w) > 100:
+                break
+            await asyncio.sleep(0.1)
+        self.ev_step = f"basic charging at {basic.advertised_a if basic is not None else 0:.0f} A"
+        await asyncio.sleep(self.scenario.basic_charge_s)
+        connector.sim_ac.obc.hlc = True  # the next car speaks ISO 15118 again
+        return float(meter.imported_wh - start_wh)
 
     async def _inject_later(self, connector: Any, fault: TimedFault) -> None:
         from hal.sim.faults import EV_ACTIONS as ACTIONS
@@ -598,6 +618,9 @@ def session_summary(record: Any, completed: bool, watch: Any, import_wh: float, 
                     deadline_misses: int, trace: str | None) -> dict[str, Any]:
     """The `--json` object (names as the module docstring says)."""
     summary: dict[str, Any] = record.summary if record is not None else {}
+    if record is None and completed:  # a car without HLC, charged by the CP duty (IEC 61851-1 basic charging)
+        summary = {"protocol": "IEC 61851-1", "service": "AC (basic charging)", "control_mode": None,
+                   "response_codes": {}}
     failed = record is not None and record.failed
     max_off = watch.longest_s(watch.sim.now)
     return {

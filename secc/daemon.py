@@ -66,6 +66,7 @@ if TYPE_CHECKING:
     from hal.sim.board import SimBoard
     from hal.sim.grid import SimGridSource
     from hal.sim.port import SimPort
+    from secc.evse.basic_charging import BasicChargingController
     from secc.ocpp.client import OcppClient
     from secc.service import ServiceRuntime
     from secc.store.der import DurableDerEngine
@@ -276,6 +277,9 @@ class ConnectorRuntime:
         self.connector.safety_hooks.append(self.on_board_events)
         self.der_engine: DurableDerEngine | None = None
         self.sim_grid: SimGridSource | None = None
+        self.basic: BasicChargingController | None = None
+        if connector.kind == "ac":
+            self._wire_basic_charging()
         if self.sim_port is not None:
             attach_sim_car(daemon.stream, self.evse_id, self.sim_port.energy)
         self.slac: SlacService | None = None
@@ -309,6 +313,50 @@ class ConnectorRuntime:
         if not self.loopback:
             self._start_slac()
         await self._start_servers()
+
+    def _wire_basic_charging(self) -> None:
+        """IEC 61851-1 basic charging when the EV does not start HLC (secc.evse.basic_charging): 5 % only while
+        HLC is attempted; no SLAC in time, a failed SLAC, no SupportedAppProtocol match or a session failing
+        before energy flowed falls back to a current duty that follows the arbiter's limit."""
+        from secc.evse.basic_charging import BasicChargingConfig, BasicChargingController
+
+        board: Any = self.board
+        max_current = float(getattr(board, "max_current_a", None) or 16.0)
+        self.basic = BasicChargingController(
+            self.connector.charger,  # type: ignore[arg-type]  # the AC charger is the AcPort
+            BasicChargingConfig(configured_current_a=max_current), port_max_current_a=max_current,
+            phases=int(getattr(board, "phases", 3)))
+        self.connector.tickers.append(self._basic_tick)
+        self.daemon.stream.subscribe(self._basic_on_event)
+
+    def _basic_tick(self, now: float) -> None:
+        basic = self.basic
+        assert basic is not None
+        basic.set_limits(now, self.connector.arbiter.result(now))
+        deadline = basic.next_deadline()
+        if deadline is not None and now >= deadline:
+            basic.handle_timer(now)
+        for event in basic.events():
+            self.log.warning("basic charging", change=type(event).__name__, detail=str(event))
+
+    def _basic_on_event(self, event: es.ConnectorEvent) -> None:
+        from secc.evse.basic_charging import FallbackCause
+
+        basic = self.basic
+        if basic is None or event.evse_id != self.evse_id:
+            return
+        now = self.connector.clock()
+        if isinstance(event, es.Plugged):
+            basic.ev_plugged(now)
+        elif isinstance(event, es.Unplugged):
+            basic.ev_unplugged(now)
+        elif isinstance(event, es.SessionStarted):
+            basic.slac_started(now)  # the EV speaks ISO 15118: no fallback for lack of SLAC
+        elif isinstance(event, es.EnergyTransferStarted):
+            basic.energy_started(now)
+        elif isinstance(event, es.SessionStopped) and event.failed:
+            no_match = "no common protocol" in event.reason
+            basic.hlc_failed(now, FallbackCause.NO_SAP_MATCH if no_match else FallbackCause.HLC_FAILED)
 
     def _start_der(self, der: cfg.DerConfig) -> None:
         """The grid code on this connector: the engine with its SQLite store, fed by the grid measurement."""
@@ -458,6 +506,13 @@ class ConnectorRuntime:
         from slac import KeyFailed, LinkFailed, LinkUp, Matched, MatchingFailed
 
         name = type(event).__name__
+        if self.basic is not None:
+            from secc.evse.basic_charging import FallbackCause
+
+            if isinstance(event, Matched):
+                self.basic.slac_started(self.board.clock())
+            elif isinstance(event, MatchingFailed):
+                self.basic.hlc_failed(self.board.clock(), FallbackCause.SLAC_FAILED)
         if isinstance(event, Matched):
             self.slac_state = "matched"
             self.log.info("slac matched", ev_mac=event.ev_mac.hex(":"))

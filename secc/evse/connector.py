@@ -154,6 +154,7 @@ class Connector:
         self._last_sample = -METER_SAMPLE_S
         self._standing_limits: tuple[ev.LimitsUpdate, float] | None = None
         self.der: DerTicker | None = None  # the grid code on a connector whose power stage is the inverter
+        self.tickers: list[Callable[[float], object]] = []  # more periodic work of the port (basic charging, ...)
 
     # ------------------------------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -397,6 +398,11 @@ class Connector:
             except Exception:  # the grid code failing must not stop the charger loop: no energy without it
                 log.exception("%s: DER step failed: power off", self.evse_id)
                 self.power_off_now("DER step failed")
+        for ticker in self.tickers:
+            try:
+                ticker(now)
+            except Exception:
+                log.exception("%s: periodic task %r failed", self.evse_id, ticker)
         events = self.charger.tick(now)
         active = self.active
         if active is not None:
