@@ -22,6 +22,8 @@ from secc.evse.auth import MAX_ID_TOKEN_LENGTH
 from secc.evse.connector import Connector
 
 MAX_POWER_W: Final = 10_000_000.0  # a sanity bound on what an EMS may ask for (10 MW)
+# local modes that decide the EMS slot themselves: a command would be undone at their next tick
+AUTOMATIC_MODES: Final = frozenset({"idle", "charging-only", "local-frequency", "v2h"})
 Handler = Callable[[Mapping[str, Any]], Awaitable[Mapping[str, Any]]]
 
 
@@ -47,6 +49,12 @@ def _power(value: object, what: str, signed: bool) -> float:
         bound = f"within +-{MAX_POWER_W:g} W" if signed else f"0..{MAX_POWER_W:g} W"
         raise CommandError(f"{what} must be {bound}")
     return float(value)
+
+
+def _not_automatic(connector: Connector) -> None:
+    if connector.local_mode in AUTOMATIC_MODES:
+        raise CommandError(f"{connector.evse_id} runs the local mode {connector.local_mode} ([connector.local_mode]), "
+                           "which decides its setpoint and limits itself")
 
 
 def _valid_for(command: Mapping[str, Any]) -> float | None:
@@ -77,6 +85,7 @@ def handlers(connectors: Callable[[], Sequence[Connector]]) -> dict[str, Handler
     async def setpoint(command: Mapping[str, Any]) -> Mapping[str, Any]:
         try:
             connector = find_connector(connectors(), command.get("connector"))
+            _not_automatic(connector)
             value = command.get("power_w")
             power = None if value is None else _power(value, "the setpoint", signed=True)
             valid_for = _valid_for(command)
@@ -90,6 +99,7 @@ def handlers(connectors: Callable[[], Sequence[Connector]]) -> dict[str, Handler
     async def limit(command: Mapping[str, Any]) -> Mapping[str, Any]:
         try:
             connector = find_connector(connectors(), command.get("connector"))
+            _not_automatic(connector)
             charge = command.get("charge_w")
             discharge = command.get("discharge_w")
             charge_w = None if charge is None else _power(charge, "--charge-w", signed=False)

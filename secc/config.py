@@ -170,6 +170,7 @@ class ConnectorConfig:
     kind: str = "dc"  # "dc" | "ac": which charger side and which services the hardware allows
     der: DerConfig | None = None  # [connector.der]: run the DER engine (DC BPT)
     der_flavor: str = "none"  # AC connectors: AC_DER "iec" | "sae" | "none" (never inferred)
+    local_mode: Any = None  # [connector.local_mode]: secc.evse.local_modes.LocalModeSettings (OCPP Section Q)
 
 
 @dataclass(frozen=True, slots=True)
@@ -610,6 +611,15 @@ def _connector(t: _Table, defaults: _Table, default_schedule: list[_Table],
     schedule = _schedule(own_schedule or default_schedule, t.path("schedule") if own_schedule else "schedule")
     _check_schedule_fits(t.path("schedule") if own_schedule else "schedule", schedule, limits, bpt)
     der = _der(t.table("der"), limits) if t.has("der") else None
+    local_mode = None
+    if t.has("local_mode"):
+        from secc.evse.local_modes import LocalModeSettings
+
+        try:
+            local_mode = LocalModeSettings.from_mapping(t.table("local_mode").data, t.path("local_mode"))
+        except ValueError as exc:  # the message starts with the dotted key
+            key, _, reason = str(exc).partition(": ")
+            raise ConfigError(key, reason or str(exc)) from None
     der_flavor = t.choice("der_flavor", DER_FLAVORS, "none")
     if der_flavor != "none" and kind != "ac":
         raise t.error("der_flavor", "AC_DER is a service of AC connectors (kind = \"ac\")")
@@ -617,6 +627,7 @@ def _connector(t: _Table, defaults: _Table, default_schedule: list[_Table],
         evse_id=evse_id, plc_interface=plc_interface, board=board, hal=hal, limits=limits, schedule=schedule,
         services=tuple(services), negative_discharge_limits=t.get_bool("negative_discharge_limits", False),
         auto_authorize=t.get_bool("auto_authorize", False), kind=kind, der=der, der_flavor=der_flavor,
+        local_mode=local_mode,
     )
     t.finish()
     return cfg

@@ -142,10 +142,12 @@ class SimOptions:
         return cls(ev_mode, float(self_test), None if grid_trace is None else Path(grid_trace))
 
 
-SIM_DC_KEYS: Final = frozenset({"ev", "imd_self_test_s", "step_s", "mirrors", "sampling", "grid_trace"})
+# the daemon's own sim options: the car, the IMD self-test, the grid trace, the house behind the site meter
+SIM_OWN_KEYS: Final = frozenset({"ev", "imd_self_test_s", "grid_trace", "house_load_w", "house_load_csv"})
+SIM_DC_KEYS: Final = SIM_OWN_KEYS | {"step_s", "mirrors", "sampling"}
 # hal.sim.ac.open_sim_ac_board's keys
-SIM_AC_KEYS: Final = frozenset({"ev", "imd_self_test_s", "step_s", "grid_trace", "phases", "max_current_a",
-                                "bidirectional", "obc_phases", "obc_max_charge_w", "obc_max_discharge_w"})
+SIM_AC_KEYS: Final = SIM_OWN_KEYS | {"step_s", "phases", "max_current_a", "bidirectional", "obc_phases",
+                                    "obc_max_charge_w", "obc_max_discharge_w"}
 
 
 def _check_sim_ac(hal: Mapping[str, Any], key: str) -> None:
@@ -243,7 +245,7 @@ class ConnectorRuntime:
             hal_config = dict(connector.hal)
             if connector.kind == "ac" and "grid_trace" in hal_config:
                 hal_config["grid_csv"] = hal_config.pop("grid_trace")
-            for name in ("ev", "imd_self_test_s", "grid_trace"):  # the daemon's own sim options
+            for name in SIM_OWN_KEYS:
                 hal_config.pop(name, None)
             board = open_board(board_backend(connector), hal_config)
         self.board = board
@@ -278,6 +280,8 @@ class ConnectorRuntime:
         self.der_engine: DurableDerEngine | None = None
         self.sim_grid: SimGridSource | None = None
         self.basic: BasicChargingController | None = None
+        self.local_mode: Any = None  # secc.evse.local_modes.LocalModeRunner
+        self.sim_site: Any = None  # hal.sim.site.SimSiteMeter
         if connector.kind == "ac":
             self._wire_basic_charging()
         if self.sim_port is not None:
@@ -305,6 +309,8 @@ class ConnectorRuntime:
         self.log.info("power off at start", contactors_commanded_open=not self.board.contactors.commanded_closed)
         if self.config.der is not None:
             self._start_der(self.config.der)
+        if self.config.local_mode is not None:
+            self._start_local_mode(self.config.local_mode)
         if self.sim_port is not None:
             await self.sim_port.start()
             if self.sim_options.ev == "plugged":
@@ -358,6 +364,51 @@ class ConnectorRuntime:
             no_match = "no common protocol" in event.reason
             basic.hlc_failed(now, FallbackCause.NO_SAP_MATCH if no_match else FallbackCause.HLC_FAILED)
 
+    def _sim_grid_source(self, nominal_v: float = 230.0, nominal_hz: float = 50.0) -> SimGridSource:
+        """The simulated grid at this port (its trace from hal.grid_trace, t = 0 at start), made once."""
+        if self.sim_grid is None:
+            from hal.sim.grid import GridTrace, SimGridSource
+
+            trace = None if self.sim_options.grid_trace is None else GridTrace.from_csv(self.sim_options.grid_trace)
+            self.sim_grid = SimGridSource(nominal_v=nominal_v, nominal_hz=nominal_hz, trace=trace,
+                                          trace_origin=self.board.clock())
+        return self.sim_grid
+
+    def _start_local_mode(self, settings: Any) -> None:
+        """OCPP 2.1 Section Q local modes (secc.evse.local_modes) on this connector, as LOCAL_EMS limits."""
+        from secc.evse.local_modes import LocalModeRunner, frequency_reader
+
+        mode = str(settings.mode.value)
+        if self.sim is None and mode in ("local-frequency", "v2h"):
+            raise cfg.ConfigError(f"{self.evse_id}: local_mode.mode", f"{mode} needs a grid/site meter; only the "
+                                  "simulated board has one in this build")
+        read_frequency = None
+        read_site = None
+        if self.sim is not None:
+            read_frequency = frequency_reader(self._sim_grid_source())
+            read_site = self._sim_site_reader()
+        runner = LocalModeRunner(self.connector, settings, read_frequency, read_site)
+        self.local_mode = runner
+        self.connector.local_mode = mode
+        self.connector.tickers.append(runner.tick)
+        self.log.info("local mode", mode=mode)
+
+    def _sim_site_reader(self) -> Callable[[float], float | None]:
+        from hal.sim.site import HouseLoadProfile, SimSiteMeter
+
+        hal = self.config.hal
+        house: Any = float(hal.get("house_load_w", 0.0))
+        if "house_load_csv" in hal:
+            house = HouseLoadProfile.from_csv(str(hal["house_load_csv"]))
+
+        def ev_power() -> float:
+            present = self.connector.charger.present()
+            return present.power_w if present.power_w is not None else present.voltage_v * present.current_a
+
+        site = SimSiteMeter(ev_power_w=ev_power, house=house, profile_origin=self.board.clock())
+        self.sim_site = site
+        return site.reader()
+
     def _start_der(self, der: cfg.DerConfig) -> None:
         """The grid code on this connector: the engine with its SQLite store, fed by the grid measurement."""
         import random
@@ -370,11 +421,7 @@ class ConnectorRuntime:
         if self.sim is None:
             raise cfg.ConfigError(f"{self.evse_id}: der", "needs a grid measurement; only the simulated board "
                                   "has one in this build (a grid meter backend is not wired yet)")
-        from hal.sim.grid import GridTrace, SimGridSource
-
-        trace = None if self.sim_options.grid_trace is None else GridTrace.from_csv(self.sim_options.grid_trace)
-        self.sim_grid = SimGridSource(nominal_v=der.nominal_v, nominal_hz=der.nominal_hz, trace=trace,
-                                      trace_origin=self.board.clock())
+        grid = self._sim_grid_source(der.nominal_v, der.nominal_hz)
         store = DerControlStore(Store.open(self.daemon.config.state_directory, [DER_SCHEMA]))
         engine, loaded = DurableDerEngine.open(
             EngineConfig(rated_w=der.rated_w, rated_var=der.rated_var, nominal_v=der.nominal_v,
@@ -382,7 +429,7 @@ class ConnectorRuntime:
             store, self.evse_id,
             self.connector.wall())
         self.der_engine = engine
-        self.connector.der = DerRunner(self.connector, engine, sim_grid_reader(self.sim_grid, self.board.clock),
+        self.connector.der = DerRunner(self.connector, engine, sim_grid_reader(grid, self.board.clock),
                                        record=engine.record)
         self.log.warning("persistent state", state_directory=str(self.daemon.config.state_directory),
                          der_controls_restored=len(loaded.items), der_controls_expired=len(loaded.expired_ids),

@@ -155,6 +155,7 @@ class Connector:
         self._standing_limits: tuple[ev.LimitsUpdate, float] | None = None
         self.der: DerTicker | None = None  # the grid code on a connector whose power stage is the inverter
         self.tickers: list[Callable[[float], object]] = []  # more periodic work of the port (basic charging, ...)
+        self.local_mode: str | None = None  # the OCPP Section Q local mode the port runs (secc.evse.local_modes)
 
     # ------------------------------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
