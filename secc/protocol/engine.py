@@ -53,6 +53,11 @@ Handler = Callable[[Any, Any, float], Handled]
 Skeleton = Callable[[Any, Any], Any]  # (header, response code) -> response with the mandatory fields only
 
 
+def skeleton(response: type, **mandatory: Any) -> Skeleton:
+    """The FAILED answer of a row: `response` with its header, the code and the mandatory fields given here."""
+    return lambda header, code: response(header=header, response_code=code, **mandatory)
+
+
 @dataclass(frozen=True, slots=True)
 class MessageSpec:
     """Everything the engine knows about one request type (or one variant of it)."""

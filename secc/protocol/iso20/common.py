@@ -14,7 +14,7 @@ from typing import Any, Final
 from exi.generated import cm, ct
 from secc.protocol import events as ev
 from secc.protocol.config import BPT_SERVICES, ControlMode
-from secc.protocol.engine import ENDED, NEXT_BY_SERVICE, Handled, InvalidContent, MessageSpec
+from secc.protocol.engine import ENDED, NEXT_BY_SERVICE, Handled, InvalidContent, MessageSpec, skeleton
 from secc.protocol.iso20 import session as s
 from secc.protocol.iso20.session import View
 from secc.protocol.iso20.values import rational
@@ -173,9 +173,6 @@ def session_stop(req: cm.SessionStopReq, v: View, now: float) -> Handled:
 
 
 # ------------------------------------------------------------------------------------------------ the rows
-def _skeleton(cls: type, **mandatory: Any) -> Any:
-    return lambda header, code: cls(header=header, response_code=code, **mandatory)
-
 
 _BEFORE_STOP: Final = frozenset({s.AUTHORIZATION_SETUP, s.AUTHORIZATION, s.SERVICE_DISCOVERY, s.SERVICE_DETAIL,
                                  s.CHARGE_PARAMETER_DISCOVERY, s.SCHEDULE_EXCHANGE, s.POWER_DELIVERY,
@@ -188,36 +185,36 @@ def _one(phase: str) -> frozenset[str]:
 
 CM: Final = "cm"
 COMMON_SPECS: Final[tuple[MessageSpec, ...]] = (
-    MessageSpec(cm.SessionSetupReq, CM, session_setup, _skeleton(cm.SessionSetupRes, evseid="ZZ00000"),
+    MessageSpec(cm.SessionSetupReq, CM, session_setup, skeleton(cm.SessionSetupRes, evseid="ZZ00000"),
                 _one(s.SESSION_SETUP), s.AUTHORIZATION_SETUP),
-    MessageSpec(cm.AuthorizationSetupReq, CM, authorization_setup, _skeleton(
+    MessageSpec(cm.AuthorizationSetupReq, CM, authorization_setup, skeleton(
         cm.AuthorizationSetupRes, authorization_services=[cm.Authorization.EIM],
         certificate_installation_service=False, eim_as_res_authorization_mode=cm.EIM_ASResAuthorizationMode()),
         _one(s.AUTHORIZATION_SETUP), s.AUTHORIZATION),
     MessageSpec(cm.AuthorizationReq, CM, authorization,
-                _skeleton(cm.AuthorizationRes, evse_processing=ct.Processing.Finished),
+                skeleton(cm.AuthorizationRes, evse_processing=ct.Processing.Finished),
                 _one(s.AUTHORIZATION), s.SERVICE_DISCOVERY),
-    MessageSpec(cm.ServiceDiscoveryReq, CM, service_discovery, _skeleton(
+    MessageSpec(cm.ServiceDiscoveryReq, CM, service_discovery, skeleton(
         cm.ServiceDiscoveryRes, service_renegotiation_supported=False,
         energy_transfer_service_list=cm.ServiceList(service=[cm.Service(service_id=2, free_service=False)])),
         _one(s.SERVICE_DISCOVERY), s.SERVICE_DETAIL),
-    MessageSpec(cm.ServiceDetailReq, CM, service_detail, _skeleton(
+    MessageSpec(cm.ServiceDetailReq, CM, service_detail, skeleton(
         cm.ServiceDetailRes, service_id=0, service_parameter_list=cm.ServiceParameterList(parameter_set=[
             cm.ParameterSet(parameter_set_id=0, parameter=[cm.Parameter(name="ControlMode", int_value=1)])])),
         _one(s.SERVICE_DETAIL), s.SERVICE_DETAIL),
-    MessageSpec(cm.ServiceSelectionReq, CM, service_selection, _skeleton(cm.ServiceSelectionRes),
+    MessageSpec(cm.ServiceSelectionReq, CM, service_selection, skeleton(cm.ServiceSelectionRes),
                 _one(s.SERVICE_DETAIL), s.CHARGE_PARAMETER_DISCOVERY),
-    MessageSpec(cm.ScheduleExchangeReq, CM, schedule_exchange, _skeleton(
+    MessageSpec(cm.ScheduleExchangeReq, CM, schedule_exchange, skeleton(
         cm.ScheduleExchangeRes, evse_processing=ct.Processing.Finished,
         dynamic_se_res_control_mode=cm.Dynamic_SEResControlMode()),
         _one(s.SCHEDULE_EXCHANGE), NEXT_BY_SERVICE),
-    MessageSpec(cm.PowerDeliveryReq, CM, power_delivery, _skeleton(cm.PowerDeliveryRes),
+    MessageSpec(cm.PowerDeliveryReq, CM, power_delivery, skeleton(cm.PowerDeliveryRes),
                 _one(s.POWER_DELIVERY), s.ENERGY_TRANSFER, variant="Start"),
-    MessageSpec(cm.PowerDeliveryReq, CM, power_delivery, _skeleton(cm.PowerDeliveryRes),
+    MessageSpec(cm.PowerDeliveryReq, CM, power_delivery, skeleton(cm.PowerDeliveryRes),
                 frozenset({s.POWER_DELIVERY, s.ENERGY_TRANSFER}), NEXT_BY_SERVICE, variant="Stop"),
-    MessageSpec(cm.SessionStopReq, CM, session_stop, _skeleton(cm.SessionStopRes), _BEFORE_STOP, ENDED),
+    MessageSpec(cm.SessionStopReq, CM, session_stop, skeleton(cm.SessionStopRes), _BEFORE_STOP, ENDED),
     # Known so that an EV sending them hears FAILED_SequenceError (we offer neither), not silence.
-    MessageSpec(cm.MeteringConfirmationReq, CM, session_stop, _skeleton(cm.MeteringConfirmationRes),
+    MessageSpec(cm.MeteringConfirmationReq, CM, session_stop, skeleton(cm.MeteringConfirmationRes),
                 frozenset(), None),
-    MessageSpec(cm.VehicleCheckInReq, CM, session_stop, _skeleton(cm.VehicleCheckInRes), frozenset(), None),
+    MessageSpec(cm.VehicleCheckInReq, CM, session_stop, skeleton(cm.VehicleCheckInRes), frozenset(), None),
 )

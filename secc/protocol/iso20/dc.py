@@ -25,7 +25,7 @@ from secc.protocol.config import (
     OfferedParameterSet,
     SessionConfig,
 )
-from secc.protocol.engine import Handled, InvalidContent, MessageSpec
+from secc.protocol.engine import Handled, InvalidContent, MessageSpec, skeleton
 from secc.protocol.iso20 import session as s
 from secc.protocol.iso20.services import ServiceModule
 from secc.protocol.iso20.session import View
@@ -327,9 +327,6 @@ def parameter_sets(config: SessionConfig, service_id: int) -> list[cm.ParameterS
 
 
 # ------------------------------------------------------------------------------------------------ the rows
-def _skeleton(cls: type, **mandatory: Any) -> Any:
-    return lambda header, code: cls(header=header, response_code=code, **mandatory)
-
 
 def _zero_dc_cpd() -> dc.DC_CPDResEnergyTransferMode:
     return dc.DC_CPDResEnergyTransferMode(
@@ -345,17 +342,17 @@ SPECS: Final[tuple[MessageSpec, ...]] = (
                                                                dc_cpd_res_energy_transfer_mode=_zero_dc_cpd()),
                 frozenset({s.CHARGE_PARAMETER_DISCOVERY}), s.SCHEDULE_EXCHANGE),
     MessageSpec(dc.DC_CableCheckReq, DC, cable_check,
-                _skeleton(dc.DC_CableCheckRes, evse_processing=ct.Processing.Finished),
+                skeleton(dc.DC_CableCheckRes, evse_processing=ct.Processing.Finished),
                 frozenset({CABLE_CHECK}), s.POWER_DELIVERY),
-    MessageSpec(dc.DC_PreChargeReq, DC, pre_charge, _skeleton(dc.DC_PreChargeRes, evse_present_voltage=ZERO),
+    MessageSpec(dc.DC_PreChargeReq, DC, pre_charge, skeleton(dc.DC_PreChargeRes, evse_present_voltage=ZERO),
                 frozenset({s.POWER_DELIVERY}), s.POWER_DELIVERY),
-    MessageSpec(dc.DC_ChargeLoopReq, DC, charge_loop, _skeleton(
+    MessageSpec(dc.DC_ChargeLoopReq, DC, charge_loop, skeleton(
         dc.DC_ChargeLoopRes, evse_present_current=ZERO, evse_present_voltage=ZERO, evse_power_limit_achieved=False,
         evse_current_limit_achieved=False, evse_voltage_limit_achieved=False,
         cl_res_control_mode=dc.Scheduled_DC_CLResControlMode()),
         frozenset({s.ENERGY_TRANSFER}), s.ENERGY_TRANSFER),
     MessageSpec(dc.DC_WeldingDetectionReq, DC, welding_detection,
-                _skeleton(dc.DC_WeldingDetectionRes, evse_present_voltage=ZERO),
+                skeleton(dc.DC_WeldingDetectionRes, evse_present_voltage=ZERO),
                 frozenset({WELDING_DETECTION}), WELDING_DETECTION),
 )
 
