@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 
 SMART_TICK_S: Final = 1.0  # re-evaluation of profiles (period boundaries, LocalFrequency, aFRR ramp, fallback)
 BOOT_RETRY_DEFAULT_S: Final = 30.0  # when the CSMS says interval 0 for Pending/Rejected
+STOP_TIMEOUT_S: Final = 5.0
 MIN_RETRY_S: Final = 0.1  # a back-off of 0 in the device model must not become a busy loop
 NOTIFY_REPORT_CHUNK: Final = 50  # reportData items per NotifyReport
 
@@ -192,9 +193,10 @@ class OcppClient:
         await self.flush_events()
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if self._tasks:
+            _, stuck = await asyncio.wait(self._tasks, timeout=STOP_TIMEOUT_S)
+            for task in stuck:
+                log.error("OCPP task %s did not stop within %g s", task.get_name(), STOP_TIMEOUT_S)
         self._tasks = []
         await self._close_connection()
 
@@ -203,7 +205,8 @@ class OcppClient:
         return self._online.is_set()
 
     async def wait_online(self, timeout: float | None = None) -> None:
-        await asyncio.wait_for(self._online.wait(), timeout)
+        async with asyncio.timeout(timeout):
+            await self._online.wait()
 
     async def flush_events(self) -> None:
         """Wait until every event published so far is turned into (durably queued) messages."""
@@ -263,7 +266,8 @@ class OcppClient:
         close, self._close = self._close, None
         if close is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(close(), 3)
+                async with asyncio.timeout(3):
+                    await close()
 
     def _backoff(self) -> float:
         """RetryBackOffWaitMinimum doubled per attempt up to RetryBackOffRepeatTimes, plus a random part."""

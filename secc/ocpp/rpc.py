@@ -114,7 +114,9 @@ class RpcEndpoint:
                     await self.transport.send(request.to_json())
                 except Exception as e:  # websockets' ConnectionClosed is no ConnectionError: one type for callers
                     raise ConnectionError(f"{action} not sent: {e!r}") from e
-                return await asyncio.wait_for(future, self.response_timeout_s)
+                # asyncio.timeout, not wait_for: 3.11's wait_for loses a cancellation that races the answer
+                async with asyncio.timeout(self.response_timeout_s):
+                    return await future
             finally:
                 self._pending = None
 
