@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from secc.evse import stream as es
 from secc.evse.arbiter import LimitSource
+from secc.ocpp import smart_charging as q
 from tests.ocpp.conftest import PASSWORD, make_client, make_store
 from tests.ocpp.fake_station import FakeStation
 from tests.peers.csms_ocpp import CsmsStation, TestCsms
@@ -305,3 +307,23 @@ def test_requests_reach_the_station(tmp_path: Path) -> None:
         assert csms.errors_sent == []
 
     run(tmp_path, scenario)
+
+
+def test_authorize_through_the_broker_and_clock_sync(tmp_path: Path) -> None:
+    async def scenario(csms: TestCsms, peer: CsmsStation, station: FakeStation, client: Any) -> None:
+        good = await station.auth.present(EVSE, "CARD-OK", station.now())
+        bad = await station.auth.present(EVSE, "CARD-NO", station.now())
+        assert (good.accepted, good.source) == (True, es.AuthSource.EXTERNAL)
+        assert (bad.accepted, bad.reason) == (False, "rejected by the external authorizer")
+        assert [a["idToken"]["idToken"] for a in csms.calls("Authorize")] == ["CARD-OK", "CARD-NO"]
+        # the CSMS's clock, not the station's (2026-01-01 in the fake), stamps what the station sends
+        stamped = q.parse_time(csms.calls("StatusNotification")[0]["timestamp"])
+        assert abs(stamped - time.time()) < 60 and abs(stamped - station.wall()) > 86_400
+        assert (await peer.call("TriggerMessage", {"requestedMessage": "Heartbeat"}))[1] == {"status": "Accepted"}
+        await csms.wait_calls("Heartbeat", 1)
+        await csms.stop()
+        await _until(lambda: not client.online)
+        offline = await station.auth.present(EVSE, "CARD-OK", station.now())
+        assert (offline.accepted, offline.source) == (False, es.AuthSource.OFFLINE)  # the broker's offline rule
+
+    run(tmp_path, scenario, csms=TestCsms(password=PASSWORD, accepted_tokens=("CARD-OK",)))
