@@ -216,6 +216,10 @@ class AcPowerStage:
     contactor at once instead of waiting for a current it cannot lower (the EV lowers it).
     """
 
+    # The meter sits on the supply side of the contactor: its voltage stays up when the contactor opens, so
+    # the supervisor judges welding of an AC contactor by its mirror contact, not by voltage.
+    measures_behind_contactors = False
+
     def __init__(self, sampler: Sampler[AcMeterReading], limits: DcLimits) -> None:
         self._sampler = sampler
         self._limits = limits

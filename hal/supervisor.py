@@ -451,7 +451,10 @@ class ChargePortSupervisor:
             current, voltage = float("nan"), 0.0
         self.board.contactors.open_contactors()
         self.contactor_monitor.command(now, False)
-        self._weld_check = VoltageWeldingCheck(now, voltage, self.weld_voltage_timeout_s)
+        # Welding by voltage needs a voltage measured behind the contacts (the DC output); a stage whose
+        # measurement sits on the supply side (an AC port's meter) leaves welding to the mirror contacts.
+        if getattr(self.board.power_stage, "measures_behind_contactors", True):
+            self._weld_check = VoltageWeldingCheck(now, voltage, self.weld_voltage_timeout_s)
         self._events.append(ContactorsOpened(now, current, forced))
 
 

@@ -139,9 +139,6 @@ def test_josev_completes_ac_bpt_dynamic_over_tls13(secc_ac_tls: tuple[NetnsPair,
     _assert_complete(result.report, session, "AC_BPT", "dynamic", 10)
 
 
-@pytest.mark.xfail(strict=True, reason="hal.ac.AcPowerStage.present() reports the supply-side meter voltage as "
-                   "the output voltage, so the supervisor's voltage welding check latches WELDED after every AC "
-                   "session and the next one gets no power")
 def test_a_second_ac_session_in_the_same_process_charges(secc_ac: tuple[NetnsPair, SeccProcess]) -> None:
     link, secc = secc_ac
     for _ in range(2):
