@@ -141,7 +141,8 @@ class OcppClient:
                               firmware=config.firmware_version, heartbeat_s=config.heartbeat_interval_s,
                               evses=[(c.ocpp_evse_id, c.kind, c.max_power_w) for c in station.connectors()],
                               fallback_s=config.central_frequency_fallback_s, der_supported=der_types,
-                              offline_accept_unknown=station.auth.offline_accept_unknown),
+                              offline_accept_unknown=station.auth.offline_accept_unknown,
+                              response_timeout_s=config.response_timeout_s),
             stored=store.variables(), persist=store.set_variable)
         self.device_model.on_change(self._variable_changed)
         self.profiles = q.ProfileSet(evse_count=len(self._connectors))
@@ -234,8 +235,9 @@ class OcppClient:
             self.counters.versions.append(subprotocol)
             self.subprotocol = subprotocol
             self._close = close
+            timeout = self.device_model.get_int("OCPPCommCtrlr", "MessageTimeout", instance="Default")
             rpc = RpcEndpoint(transport, subprotocol, self._handlers(subprotocol), self._send_handlers(),
-                              response_timeout_s=self.config.response_timeout_s)
+                              response_timeout_s=float(timeout))
             self._rpc = rpc
             log.info("OCPP connected to %s (%s)", self.config.endpoint, subprotocol)
             reader = asyncio.create_task(rpc.run(), name="ocpp-reader")
@@ -726,6 +728,8 @@ class OcppClient:
             self._heartbeat_s = float(v.value)
         elif (v.component, v.variable) == ("AuthCtrlr", "OfflineTxForUnknownIdEnabled"):
             self.station.auth.offline_accept_unknown = v.value == "true"
+        elif (v.component, v.variable) == ("OCPPCommCtrlr", "MessageTimeout") and self._rpc is not None:
+            self._rpc.response_timeout_s = float(v.value)
         elif (v.component, v.variable) == ("V2XChargingCtrlr", "CentralFrequencyFallbackTime"):
             self.context.central_frequency_fallback_s = float(v.value)
 

@@ -104,7 +104,7 @@ class Variable:
 
 def default_variables(*, vendor: str, model: str, serial: str | None, firmware: str | None, heartbeat_s: int,
                       evses: Iterable[tuple[int, str, float]], fallback_s: float, der_supported: Iterable[str],
-                      offline_accept_unknown: bool) -> list[Variable]:
+                      offline_accept_unknown: bool, response_timeout_s: float = 30.0) -> list[Variable]:
     """The station's variables; `evses` = (ocpp evse id, kind, max power W)."""
     rw, ro = "ReadWrite", "ReadOnly"
     out = [
@@ -119,13 +119,12 @@ def default_variables(*, vendor: str, model: str, serial: str | None, firmware: 
         Variable("OCPPCommCtrlr", "RetryBackOffWaitMinimum", "integer", "3", rw, unit="s", minimum=0, maximum=3600),
         Variable("OCPPCommCtrlr", "RetryBackOffRandomRange", "integer", "5", rw, unit="s", minimum=0, maximum=3600),
         Variable("OCPPCommCtrlr", "RetryBackOffRepeatTimes", "integer", "5", rw, minimum=0, maximum=20),
-        Variable("OCPPCommCtrlr", "MessageTimeout", "integer", "30", rw, variable_instance="Default", unit="s",
-                 minimum=1, maximum=600),
+        Variable("OCPPCommCtrlr", "MessageTimeout", "integer", str(int(response_timeout_s)), rw,
+                 variable_instance="Default", unit="s", minimum=1, maximum=600),
         Variable("OCPPCommCtrlr", "MessageAttempts", "integer", "5", rw, variable_instance="TransactionEvent",
                  minimum=1, maximum=100),
         Variable("OCPPCommCtrlr", "MessageAttemptInterval", "integer", "10", rw,
                  variable_instance="TransactionEvent", unit="s", minimum=0, maximum=3600),
-        Variable("OCPPCommCtrlr", "OfflineThreshold", "integer", "60", rw, unit="s", minimum=0, maximum=86_400),
         Variable("OCPPCommCtrlr", "QueueAllMessages", "boolean", "false", ro),
         Variable("SampledDataCtrlr", "Enabled", "boolean", "true", rw),
         Variable("SampledDataCtrlr", "TxUpdatedInterval", "integer", "10", rw, unit="s", minimum=0, maximum=86_400),
