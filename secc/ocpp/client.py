@@ -185,13 +185,20 @@ class OcppClient:
         for c in self._connectors.values():
             self._apply_limits(c)
 
-    async def stop(self) -> None:
+    async def stop(self, drain_s: float = 2.0) -> None:
+        """Stop: events so far become queue rows; while online, up to `drain_s` seconds are given to deliver
+        them (the session's Ended at a daemon stop); what is left stays on disk for the next start."""
         self._stopping = True
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
         self.station.auth.set_external(None)
         await self.flush_events()
+        if self.online and self.store.queue_length():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(drain_s):
+                    while self.online and self.store.queue_length():
+                        await asyncio.sleep(0.01)
         for task in self._tasks:
             task.cancel()
         if self._tasks:

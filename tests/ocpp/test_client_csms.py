@@ -327,3 +327,14 @@ def test_authorize_through_the_broker_and_clock_sync(tmp_path: Path) -> None:
         assert (offline.accepted, offline.source) == (False, es.AuthSource.OFFLINE)  # the broker's offline rule
 
     run(tmp_path, scenario, csms=TestCsms(password=PASSWORD, accepted_tokens=("CARD-OK",)))
+
+
+def test_stop_delivers_what_the_last_events_queued(tmp_path: Path) -> None:
+    async def scenario(csms: TestCsms, peer: CsmsStation, station: FakeStation, client: Any) -> None:
+        station.plug()
+        station.unplug()
+        await client.stop()  # a daemon stopping right after the session: Ended still reaches the CSMS
+        assert [e["eventType"] for e in csms.calls("TransactionEvent")] == ["Started", "Ended"]
+        assert client.store.queue_length() == 0
+
+    run(tmp_path, scenario)
