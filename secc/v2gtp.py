@@ -40,6 +40,8 @@ AC_MAINSTREAM: Final = 0x8003
 DC_MAINSTREAM: Final = 0x8004
 ACDP_MAINSTREAM: Final = 0x8005
 WPT_MAINSTREAM: Final = 0x8006
+AC_DER_IEC: Final = 0x8010  # ISO 15118-20 Amendment 1, as EVerest numbers them (grid-code.md §5)
+AC_DER_SAE: Final = 0x8011
 SDP_REQUEST: Final = 0x9000
 SDP_RESPONSE: Final = 0x9001
 SDP_REQUEST_WIRELESS: Final = 0x9002
@@ -53,6 +55,8 @@ SCHEMA_BY_PAYLOAD_TYPE: Final[dict[int, str]] = {
     DC_MAINSTREAM: "dc",
     ACDP_MAINSTREAM: "acdp",
     WPT_MAINSTREAM: "wpt",
+    AC_DER_IEC: "ac-der-iec",
+    AC_DER_SAE: "ac-der-sae",
 }
 PAYLOAD_TYPE_BY_SCHEMA: Final[dict[str, int]] = {name: code for code, name in SCHEMA_BY_PAYLOAD_TYPE.items()}
 

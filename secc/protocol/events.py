@@ -190,8 +190,35 @@ class SessionEnded:
     failed: bool
 
 
+@dataclass(frozen=True, slots=True)
+class EvDerAlarmChange:
+    """One alarm bit of the EV inverter's report (AC_DER) that started or ended."""
+
+    bit: int
+    started: bool
+    control_type: str  # OCPP DERControlEnumType for NotifyDERAlarm
+    grid_event_fault: str  # OCPP GridEventFaultEnumType
+    name: str  # secc.der.amd1.DerAlarmBit name, or "unknown bit N"
+
+
+@dataclass(frozen=True, slots=True)
+class EvDerReport:
+    """AC_DER ChargeLoop: the EV inverter's state changed (sent only on a change).
+
+    `tripped` is True while the car reports that it disconnected from the grid (SAE DERConnectionStatus
+    Disconnected, or the TRIPPED alarm bit): the charger stops current on its side too.
+    """
+
+    flavour: str  # "iec" | "sae"
+    operational_state: str  # SAE DEROperationalState ("On"/"Off"); IEC: "" (not reported)
+    connection_status: str  # SAE DERConnectionStatus; IEC: "" (not reported)
+    alarm_bits: int
+    alarms: tuple[EvDerAlarmChange, ...]
+    tripped: bool
+
+
 Signal = (
     AuthorizationRequired | ServiceSelected | EvChargeLimits | CableCheckRequested | PreChargeTarget
     | PowerTarget | PowerStop | WeldingDetectionRequested | SessionEnded | EvAcLimits | AcEnergyStart
-    | AcPowerTarget | EnergyTransferStarted
+    | AcPowerTarget | EnergyTransferStarted | EvDerReport
 )

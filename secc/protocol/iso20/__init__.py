@@ -11,13 +11,15 @@ from typing import Any, Final
 
 from secc.protocol.config import AC_NAMESPACE, AC_SERVICES, DC_NAMESPACE, DC_SERVICES, SessionConfig
 from secc.protocol.engine import Conversation
-from secc.protocol.iso20 import ac, dc
+from secc.protocol.iso20 import ac, ac_der, dc
 from secc.protocol.iso20.common import COMMON_SPECS
 from secc.protocol.iso20.services import ServiceModule, ServiceRegistry
 from secc.protocol.iso20.session import SESSION_SETUP, Iso20Machine
 from secc.protocol.registry import ProtocolSpec
 
-SERVICES: Final = ServiceRegistry([dc.MODULE, ac.MODULE])
+# AC_DER before AC: the two share request types, and a FAILED answer of a request the session's table does not
+# know uses the row registered last (plain AC keeps its own skeletons and payload type)
+SERVICES: Final = ServiceRegistry([dc.MODULE, ac_der.IEC_MODULE, ac_der.SAE_MODULE, ac.MODULE])
 
 
 def machine(config: SessionConfig, conversation: Conversation, *, namespace: str,
