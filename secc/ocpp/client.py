@@ -289,7 +289,8 @@ class OcppClient:
         return max(MIN_RETRY_S, float(delay))
 
     async def _session(self, rpc: RpcEndpoint) -> None:
-        await self._boot(rpc)
+        if self._boot_status != "Accepted":  # a boot is announced once per start, not per reconnection
+            await self._boot(rpc)
         self._attempt = 0
         self._online.set()
         self.context.offline_since = None
@@ -302,7 +303,7 @@ class OcppClient:
             heartbeat.cancel()
 
     async def _boot(self, rpc: RpcEndpoint) -> None:
-        reason = "PowerUp" if self.counters.boots == 0 else "Unknown"
+        reason = "PowerUp"
         station: dict[str, Any] = {"model": self.config.model, "vendorName": self.config.vendor}
         if self.config.serial_number:
             station["serialNumber"] = self.config.serial_number

@@ -187,6 +187,8 @@ def test_offline_events_are_delivered_in_order_flagged_offline_none_lost_or_dupl
         order = [a for _, a, _ in csms.received if a in ("TransactionEvent", "NotifyDERAlarm")]
         assert order[-2:] == ["NotifyDERAlarm", "TransactionEvent"]  # one queue, generation order
         await asyncio.wait_for(_until(lambda: client.store.queue_length() == 0), 5)
+        assert len(csms.calls("BootNotification")) == 1  # a reconnection is no new boot
+        assert [s["connectorStatus"] for s in csms.calls("StatusNotification")][-1] == "Available"
 
     run(tmp_path, scenario)
 
