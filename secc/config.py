@@ -171,6 +171,7 @@ class ConnectorConfig:
     der: DerConfig | None = None  # [connector.der]: run the DER engine (DC BPT)
     der_flavor: str = "none"  # AC connectors: AC_DER "iec" | "sae" | "none" (never inferred)
     local_mode: Any = None  # [connector.local_mode]: secc.evse.local_modes.LocalModeSettings (OCPP Section Q)
+    stop_ramp_a_per_s: float = 200.0  # PowerDelivery(Stop): the current ramps down at this rate (hal.supervisor)
 
 
 @dataclass(frozen=True, slots=True)
@@ -628,6 +629,7 @@ def _connector(t: _Table, defaults: _Table, default_schedule: list[_Table],
         services=tuple(services), negative_discharge_limits=t.get_bool("negative_discharge_limits", False),
         auto_authorize=t.get_bool("auto_authorize", False), kind=kind, der=der, der_flavor=der_flavor,
         local_mode=local_mode,
+        stop_ramp_a_per_s=t.get_float("stop_ramp_a_per_s", 200.0, minimum=1.0, maximum=10_000.0),
     )
     t.finish()
     return cfg

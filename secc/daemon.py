@@ -274,7 +274,8 @@ class ConnectorRuntime:
             board_any: Any = self.board
             ac_settings = EvseAcSettings(phases=getattr(board_any, "phases", 3),
                                          max_current_a=getattr(board_any, "max_current_a", None))
-        setup = ConnectorSetup(connector.evse_id, cfg.session_config(connector, ac_settings), kind=connector.kind)
+        setup = ConnectorSetup(connector.evse_id, cfg.session_config(connector, ac_settings), kind=connector.kind,
+                               stop_ramp_a_per_s=connector.stop_ramp_a_per_s)
         self.connector = build_connector(setup, self.board, daemon.stream, daemon.broker)
         self.connector.safety_hooks.append(self.on_board_events)
         self.der_engine: DurableDerEngine | None = None

@@ -36,6 +36,8 @@ def charger_for(kind: str, supervisor: ChargePortSupervisor) -> Charger:
 
 def build_connector(setup: ConnectorSetup, board: Board, stream: es.EventStream, broker: AuthBroker) -> Connector:
     supervisor = ChargePortSupervisor(board, now=board.clock())
+    if setup.stop_ramp_a_per_s is not None:
+        supervisor.stop_ramp_a_per_s = setup.stop_ramp_a_per_s
     return Connector(setup, board, charger_for(setup.kind, supervisor), supervisor=supervisor, stream=stream,
                      broker=broker)
 

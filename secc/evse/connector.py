@@ -85,6 +85,7 @@ class ConnectorSetup:
     kind: str = "dc"  # "dc" | "ac"
     meter_sample_s: float = METER_SAMPLE_S
     silence_takeover_s: float = SILENCE_TAKEOVER_S
+    stop_ramp_a_per_s: float | None = None  # None: hal.supervisor's default
 
 
 @dataclass(slots=True)
@@ -334,6 +335,20 @@ class Connector:
         elif isinstance(signal, ev.EnergyTransferStarted):
             owner.energy_flowing = True
             self.publish(es.EnergyTransferStarted, session_id=sid)
+        elif isinstance(signal, ev.EvDerReport):
+            # AC_DER: the car's inverter reports; its alarm starts/ends go upstream (NotifyDERAlarm), and a car
+            # that tripped gets no current from this side either until it is back on the grid
+            for alarm in signal.alarms:
+                self.publish(es.DerAlarm, control_type=alarm.control_type, ended=not alarm.started,
+                             grid_event_fault=alarm.grid_event_fault, extra_info=f"EV inverter: {alarm.name}")
+            tripped = self.arbiter.submitted(LimitSource.GRID_TRIP) is not None
+            if signal.tripped and not tripped:
+                log.warning("%s: the car's inverter tripped: no current until it reconnects", self.evse_id)
+                self.submit_limits(LimitSource.GRID_TRIP, Limits(charge_power_w=0.0, charge_current_a=0.0,
+                                                                 discharge_power_w=0.0, discharge_current_a=0.0))
+            elif tripped and not signal.tripped:
+                log.info("%s: the car's inverter is back on the grid", self.evse_id)
+                self.submit_limits(LimitSource.GRID_TRIP, None)
         elif isinstance(signal, ev.PowerStop | ev.SessionEnded) and owner.energy_flowing:
             owner.energy_flowing = False
             reason = signal.reason.value if isinstance(signal, ev.PowerStop) else signal.reason
