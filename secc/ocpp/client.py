@@ -168,7 +168,7 @@ class OcppClient:
         self.subprotocol: str | None = None
         self._resumed = False
         self._event_wall: float | None = None
-        self.context.offline_since = station.wall()
+        self.context.offline_since = self.wall()
         self._restore()
 
     # --- life cycle ------------------------------------------------------------------------------------------
@@ -269,7 +269,7 @@ class OcppClient:
         self._online.clear()
         self._rpc = None
         if self.context.offline_since is None:
-            self.context.offline_since = self.station.wall()
+            self.context.offline_since = self.wall()
 
     async def _close_connection(self) -> None:
         close, self._close = self._close, None

@@ -9,6 +9,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from secc.evse import stream as es
 from secc.evse.arbiter import LimitSource
 from secc.ocpp import smart_charging as q
@@ -338,5 +340,28 @@ def test_stop_delivers_what_the_last_events_queued(tmp_path: Path) -> None:
         await client.stop()  # a daemon stopping right after the session: Ended still reaches the CSMS
         assert [e["eventType"] for e in csms.calls("TransactionEvent")] == ["Started", "Ended"]
         assert client.store.queue_length() == 0
+
+    run(tmp_path, scenario)
+
+
+def test_central_frequency_falls_back_to_the_local_meter_when_the_csms_is_gone(tmp_path: Path) -> None:
+    curve = [{"frequency": 49.8, "power": -10000}, {"frequency": 50.2, "power": 10000}]
+
+    async def scenario(csms: TestCsms, peer: CsmsStation, station: FakeStation, client: Any) -> None:
+        station.plug()
+        profile = setpoint_profile(setpoint=2000.0, operationMode="CentralFrequency", v2xFreqWattCurve=curve)
+        assert (await peer.call("SetChargingProfile", {"evseId": 1, "chargingProfile": profile}))[1] == {
+            "status": "Accepted"}
+        arbiter = station.arbiter(EVSE)
+        assert arbiter.result(station.now()).setpoint_w == 2000.0  # the CSMS's setpoint while it is there
+        station.frequency_hz = 50.1
+        await csms.stop()
+        await _until(lambda: not client.online)
+        station.advance(29)
+        await asyncio.sleep(1.5)  # a re-evaluation tick: still inside the configured 30 s
+        assert arbiter.result(station.now()).setpoint_w == 2000.0
+        station.advance(2)
+        await asyncio.wait_for(_until(lambda: arbiter.result(station.now()).setpoint_w != 2000.0), 5)
+        assert arbiter.result(station.now()).setpoint_w == pytest.approx(5000.0)  # LocalFrequency at 50.1 Hz
 
     run(tmp_path, scenario)
