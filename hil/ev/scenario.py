@@ -18,7 +18,7 @@ class ScenarioError(ValueError):
 class Scenario:
     name: str = "charge"
     description: str = ""
-    service: str = "DC_BPT"  # DC | DC_BPT | AC | AC_BPT
+    service: str = "DC_BPT"  # DC | DC_BPT | AC | AC_BPT | AC_DER_IEC | AC_DER_SAE
     control_mode: str = "dynamic"  # scheduled | dynamic
     hlc: bool = True  # False: a car without ISO 15118 (IEC 61851-1 basic charging by the CP duty only)
     phases: int = 3  # AC: the on-board charger's phases (1 or 3)
@@ -50,10 +50,21 @@ class Scenario:
     response_timeout_s: float = 2.0
     unplug_after_loops: int | None = None  # drop the connection (and unplug) in the middle of the charge loop
     board_faults: tuple[dict[str, Any], ...] = field(default_factory=tuple)  # injected into the simulated board
+    # AC_DER: the simulated grid the car's inverter measures, and windows in which it departs from nominal:
+    # {from_loop = N, to_loop = M, voltage_pct = 115.0, frequency_hz = 50.0} (loop counts: deterministic)
+    grid_voltage_v: float = 230.0
+    grid_frequency_hz: float = 50.0
+    grid_events: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+    supported_modes: int | None = None  # AC_DER_SAE SupportedModes; None: every mode the project knows
 
     def __post_init__(self) -> None:
-        if self.service not in ("DC", "DC_BPT", "AC", "AC_BPT"):
-            raise ScenarioError(f"service: {self.service!r} is not DC, DC_BPT, AC or AC_BPT")
+        if self.service not in ("DC", "DC_BPT", "AC", "AC_BPT", "AC_DER_IEC", "AC_DER_SAE"):
+            raise ScenarioError(f"service: {self.service!r} is not DC, DC_BPT, AC, AC_BPT, AC_DER_IEC or AC_DER_SAE")
+        for event in self.grid_events:
+            unknown = set(event) - {"from_loop", "to_loop", "voltage_pct", "frequency_hz"}
+            if unknown or "from_loop" not in event or "to_loop" not in event:
+                raise ScenarioError(f"grid_events: {event} needs from_loop and to_loop, and knows only "
+                                    "voltage_pct and frequency_hz besides")
         if self.phases not in (1, 3):
             raise ScenarioError(f"phases: an on-board charger has 1 or 3 phases, not {self.phases}")
         if self.per_phase_values and (self.phases != 3 or not self.is_ac):
@@ -71,7 +82,23 @@ class Scenario:
 
     @property
     def is_ac(self) -> bool:
-        return self.service in ("AC", "AC_BPT")
+        return self.service in ("AC", "AC_BPT", "AC_DER_IEC", "AC_DER_SAE")
+
+    @property
+    def der_flavor(self) -> str | None:
+        """"iec" / "sae" for an Amendment 1 session, else None."""
+        return {"AC_DER_IEC": "iec", "AC_DER_SAE": "sae"}.get(self.service)
+
+    def grid_at(self, loop: int) -> tuple[float, float]:
+        """(V, Hz) of the simulated grid during ChargeLoop number `loop`."""
+        volts, hz = self.grid_voltage_v, self.grid_frequency_hz
+        for event in self.grid_events:
+            if int(event["from_loop"]) <= loop < int(event["to_loop"]):
+                if "voltage_pct" in event:
+                    volts = self.grid_voltage_v * float(event["voltage_pct"]) / 100.0
+                if "frequency_hz" in event:
+                    hz = float(event["frequency_hz"])
+        return volts, hz
 
     @property
     def bidirectional(self) -> bool:
@@ -98,8 +125,9 @@ def load(name_or_path: str) -> Scenario:
     if unknown:
         raise ScenarioError(f"{path}: unknown keys {', '.join(unknown)}")
     data.setdefault("name", path.stem)
-    if "board_faults" in data:
-        data["board_faults"] = tuple(data["board_faults"])
+    for key in ("board_faults", "grid_events"):
+        if key in data:
+            data[key] = tuple(data[key])
     try:
         return Scenario(**data)
     except TypeError as e:

@@ -22,14 +22,16 @@ from typing import Any
 import exi
 from exi.generated import ac, app, cm, ct, dc
 
+from .inverter import ALL_SAE_MODES, Inverter, InverterOutput, iec_cpd_mode, iec_loop_mode, sae_cpd_mode, sae_loop_mode
 from .scenario import Scenario
 
 DC_NAMESPACE = "urn:iso:std:iso:15118:-20:DC"
 AC_NAMESPACE = "urn:iso:std:iso:15118:-20:AC"
 SAP, CM, AC, DC = 0x8001, 0x8002, 0x8003, 0x8004
-SCHEMA_BY_TYPE = {SAP: "app", CM: "cm", AC: "ac", DC: "dc"}
-# ISO 15118-20 service IDs (as Josev's ServiceV20 and EVerest use them)
-SERVICE_IDS = {"AC": 1, "DC": 2, "AC_BPT": 5, "DC_BPT": 6}
+DER_IEC, DER_SAE = 0x8010, 0x8011  # Amendment 1, as EVerest numbers them
+SCHEMA_BY_TYPE = {SAP: "app", CM: "cm", AC: "ac", DC: "dc", DER_IEC: "ac-der-iec", DER_SAE: "ac-der-sae"}
+# ISO 15118-20 service IDs (as Josev's ServiceV20 and EVerest use them; Amendment 1: 10 and 11)
+SERVICE_IDS = {"AC": 1, "DC": 2, "AC_BPT": 5, "DC_BPT": 6, "AC_DER_IEC": 10, "AC_DER_SAE": 11}
 CONTROL_MODE = {"scheduled": 1, "dynamic": 2}  # ServiceDetail parameter "ControlMode"
 SAFE_VOLTAGE = 60.0  # V: WeldingDetection is done once the charger reports less
 
@@ -96,6 +98,9 @@ class Trace:
     present_current: list[float] = field(default_factory=list)
     present_power: list[float] = field(default_factory=list)  # AC: the EVSE's present active power (total)
     target_power: list[float] = field(default_factory=list)  # AC: what the car's charger was asked to do
+    der_alarms: list[int] = field(default_factory=list)  # AC_DER: the alarm bitmap each ChargeLoopReq carried
+    der_connected: list[bool] = field(default_factory=list)  # AC_DER: the inverter on the grid, per loop
+    der_reactive_var: list[float] = field(default_factory=list)  # AC_DER: the inverter's Q per loop
     response_codes: list[str] = field(default_factory=list)
 
 
@@ -125,6 +130,13 @@ class EvSession:
         self.schedule: list[tuple[float, float]] = []  # Scheduled: (duration s, power W) of the selected tuple
         self.schedule_tuple_id = 1
         self.power_started_at: float | None = None
+        # AC_DER: the car's inverter, loaded with the grid code the charger delivers
+        flavour = scenario.der_flavor
+        self.inverter: Inverter | None = None if flavour is None else Inverter(
+            flavour, nominal_v=scenario.grid_voltage_v, nominal_hz=scenario.grid_frequency_hz,
+            rated_w=scenario.max_charge_power_w, rated_var=scenario.max_charge_power_w)
+        self.der_payload_type = {"iec": DER_IEC, "sae": DER_SAE}.get(flavour or "", AC)
+        self.supported_modes = ALL_SAE_MODES if scenario.supported_modes is None else scenario.supported_modes
 
     # -- the two entry points -------------------------------------------------------------------------
     def start(self, now: float) -> Send:
@@ -204,7 +216,7 @@ class EvSession:
             self._expect(res, cm.ServiceSelectionRes)
             if s.is_ac:
                 self.phase = Phase.AC_CHARGE_PARAMETER_DISCOVERY
-                return self._send(AC, ac.AC_ChargeParameterDiscoveryReq(
+                return self._send(self.der_payload_type, ac.AC_ChargeParameterDiscoveryReq(
                     header=self._header(now), ac_cpd_req_energy_transfer_mode=self._ac_cpd_mode()), now)
             self.phase = Phase.CHARGE_PARAMETER_DISCOVERY
             return self._send(DC, dc.DC_ChargeParameterDiscoveryReq(
@@ -215,6 +227,7 @@ class EvSession:
             return self._schedule_exchange(now)
         if p is Phase.AC_CHARGE_PARAMETER_DISCOVERY:
             self._expect(res, ac.AC_ChargeParameterDiscoveryRes)
+            self._load_inverter(res.ac_cpd_res_energy_transfer_mode)
             self.phase = Phase.SCHEDULE_EXCHANGE
             return self._schedule_exchange(now)
         if p is Phase.SCHEDULE_EXCHANGE:
@@ -444,6 +457,11 @@ class EvSession:
 
     def _ac_cpd_mode(self) -> Any:
         s = self.s
+        if s.der_flavor == "iec":
+            return iec_cpd_mode(s.max_charge_power_w, s.max_discharge_power_w)
+        if s.der_flavor == "sae":
+            return sae_cpd_mode(self.supported_modes, self.supported_modes, s.max_charge_power_w,
+                                s.max_discharge_power_w, s.grid_voltage_v)
         kw = {**self._ac_fields("ev_maximum_charge_power", s.max_charge_power_w),
               **self._ac_fields("ev_minimum_charge_power", s.min_charge_power_w)}
         if self._bpt():
@@ -488,9 +506,32 @@ class EvSession:
         else:
             self.obc_power_w += step if delta > 0 else -step
 
+    def _load_inverter(self, mode: Any) -> None:
+        """The grid code of AC_ChargeParameterDiscoveryRes (or a ChargeLoopRes that resends it) into the inverter."""
+        inv = self.inverter
+        if inv is None:
+            return
+        control = getattr(mode, "der_control", None)
+        if control is not None:
+            inv.load_iec(control)
+            return
+        control = getattr(mode, "der_control_cpd_res", None) or getattr(mode, "der_control_cl_res", None)
+        if control is None:
+            raise _Abort(f"{type(mode).__name__} carries no DER control for the inverter")
+        es = getattr(control, "enter_service_cpd_res", None) or getattr(control, "enter_service_cl_res", None)
+        rps = getattr(control, "reactive_power_support_cpd_res", None) or getattr(
+            control, "reactive_power_support_cl_res", None)
+        aps = getattr(control, "active_power_support_cpd_res", None) or getattr(
+            control, "active_power_support_cl_res", None)
+        if control.voltage_trip is None and control.frequency_trip is None and rps is None and aps is None:
+            return  # a ChargeLoopRes with enter service only: nothing new
+        inv.load_sae(control.voltage_trip, control.frequency_trip, es, rps, aps)
+
     def _ac_loop_answer(self, res: ac.AC_ChargeLoopRes, now: float) -> Send | Finished:
         s = self.s
         mode = res.cl_res_control_mode
+        if self.inverter is not None and self.inverter.flavour == "sae":
+            self._load_inverter(mode)
         present = sum(float(x) for x in (getattr(mode, "evse_present_active_power", None),
                                          getattr(mode, "evse_present_active_power_l2", None),
                                          getattr(mode, "evse_present_active_power_l3", None)) if x is not None)
@@ -518,6 +559,8 @@ class EvSession:
     def _ac_charge_loop(self, now: float) -> Send:
         s = self.s
         b = self.battery
+        if self.inverter is not None:
+            return self._der_charge_loop(now)
         target, maximum, minimum = self._energy()
         display = ct.DisplayParameters(present_soc=int(b.soc), target_soc=int(s.target_soc),
                                        charging_complete=b.soc >= s.target_soc)
@@ -545,6 +588,29 @@ class EvSession:
                                   meter_info_requested=self.loops % 10 == 9, cl_req_control_mode=mode)
         delay = 0.0 if self.loops == 0 else s.loop_interval_s
         return self._send(AC, req, now, delay)
+
+    def _der_charge_loop(self, now: float) -> Send:
+        """AC_DER: the inverter applies the grid code to the simulated grid and reports what it did."""
+        s = self.s
+        inv = self.inverter
+        assert inv is not None
+        volts, hz = s.grid_at(self.loops)
+        out: InverterOutput = inv.step(now, volts, hz, self.obc_power_w)
+        if not out.connected or out.power_w != self.obc_power_w:
+            self.obc_power_w = out.power_w  # tripped, ceased or droop: the inverter decides what flows
+        self.trace.der_alarms.append(out.alarm_bits)
+        self.trace.der_connected.append(out.connected)
+        self.trace.der_reactive_var.append(out.reactive_var)
+        dynamic = s.control_mode == "dynamic"
+        if inv.flavour == "iec":
+            mode = iec_loop_mode(dynamic, out, s.max_charge_power_w)
+        else:
+            mode = sae_loop_mode(dynamic, out, volts, hz, self.supported_modes, s.max_charge_power_w,
+                                 max(0, int(now + self.epoch_offset)))
+        req = ac.AC_ChargeLoopReq(header=self._header(now), meter_info_requested=self.loops % 10 == 9,
+                                  cl_req_control_mode=mode)
+        delay = 0.0 if self.loops == 0 else s.loop_interval_s
+        return self._send(self.der_payload_type, req, now, delay)
 
     def _welding(self, now: float) -> Send:
         return self._send(DC, dc.DC_WeldingDetectionReq(header=self._header(now),
