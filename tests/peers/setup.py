@@ -9,11 +9,13 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from tests.peers import josev, slac_bench
+from tests.peers import csms_rpc, josev, slac_bench
 
 PEERS: dict[str, Callable[[], str]] = {}
 PEERS["josev"] = josev.install
 PEERS["slac"] = slac_bench.peer_status  # pev/evse/tshark are Debian packages (.ci/run)
+PEERS["csms-rpc"] = lambda: (  # npm ocpp-rpc 2.2.1 as a second, independent CSMS
+    f"ocpp-rpc {csms_rpc.VERSION} in {csms_rpc.PREFIX}" if csms_rpc.install() else "not installed: no node/npm")
 
 
 def main() -> int:
