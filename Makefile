@@ -58,10 +58,15 @@ FUZZ_SECONDS ?= 20
 fuzz: $(STAMP)
 	$(PY) -m tests.fuzz --seconds $(FUZZ_SECONDS)
 
-# The long run of the multi-connector demo: 8 connectors, SOAK_SESSIONS sessions, one JSON summary.
+# The long runs: the multi-connector demo (8 connectors, SOAK_SESSIONS sessions, one JSON summary, exit 1 on any
+# failed session), then SOAK_KILLS rounds of kill -9 at a random moment of a session + restart + a full session
+# (tests/scale/crash_loop.py, some 20 minutes for 100), then the hostile-wire test against Josev (root, peers).
 SOAK_SESSIONS ?= 1000
+SOAK_KILLS ?= 100
 soak: $(STAMP)
 	$(VENV)/bin/secc demo --connectors 8 --sessions $(SOAK_SESSIONS) --json
+	$(PY) -m tests.scale.crash_loop --kills $(SOAK_KILLS) --seed 15
+	$(PY) -m pytest -q tests/scale/test_hostile_wire.py
 
 # Regenerate the EXI grammar tables and message classes from the ISO XSDs (never committed).
 grammars: $(STAMP)
