@@ -52,6 +52,7 @@ from secc.der.controls import (
     FreqDroop,
     LimitMaxDischarge,
 )
+from secc.der.schedule import DerSchedule
 
 T = DerControlType
 S = TypeVar("S")
@@ -99,6 +100,12 @@ def controls_in_force(entries: Mapping[DerControlType, object]) -> dict[DerContr
         if isinstance(control, DerControl):
             out[ctype] = control
     return out
+
+
+def in_force_provider(schedule: DerSchedule) -> Callable[[], dict[DerControlType, DerControl]]:
+    """For AcDerSessionConfig.der_controls: what the connector's tick last computed (`DerSchedule.update` runs
+    there, so control start/stop events are not swallowed here); no I/O, no update."""
+    return lambda: controls_in_force(schedule.in_force())
 
 
 def pt1_time_constant(response_time_s: float) -> tuple[bool, float]:
@@ -788,6 +795,6 @@ def alarm_changes(previous: int, current: int) -> list[AlarmChange]:
 __all__ = [
     "CATEGORY_II", "IEC_PARAMETER_NAME", "AlarmChange", "CategoryII", "DerAlarmBit", "GridRef", "IecFunction",
     "IecPlan", "SaeMode", "SaePlan", "alarm_changes", "controls_in_force", "dso_max_discharge_w", "iec_bitmap",
-    "iec_cos_phi_setpoint", "iec_functions_of", "iec_plan", "iec_q_setpoint", "pt1_time_constant",
+    "iec_cos_phi_setpoint", "iec_functions_of", "iec_plan", "in_force_provider", "iec_q_setpoint", "pt1_time_constant",
     "sae_bitmap", "sae_modes_of", "sae_plan", "sae_required_modes", "sae_unknown_bits",
 ]

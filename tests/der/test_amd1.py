@@ -329,3 +329,14 @@ def test_controls_in_force_reads_schedule_entries() -> None:
     schedule.add(control, 0.0)
     schedule.update(1.0)
     assert amd1.controls_in_force(schedule.in_force()) == {T.HV_MUST_TRIP: control}
+
+
+def test_in_force_provider_reads_without_updating() -> None:
+    from secc.der.schedule import DerSchedule
+
+    schedule = DerSchedule()
+    provider = amd1.in_force_provider(schedule)
+    schedule.add(parse_set_der_control(curve("HVMustTrip", HV_CAT2)), 0.0)
+    assert provider() == {}  # the connector's tick has not run DerSchedule.update yet
+    schedule.update(1.0)
+    assert list(provider()) == [T.HV_MUST_TRIP]

@@ -363,3 +363,22 @@ def test_one_connector_offers_one_flavour() -> None:
 
 def test_sae_modes_constants_cover_the_mandatory_set() -> None:
     assert {SaeMode.VOLTAGE_TRIP, SaeMode.FREQUENCY_TRIP, SaeMode.ENTER_SERVICE} <= amd1.SAE_MANDATORY
+
+
+def test_a_failing_controls_provider_ends_the_session_with_a_clear_failed() -> None:
+    def broken() -> dict[DerControlType, DerControl]:
+        raise OSError("store gone")
+
+    cfg = AcDerSessionConfig(services=(1, 11), auto_authorize=True, limits=LIMITS, parameter_sets=PARAMETER_SETS,
+                             ac=EvseAcSettings(phases=1), grid=US, der_controls=broken)
+    car = ScriptedEv(Session(cfg, now=0.0, unix_clock=lambda: 1_700_000_000.0))
+    car.send(sap_req([(AC_NAMESPACE, 1, 1)]))
+    car.send(cm.SessionSetupReq(header=car.header(), evccid="WMIV1234567890ABCDEX"))
+    car.send(cm.AuthorizationSetupReq(header=car.header()))
+    car.send(car.authorization_req())
+    car.send(cm.ServiceDiscoveryReq(header=car.header()))
+    assert car.send(cm.ServiceDetailReq(header=car.header(), service_id=11)).response_code == RC.OK  # SAE: no bitmap
+    car.send(car.selection(11, 2))
+    res = cpd(car, sae_cpd_mode(), "ac-der-sae")
+    assert res.response_code == RC.FAILED and car.session.ended and car.session.failed
+    assert "store gone" in str(car.session.summary())

@@ -85,8 +85,16 @@ class AcDerSessionConfig(AcSessionConfig):
 
 
 def der_controls(config: SessionConfig) -> Controls:
+    """The controls in force now; a provider that fails is the session's clear error (answered FAILED), never
+    an empty grid code delivered as if the site had set nothing."""
     provider = getattr(config, "der_controls", None)
-    return provider() if callable(provider) else {}
+    if not callable(provider):
+        return {}
+    try:
+        found = provider()
+    except Exception as exc:  # noqa: BLE001 - whatever the provider raised, the session must end cleanly
+        raise InvalidContent(RC.FAILED, f"the connector's DER controls could not be read: {exc!r}") from exc
+    return dict(found)
 
 
 def grid_ref(config: SessionConfig) -> GridRef:
