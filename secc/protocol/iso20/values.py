@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Final
 
 from exi.generated import ct
 
 
 def rational(value: float) -> ct.RationalNumber:
-    return ct.RationalNumber.from_float(float(value))
+    """`value` on the wire. The same limits go out every ChargeLoop: the objects are shared (never mutated)."""
+    return _rational(float(value))
+
+
+@lru_cache(maxsize=2048)
+def _rational(value: float) -> ct.RationalNumber:
+    return ct.RationalNumber.from_float(value)
 
 
 ZERO: Final = ct.RationalNumber(exponent=0, value=0)
