@@ -346,9 +346,6 @@ def test_a_der_loop_mode_of_the_other_control_mode_is_refused() -> None:
     assert loop(car, iec_loop_mode(False, IDLE), "ac-der-iec").response_code == RC.FAILED
 
 
-@pytest.mark.xfail(strict=True, reason="secc/protocol/iso20/session.py _fail looks the skeleton up in the table of "
-                                       "all services (plain AC wins), not the session's: FAILED answers of a DER "
-                                       "session go out on 0x8003 in the AC grammar; lead: prefer self.table")
 def test_a_failed_answer_in_a_der_session_uses_its_schema_and_payload_type() -> None:
     car = car_for(11, Store(curve("VoltVar", VOLT_VAR_CAT_B, y_unit="PctMaxVar")), US)
     to_selection(car, 11, 2)

@@ -381,7 +381,9 @@ class Iso20Machine(ProtocolMachine):
         raise ValueError(f"no payload type for schema {schema}")
 
     def _fail(self, now: float, request: Any, header: ct.MessageHeader, code: ct.ResponseCode, why: str) -> Output:
-        spec = self._known.lookup(request)
+        # The session's own rows first: a service that shares message classes with another (AC_DER and AC)
+        # answers in its own schema set and payload type.
+        spec = self.table.lookup(request) or self._known.lookup(request)
         name = type(request).__name__
         if spec is None:
             return self._abort(now, f"{why} (no response type for {name})", step=name)
