@@ -81,6 +81,7 @@ class Inverter:
     inside_since: float | None = None
     loaded: bool = False
     alarms: int = 0
+    permit_service: bool = True  # SAE EnterService PermitService of the latest ChargeLoopRes
 
     # --------------------------------------------------------------------------------------- loading
     def load_iec(self, control: iec.DERControl) -> None:
@@ -176,8 +177,8 @@ class Inverter:
         ceased = (over is not None and volts >= over) or (under is not None and volts <= under)
         if ceased:
             alarms |= 1 << DerAlarmBit.MOMENTARY_CESSATION
-        connected = self.tripped_at is None
-        if not connected:
+        connected = self.tripped_at is None and self.permit_service
+        if self.tripped_at is not None:
             alarms |= 1 << DerAlarmBit.TRIPPED
         self.alarms = alarms
         if not connected or ceased:

@@ -523,6 +523,8 @@ class EvSession:
             control, "reactive_power_support_cl_res", None)
         aps = getattr(control, "active_power_support_cpd_res", None) or getattr(
             control, "active_power_support_cl_res", None)
+        if es is not None:
+            inv.permit_service = bool(es.permit_service)
         if control.voltage_trip is None and control.frequency_trip is None and rps is None and aps is None:
             return  # a ChargeLoopRes with enter service only: nothing new
         inv.load_sae(control.voltage_trip, control.frequency_trip, es, rps, aps)

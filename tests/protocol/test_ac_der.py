@@ -379,3 +379,19 @@ def test_a_failing_controls_provider_ends_the_session_with_a_clear_failed() -> N
     res = cpd(car, sae_cpd_mode(), "ac-der-sae")
     assert res.response_code == RC.FAILED and car.session.ended and car.session.failed
     assert "store gone" in str(car.session.summary())
+
+
+def test_sae_charger_stop_withdraws_permit_service_and_terminates() -> None:
+    car = car_for(11, Store(), US)
+    to_selection(car, 11, 2)
+    cpd(car, sae_cpd_mode(), "ac-der-sae")
+    to_loop(car, "ac-der-sae")
+    bits = amd1.sae_bitmap(amd1.SAE_MANDATORY)
+    tripped = InverterOutput(0.0, 0.0, 1 << DerAlarmBit.TRIPPED, False, False)
+    res = loop(car, sae_loop_mode(True, tripped, 300.0, 60.0, bits), "ac-der-sae")
+    assert res.cl_res_control_mode.der_control_cl_res.enter_service_cl_res.permit_service is True  # may re-enter
+    car.control(ev.StopCharging("operator"))
+    res = loop(car, sae_loop_mode(True, IDLE, 240.0, 60.0, bits), "ac-der-sae")
+    assert res.cl_res_control_mode.der_control_cl_res.enter_service_cl_res.permit_service is False
+    assert res.evse_status is not None and res.evse_status.evse_notification == ct.EvseNotification.Terminate
+    assert float(res.cl_res_control_mode.evse_target_active_power) == 0.0

@@ -350,10 +350,12 @@ def _iec_res_mode(mode: Any, v: View, now: float, state: DerSessionState, target
     return iec.DER_Scheduled_AC_CLResControlMode(**common)
 
 
-def _sae_cl_control(state: DerSessionState, resend: bool, v: View, tripped: bool) -> sae.DERControlCLRes:
-    """Enter service every cycle (permit unless the charger stops); the whole grid code again after a change."""
+def _sae_cl_control(state: DerSessionState, resend: bool, v: View) -> sae.DERControlCLRes:
+    """Enter service every cycle; the whole grid code again after a change. Service stays permitted after the
+    car tripped (it re-enters by its enter-service rules; the charger's own target is what holds current at
+    zero meanwhile) and is withdrawn only when the charger stops the session."""
     plan = state.sae_plan
-    permit = v.inputs.stop_requested is None and not tripped
+    permit = v.inputs.stop_requested is None
     if not resend or plan is None:
         return sae.DERControlCLRes(enter_service_cl_res=sae.EnterServiceCLRes(permit_service=permit))
     c = plan.control
@@ -381,7 +383,7 @@ def _sae_res_mode(mode: Any, v: View, now: float, state: DerSessionState, target
     power, high, low = target
     present = v.inputs.present
     present_w = present.power_w if present.power_w is not None else present.voltage_v * present.current_a
-    control = _sae_cl_control(state, resend, v, state.tripped)
+    control = _sae_cl_control(state, resend, v)
     common: dict[str, Any] = dict(
         evse_target_active_power=rational(power), evse_present_active_power=rational(present_w),
         der_control_cl_res=control, evse_maximum_charge_power=rational(high),
