@@ -395,3 +395,19 @@ def test_sae_charger_stop_withdraws_permit_service_and_terminates() -> None:
     assert res.cl_res_control_mode.der_control_cl_res.enter_service_cl_res.permit_service is False
     assert res.evse_status is not None and res.evse_status.evse_notification == ct.EvseNotification.Terminate
     assert float(res.cl_res_control_mode.evse_target_active_power) == 0.0
+
+
+def test_der_session_config_adds_the_flavours_service_and_provider() -> None:
+    from secc.protocol.iso20.ac import AcSessionConfig
+    from secc.protocol.iso20.ac_der import der_session_config
+
+    base = AcSessionConfig(services=(1, 5), limits=LIMITS, ac=EvseAcSettings(phases=1))
+    assert der_session_config(base, "none", Store()) is base
+    store = Store(curve("VoltVar", VOLT_VAR_CAT_B, y_unit="PctMaxVar"))
+    cfg = der_session_config(base, "sae", store)
+    assert isinstance(cfg, AcDerSessionConfig) and cfg.services == (1, 5, 11)
+    assert cfg.grid == GridRef(230.0, 50.0, 11_000.0, 11_000.0) and cfg.limits == LIMITS and cfg.ac == base.ac
+    assert list(cfg.der_controls()) == [T.VOLT_VAR]
+    assert der_session_config(cfg, "iec", store).services == (1, 5, 10)  # one flavour at a time
+    with pytest.raises(ValueError, match="der_flavor"):
+        der_session_config(base, "both", store)

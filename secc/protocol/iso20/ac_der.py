@@ -84,6 +84,29 @@ class AcDerSessionConfig(AcSessionConfig):
             raise ValueError("a connector offers one DER flavour: AC_DER_IEC or AC_DER_SAE, not both")
 
 
+SERVICE_OF_FLAVOR: Final = {"iec": SERVICE_AC_DER_IEC, "sae": SERVICE_AC_DER_SAE}
+
+
+def der_session_config(base: AcSessionConfig, flavor: str, controls: Callable[[], Controls],
+                       grid: GridRef | None = None, max_dc_injection_a: float | None = None) -> AcSessionConfig:
+    """The daemon's one call for a connector's `der_flavor`: "none" returns `base` as it is; "iec"/"sae" adds
+    service 10/11 to what it offers and the controls provider (e.g. secc.der.amd1.in_force_provider of the
+    connector's DER schedule). `grid` defaults to the port's nominal voltage/frequency and its charge rating."""
+    if flavor == "none":
+        return base
+    if flavor not in SERVICE_OF_FLAVOR:
+        raise ValueError(f"der_flavor {flavor!r} is not iec, sae or none")
+    if grid is None:
+        rating = base.limits.max_charge_power_w
+        grid = GridRef(nominal_voltage_v=base.ac.nominal_voltage_v, nominal_frequency_hz=base.ac.nominal_frequency_hz,
+                       rated_power_w=rating, rated_var=rating)
+    services = tuple(sid for sid in base.services if sid not in SERVICE_OF_FLAVOR.values())
+    fields = {f: getattr(base, f) for f in base.__dataclass_fields__}
+    fields.update(services=(*services, SERVICE_OF_FLAVOR[flavor]), grid=grid, der_controls=controls,
+                  max_dc_injection_a=max_dc_injection_a)
+    return AcDerSessionConfig(**fields)
+
+
 def der_controls(config: SessionConfig) -> Controls:
     """The controls in force now; a provider that fails is the session's clear error (answered FAILED), never
     an empty grid code delivered as if the site had set nothing."""
@@ -526,4 +549,5 @@ def _module(flavour: str, service_id: int, schema: str, payload_type: int) -> Se
 IEC_MODULE: Final = _module("iec", SERVICE_AC_DER_IEC, IEC_SCHEMA, v2gtp.AC_DER_IEC)
 SAE_MODULE: Final = _module("sae", SERVICE_AC_DER_SAE, SAE_SCHEMA, v2gtp.AC_DER_SAE)
 
-__all__ = ["IEC_MODULE", "SAE_MODULE", "AcDerSessionConfig", "DerSessionState", "der_controls", "grid_ref"]
+__all__ = ["IEC_MODULE", "SAE_MODULE", "AcDerSessionConfig", "DerSessionState", "der_controls", "der_session_config",
+           "grid_ref"]
