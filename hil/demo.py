@@ -119,9 +119,10 @@ def demo_config(args: argparse.Namespace, status_socket: Path) -> cfg.Config:
         "schedule": [{"duration_s": args.charge_s, "power_w": 11_000}, {"duration_s": 3600, "power_w": -7_000}],
         "connector": [connector_table(args, EVSE_ID)],
     }
+    if args.csms is not None or "der_flavor" in data["connector"][0]:
+        data["state"] = {"directory": str(args.state_dir)}
     if args.csms is not None:
         data["ocpp"] = ocpp_table(args)
-        data["state"] = {"directory": str(args.state_dir)}
     if args.grid is not None or args.der_controls is not None:
         connector = data["connector"][0]
         connector["der"] = {"rated_w": 11_000, "nominal_v": 230, "nominal_hz": 50}
@@ -166,6 +167,16 @@ def connector_table(args: argparse.Namespace, evse_id: str) -> dict[str, Any]:
                            "max_voltage_v": 400, "min_voltage_v": 0,
                            "max_discharge_power_w": 3_680 if phases == 1 else 11_000, "max_discharge_current_a": 16}
         table["hal"] = {"ev": "unplugged", "phases": phases, "max_current_a": 16, "bidirectional": True}
+        service = str(scenario.service)
+        if service.startswith("AC_DER_"):  # Amendment 1: the charger delivers the grid code to the car's inverter
+            flavor = service.removeprefix("AC_DER_").lower()
+            table["der_flavor"] = flavor
+            nominal_v = float(getattr(scenario, "grid_voltage_v", 230.0))
+            nominal_hz = float(getattr(scenario, "grid_frequency_hz", 50.0))
+            rated = float(getattr(scenario, "max_charge_power_w", 7_400.0))
+            table["der"] = {"rated_w": rated, "nominal_v": nominal_v, "nominal_hz": nominal_hz}
+            table["limits"].update(max_charge_power_w=rated, max_discharge_power_w=rated)
+            table["schedule"] = [{"duration_s": 3600, "power_w": round(rated * 0.9)}]
     return table
 
 
@@ -585,13 +596,15 @@ class DerWatch:
                 self.off_periods[-1]["resumed_s"] = self._t()
         elif isinstance(event, es.DerAlarm):
             self.events.append({"t": self._t(), "event": "alarm_end" if event.ended else "alarm_start",
-                                "control_type": event.control_type, "grid_event_fault": event.grid_event_fault})
+                                "control_type": event.control_type, "grid_event_fault": event.grid_event_fault,
+                                "extra_info": event.extra_info})
         elif isinstance(event, es.DerControlStartStop):
             self.events.append({"t": self._t(), "event": "control_start" if event.started else "control_stop",
                                 "control_id": event.control_id})
 
     def _observe(self, now: float) -> None:
-        current = self.sim.power_stage.current_a
+        ac = self.runtime.sim_ac  # an AC port: the car's on-board charger power, in W (positive = charging)
+        current = ac.obc.power_w if ac is not None else self.sim.power_stage.current_a
         t = now - self.origin
         if not self.profile or t - self.profile[-1][0] >= 0.25:
             self.profile.append((round(t, 3), round(current, 2)))
@@ -608,10 +621,11 @@ class DerWatch:
         engine = self.runtime.der_engine
         runner = self.runtime.connector.der
         last = runner.last if runner is not None else None
+        profile = "power_profile_w" if self.runtime.sim_ac is not None else "current_profile"
         return {"events": self.events, "off_periods": self.off_periods,
                 "state": None if last is None else str(last.state),
                 "controls": None if engine is None else len(engine.engine.schedule.in_force()),
-                "current_profile": self.profile}
+                profile: self.profile}
 
 
 def session_summary(record: Any, completed: bool, watch: Any, import_wh: float, export_wh: float,

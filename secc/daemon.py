@@ -272,9 +272,20 @@ class ConnectorRuntime:
             from secc.protocol.iso20.ac import EvseAcSettings
 
             board_any: Any = self.board
+            grid = connector.der  # the grid's nominal values for the AC messages (and AC_DER's curves)
             ac_settings = EvseAcSettings(phases=getattr(board_any, "phases", 3),
-                                         max_current_a=getattr(board_any, "max_current_a", None))
-        setup = ConnectorSetup(connector.evse_id, cfg.session_config(connector, ac_settings), kind=connector.kind,
+                                         max_current_a=getattr(board_any, "max_current_a", None),
+                                         nominal_voltage_v=grid.nominal_v if grid is not None else 230.0,
+                                         nominal_frequency_hz=grid.nominal_hz if grid is not None else 50.0)
+        session_config = cfg.session_config(connector, ac_settings)
+        if connector.kind == "ac" and connector.der_flavor != "none":
+            from secc.protocol.iso20.ac import AcSessionConfig
+            from secc.protocol.iso20.ac_der import der_session_config
+
+            assert isinstance(session_config, AcSessionConfig)
+            # the car's inverter executes the grid code: the session delivers the controls in force now
+            session_config = der_session_config(session_config, connector.der_flavor, self._der_controls_in_force)
+        setup = ConnectorSetup(connector.evse_id, session_config, kind=connector.kind,
                                stop_ramp_a_per_s=connector.stop_ramp_a_per_s)
         self.connector = build_connector(setup, self.board, daemon.stream, daemon.broker)
         self.connector.safety_hooks.append(self.on_board_events)
@@ -308,7 +319,9 @@ class ConnectorRuntime:
         # before anything else is read or started.
         self.connector.charger.make_safe(self.board.clock())
         self.log.info("power off at start", contactors_commanded_open=not self.board.contactors.commanded_closed)
-        if self.config.der is not None:
+        if self.config.kind == "ac" and self.config.der_flavor != "none":
+            self._start_der_store(self.config.der)
+        elif self.config.der is not None:
             self._start_der(self.config.der)
         if self.config.local_mode is not None:
             self._start_local_mode(self.config.local_mode)
@@ -409,6 +422,46 @@ class ConnectorRuntime:
         site = SimSiteMeter(ev_power_w=ev_power, house=house, profile_origin=self.board.clock())
         self.sim_site = site
         return site.reader()
+
+    def _der_controls_in_force(self) -> Any:
+        """What an AC_DER session delivers to the car: the controls in force now (memory only, no I/O)."""
+        from secc.der.amd1 import controls_in_force
+
+        engine = self.der_engine
+        return {} if engine is None else controls_in_force(engine.engine.schedule.in_force())
+
+    def _start_der_store(self, der: cfg.DerConfig | None) -> None:
+        """AC_DER: the car's inverter executes the grid code; the connector keeps the controls (SQLite, from the
+        CSMS) and their schedule, whose start/stop events it reports; no engine acts on the charger side."""
+        import random
+
+        from secc.der.engine import EngineConfig
+        from secc.store import Store
+        from secc.store.der import DER_SCHEMA, DerControlStore, DurableDerEngine
+
+        rated = der.rated_w if der is not None else self.config.limits.max_charge_power_w
+        config = EngineConfig(rated_w=rated, nominal_v=der.nominal_v if der is not None else 230.0,
+                              nominal_hz=der.nominal_hz if der is not None else 50.0)
+        store = DerControlStore(Store.open(self.daemon.config.state_directory, [DER_SCHEMA]))
+        engine, loaded = DurableDerEngine.open(config, random.SystemRandom().random, store, self.evse_id,
+                                               self.connector.wall())
+        self.der_engine = engine
+        self.connector.tickers.append(self._der_schedule_tick)
+        self.log.warning("persistent state", state_directory=str(self.daemon.config.state_directory),
+                         der_controls_restored=len(loaded.items), der_controls_expired=len(loaded.expired_ids),
+                         der_flavor=self.config.der_flavor)
+
+    def _der_schedule_tick(self, now: float) -> None:
+        engine = self.der_engine
+        if engine is None:
+            return
+        changes = engine.engine.schedule.update(self.connector.wall())
+        for change in changes:
+            self.connector.publish(es.DerControlStartStop, control_id=change.control_id,
+                                   started=change.kind == "control_start",
+                                   superseded_ids=tuple(change.superseded_ids))
+        if changes:
+            engine.store.sync(engine.engine.schedule)
 
     def _start_der(self, der: cfg.DerConfig) -> None:
         """The grid code on this connector: the engine with its SQLite store, fed by the grid measurement."""

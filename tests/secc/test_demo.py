@@ -207,3 +207,31 @@ def test_der_overvoltage_trips_inside_the_clearing_time_holds_zero_then_ramps(tm
     assert magnitudes[0] < 5.0 and max(magnitudes) > 15.0  # the ramp back to the discharge current (rampRate 5 s)
     assert all(b >= a - 0.5 for a, b in zip(magnitudes, magnitudes[1:], strict=False))  # rising, not jumping
     assert summary["energy_export_wh"] > 0 and summary["outcome"] == "completed"
+
+
+@pytest.mark.parametrize("flavor", ["iec", "sae"])
+def test_ac_der_sessions_deliver_the_grid_code_and_report_the_cars_alarms(tmp_path: Path, flavor: str) -> None:
+    """Amendment 1: the site's controls reach the car's inverter; its overvoltage trip comes back as alarms."""
+    controls = REPO / "docs" / "examples" / "der" / "ac_der_site_controls.json"
+    code, summary, err = demo_json(tmp_path, "--scenario", f"ac-der-{flavor}", "--der-controls", str(controls))
+    assert code == 0, err
+    assert summary["service"] == f"AC_DER_{flavor.upper()}" and summary["outcome"] == "completed"
+    der: dict[str, Any] = summary["der"]  # type: ignore[assignment]
+    alarms = [(e["event"], e["control_type"], e["grid_event_fault"]) for e in der["events"] if "alarm" in e["event"]]
+    start, end = ("alarm_start", "HVMustTrip", "OverVoltage"), ("alarm_end", "HVMustTrip", "OverVoltage")
+    assert start in alarms and end in alarms and alarms.index(start) < alarms.index(end)
+    if summary["trace"] is None:
+        return  # no capture without CAP_NET_RAW
+    decoded = subprocess.run([sys.executable, "-m", "secc.cli", "trace", "decode", str(summary["trace"]), "--verbose"],
+                             cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert decoded.returncode == 0, decoded.stderr
+    if flavor == "iec":  # the requirements bitmap and the settings converted from the stored controls
+        assert 'Name="DERControlFunctions"' in decoded.stdout and "VoltVar>" in decoded.stdout
+        assert "OvervoltageFaultRideThrough>" in decoded.stdout
+    else:  # the EV's SupportedModes, our EnabledModes and the six voltage and four frequency trip curves
+        assert "SupportedModes>" in decoded.stdout and "EnabledModes>" in decoded.stdout
+        curves = ("OverVoltageMustTripCurve", "OverVoltageMayTripCurve", "OverVoltageMomentaryCessationTripCurve",
+                  "UnderVoltageMustTripCurve", "UnderVoltageMayTripCurve", "UnderVoltageMomentaryCessationTripCurve",
+                  "OverFrequencyMustTripCurve", "OverFrequencyMayTripCurve", "UnderFrequencyMustTripCurve",
+                  "UnderFrequencyMayTripCurve")
+        assert all(f"<dersae:{curve}>" in decoded.stdout for curve in curves)
