@@ -94,7 +94,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the simulated grid replays this trace (t,v,f or t,v1,v2,v3,f; t = 0 at plug-in) and the "
                              "connector runs the DER engine on it (docs/der.md)")
     parser.add_argument("--der-controls", type=Path, default=None, metavar="JSON",
-                        help="SetDERControlRequest payloads (a JSON array, as a CSMS sends them) for the DER engine")
+                        help="SetDERControlRequest payloads (a JSON array, as a CSMS sends them) for the DER engine; "
+                             "AC_DER scenarios default to hil/scenarios/ac-der-site-controls.json")
     parser.add_argument("--connectors", type=int, default=1,
                         help="N simulated connectors in one daemon, each with its own car (hil/fleet.py)")
     parser.add_argument("--sessions", type=int, default=1,
@@ -260,6 +261,11 @@ def run(args: argparse.Namespace) -> int:
     import tempfile
 
     args.state_dir = Path(tempfile.mkdtemp(prefix="secc-demo-state-"))  # a demo starts with no stored controls
+    if args.der_controls is None and str(scenario.service).startswith("AC_DER_"):
+        # the site's grid code the car's inverter gets (HVMustTrip 110 %/2 s, 120 %/0.16 s; VoltVar Cat B)
+        from hil.ev.scenario import SCENARIO_DIR
+
+        args.der_controls = SCENARIO_DIR / "ac-der-site-controls.json"
     try:
         args.der_payloads = load_der_controls(args.der_controls) if args.der_controls is not None else []
     except ValueError as exc:
