@@ -150,6 +150,7 @@ def _server_messages(segments: list[TcpSegment]) -> list[tuple[float, str]]:
 class WireResult:
     latencies_ms: list[float]
     unmatched: int
+    in_next_res: int  # carried by the answer to the first ChargeLoopReq that reached the SECC after the CALL
     cycle_ms: float
     loops: int
 
@@ -178,15 +179,18 @@ def analyse(pcap: bytes, csms_port: int) -> WireResult:
             value = next((v for k, v in m.values.items() if k.endswith("EVSEMaximumDischargePower")), None)
             if value is not None:
                 responses.append((m.time, abs(float(value))))
-    latencies, unmatched = [], 0
+    latencies, unmatched, in_next = [], 0, 0
     for t, limit in sent:
         first = next((rt for rt, value in responses if rt >= t and abs(value - limit) < 0.5), None)
         if first is None or any(st > t and st < first for st, _ in sent):  # never carried before the next one
             unmatched += 1
             continue
         latencies.append((first - t) * 1000.0)
+        next_req = next((rt for rt in requests if rt >= t), None)
+        answer = None if next_req is None else next((rt for rt, _ in responses if rt >= next_req), None)
+        in_next += answer == first
     gaps = [(b - a) * 1000.0 for a, b in zip(requests, requests[1:], strict=False)]
-    return WireResult(latencies, unmatched, statistics.median(gaps) if gaps else float("nan"), len(requests))
+    return WireResult(latencies, unmatched, in_next, statistics.median(gaps) if gaps else float("nan"), len(requests))
 
 
 # ------------------------------------------------------------------------------------------- the run
@@ -367,6 +371,7 @@ def report(result: RunResult) -> None:
         print(f"  median {statistics.median(lat):.1f} ms, p99 {percentile(lat, 0.99):.1f} ms, min {min(lat):.1f}, "
               f"max {max(lat):.1f} ms; ChargeLoop cycle (median Req gap) {w.cycle_ms:.1f} ms; goal <= cycle + "
               f"{SLACK_MS:.0f} ms = {goal:.1f} ms: p99 {verdict} it")
+        print(f"  {w.in_next_res}/{len(lat)} in the answer to the first ChargeLoopReq after the CALL")
     rss_mb, hwm_mb = result.rss_max_kib / 1024.0, result.rss_hwm_kib / 1024.0
     print(f"daemon RSS (secc run, OCPP connected, DER engine {result.der_state}): "
           f"max sampled {rss_mb:.1f} MB, VmHWM {hwm_mb:.1f} MB (goal <= {RSS_GOAL_MB:.0f} MB: "
