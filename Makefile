@@ -68,6 +68,12 @@ soak: $(STAMP)
 	$(PY) -m tests.scale.crash_loop --kills $(SOAK_KILLS) --seed 15
 	$(PY) -m pytest -q tests/scale/test_hostile_wire.py
 
+# CI only: cross-build exi/_speedups.c for aarch64 and armhf (Debian cross gcc, qemu-user-static); see the script
+# for what it checks and what not (no ARM libpython here: the codec's vector tests do not run on ARM).
+.PHONY: arm
+arm: $(STAMP)
+	sh tests/arm/cross_build.sh build/arm
+
 # Regenerate the EXI grammar tables and message classes from the ISO XSDs (never committed).
 grammars: $(STAMP)
 	$(PY) -m exi.compiler --schemas $(SCHEMAS) --out exi/generated
