@@ -19,6 +19,7 @@ What it measures (the `--json` object, printed alone on stdout; everything else 
     rss_samples_kb       RSS at every tenth of the run after the warm-up (a leak shows as a trend)
     chargeloop_ms_p50/p99/max   the daemon's time to answer a ChargeLoopReq (receive to reply), all sessions
     charge_loops, deadline_misses   ChargeLoop answers, and how many were later than the 0.5 s budget
+    traces               the run's trace directory: files, total_kb and the cap (oldest captures are deleted)
     duration_s
 
 Exit status 0 only when no session failed. `--fault` (as in the single demo) applies to connector 1 only: its
@@ -454,5 +455,14 @@ class Fleet:
             "chargeloop_ms_p99": self.latency.percentile_ms(0.99),
             "chargeloop_ms_max": round(self.latency.max_s * 1000.0, 3),
             "deadline_misses": deadline_misses,
+            "traces": self.trace_figures(),
             "duration_s": round(duration_s, 1),
         }
+
+    def trace_figures(self) -> dict[str, Any]:
+        """The run's trace directory at the end: its size stays under the configured total (oldest deleted)."""
+        directory = self.config.traces.directory
+        files = [p for p in directory.iterdir() if p.is_file()] if directory.is_dir() else []
+        return {"directory": str(directory), "files": len(files),
+                "total_kb": round(sum(p.stat().st_size for p in files) / 1024),
+                "max_total_kb": self.config.traces.max_total_bytes // 1024}

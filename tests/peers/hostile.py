@@ -12,7 +12,8 @@ must exist on --iface):
                 -20 request flipped) after a valid header, garbage after a valid SupportedAppProtocolReq
     sdp         SDP requests (valid and garbage) to ff02::1 as fast as the socket takes them
     connect     TCP connect floods that send nothing and reset at once
-    tls         TLS ClientHellos (from ssl.MemoryBIO) on the TLS port, then silence (handshake flood)
+    tls         TLS ClientHellos (from ssl.MemoryBIO) on the TLS port, abandoned after the ServerHello or (one in
+                five) left silent until the server gives up (handshake flood)
 
 At the end one line `RESULT {json}` counts what was sent per kind. Never imports the project: it is the
 other side of the wire. Run it only inside network namespaces made for the test.
@@ -241,14 +242,17 @@ class Attacker:
                 try:
                     await loop.sock_sendall(sock, client_hello())
                     self.sent["tls_client_hello"] += 1
-                    with contextlib.suppress(TimeoutError, OSError):  # ServerHello, then we go silent
-                        while await asyncio.wait_for(loop.sock_recv(sock, 65536), 3.0):
+                    # most handshakes are abandoned after the ServerHello (the server paid for its key share);
+                    # every fifth goes silent instead and holds its slot until the server's handshake timeout
+                    silent = self.rng.random() < 0.2
+                    with contextlib.suppress(TimeoutError, OSError):
+                        while await asyncio.wait_for(loop.sock_recv(sock, 65536), 15.0 if silent else 0.2):
                             pass
                 except OSError:
                     self.sent["tls_reset"] += 1
                 sock.close()
 
-        await asyncio.gather(*(one() for _ in range(self.args.workers)))
+        await asyncio.gather(*(one() for _ in range(4 * self.args.workers)))
 
     async def run(self) -> dict[str, object]:
         started = time.monotonic()
