@@ -44,8 +44,9 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy exi secc hal slac certs hil
 
+# `soak` tests (the 8 x 200 fleet runs, the attacks on the wire) belong to `make soak`, not to `make test`.
 test: $(STAMP) peers lint typecheck
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m "not soak" $(PYTEST_ARGS)
 
 bench: $(STAMP) peers
 	$(PY) -m tests.bench $(SECTIONS)
@@ -66,7 +67,7 @@ SOAK_KILLS ?= 100
 soak: $(STAMP)
 	$(VENV)/bin/secc demo --connectors 8 --sessions $(SOAK_SESSIONS) --json
 	$(PY) -m tests.scale.crash_loop --kills $(SOAK_KILLS) --seed 15
-	$(PY) -m pytest -q tests/scale/test_hostile_wire.py
+	$(PY) -m pytest -q -m soak tests/scale
 
 # CI only: cross-build exi/_speedups.c for aarch64 and armhf (Debian cross gcc, qemu-user-static); see the script
 # for what it checks and what not (no ARM libpython here: the codec's vector tests do not run on ARM).

@@ -308,7 +308,6 @@ class ConnectorRuntime:
         self.traces: deque[str] = deque(maxlen=16)  # the latest trace files, for `secc status`
         self.last_errors: list[str] = []
         self.sessions = 0
-        self._finished: set[int] = set()
         self._trace_stops: set[asyncio.Task[None]] = set()
         self._trace_count = 0
         self._tasks: list[asyncio.Task[None]] = []
@@ -644,9 +643,11 @@ class ConnectorRuntime:
         self.daemon.state_changed()
 
     def session_finished(self, record: SessionRecord) -> None:
-        if id(record) in self._finished:
+        if record.reported:  # on_message and on_closed both end here: report a session once
             return
-        self._finished.add(id(record))
+        record.reported = True
+        if record.failed and record.summary.get("protocol") is None:
+            return  # garbage before SupportedAppProtocol: the connector counts and logs those aggregated
         if record.failed:
             self._error(f"session failed: {record.end_reason}")
         self.log.info("session ended", end_reason=record.end_reason, failed=record.failed,
@@ -827,7 +828,8 @@ class Daemon:
             for connector in self.config.connectors:
                 runtime = ConnectorRuntime(self, connector, tls_context, self.boards.get(connector.evse_id))
                 self.connectors.append(runtime)
-                await runtime.start()
+                await runtime.start()  # each forces power off and contactors open first
+            self._report_state_found()
             self.runtime = ServiceRuntime(self.config, self.state, self.environ, healthy=self.healthy)
             from secc.commands import handlers
 
@@ -839,6 +841,18 @@ class Daemon:
             await self.stop("start failed")
             raise
         log.info("ready", connectors=len(self.connectors))
+
+    def _report_state_found(self) -> None:
+        """One line at every start: what the previous run left in the state directory (after the safe state)."""
+        from secc.store.db import DEFAULT_DB_NAME
+
+        directory = self.config.state_directory
+        database = directory / DEFAULT_DB_NAME
+        stale = [p.name for p in directory.glob(f"{DEFAULT_DB_NAME}-*")] if directory.is_dir() else []
+        log.warning("persistent state found", state_directory=str(directory), exists=directory.is_dir(),
+                    writable=directory.is_dir() and os.access(directory, os.W_OK),
+                    database_bytes=database.stat().st_size if database.exists() else 0,
+                    wal_files=sorted(stale), traces_directory=str(self.config.traces.directory))
 
     async def _start_ocpp(self) -> None:
         """The OCPP 2.1 client on the daemon (secc.station adapts the daemon to what the client needs)."""

@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 
 CHARGER_TICK_S: Final = 0.02
 # A charger runs for months: keep the latest sessions and, per session, the latest ChargeLoop latencies.
-HISTORY_LENGTH: Final = 32
+HISTORY_LENGTH: Final = 8  # per connector; each record holds its session's bounded trace (secc.protocol.engine)
 LATENCY_SAMPLES: Final = 4096
 METER_SAMPLE_S: Final = 1.0  # MeterSample events on the stream while a session runs
 SILENCE_TAKEOVER_S: Final = 10.0  # a live session silent this long may be taken over by a new connection
@@ -99,6 +99,7 @@ class SessionRecord:
     charge_loop_latencies_s: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))
     charge_loops: int = 0
     summary: dict[str, Any] = field(default_factory=dict)  # protocol, service, control mode, failed step, codes
+    reported: bool = False  # the daemon has logged and passed on its end (once per session)
 
     @property
     def session_id(self) -> str:
@@ -150,6 +151,8 @@ class Connector:
         self.refused_connections = 0
         self.available = True
         self._refusals_logged_at = -REFUSAL_LOG_INTERVAL_S
+        self.unnegotiated_connections = 0
+        self._unnegotiated_logged_at = -REFUSAL_LOG_INTERVAL_S
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._last_sample = -METER_SAMPLE_S
@@ -273,6 +276,16 @@ class Connector:
                 event = ev.LimitsUpdate(event.limits, max(0.0, event.valid_for_s - (now - received)))
             candidate.session.control(event, now)
         return True
+
+    def note_unnegotiated(self, peer: str, why: str) -> None:
+        """A connection that ended before SupportedAppProtocol succeeded (garbage, a scanner): one warning line
+        per REFUSAL_LOG_INTERVAL_S with the count, not one per connection."""
+        self.unnegotiated_connections += 1
+        now = self.clock()
+        if now - self._unnegotiated_logged_at >= REFUSAL_LOG_INTERVAL_S:
+            log.warning("%s: V2G connection(s) ended before SupportedAppProtocol (%d so far; latest from [%s]: %s)",
+                        self.evse_id, self.unnegotiated_connections, peer, why)
+            self._unnegotiated_logged_at = now
 
     def _refuse(self, candidate: ConnectorSession, why: str) -> None:
         self.refused_connections += 1
@@ -478,8 +491,8 @@ class ConnectorSession:
         self.last_message_at = now
         self._announced = False
         self._timer = asyncio.get_running_loop().create_task(self._timers())
-        log.info("%s: V2G connection from [%s]:%d (%s)", connector.evse_id, connection.peer_host,
-                 connection.peer_port, "TLS " + connection.tls.version if connection.tls else "TCP")
+        log.debug("%s: V2G connection from [%s]:%d (%s)", connector.evse_id, connection.peer_host,
+                  connection.peer_port, "TLS " + connection.tls.version if connection.tls else "TCP")
 
     @property
     def owner(self) -> bool:
@@ -565,6 +578,9 @@ class ConnectorSession:
         self.record.failed = session.failed
         self.record.summary = session.summary()
         self.connector.session_finished(self.record, self)
+        if session.protocol is None and not self.owned:  # nothing negotiated: counted, logged aggregated
+            self.connector.note_unnegotiated(self.connection.peer_host, self.record.end_reason or "")
+            return
         log.info("%s: V2G session ended (%s): %s", self.connector.evse_id, "failed" if self.record.failed else "ok",
                  self.record.end_reason)
 

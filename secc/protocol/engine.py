@@ -162,11 +162,16 @@ class Conversation:
         if not self.ended:
             self.sequence_deadline = now + self.sequence_timeout_s
 
-    def end(self, now: float, why: str, *, failed: bool, step: str | None = None, session: str = "") -> Output:
-        """The session is over; the SessionEnded signal puts the charger into its safe state."""
+    def end(self, now: float, why: str, *, failed: bool, step: str | None = None, session: str = "",
+            quiet: bool = False) -> Output:
+        """The session is over; the SessionEnded signal puts the charger into its safe state.
+
+        `quiet`: nothing was negotiated (garbage before SupportedAppProtocol): a debug line only; the connector
+        counts such connections and logs them aggregated, so a flood cannot flood the journal."""
         if self.ended:
             return Output()
-        log.log(logging.WARNING if failed else logging.INFO, "V2G session %s ends: %s", session or "-", why)
+        level = logging.DEBUG if quiet else logging.WARNING if failed else logging.INFO
+        log.log(level, "V2G session %s ends: %s", session or "-", why)
         self.ended = True
         self.end_reason = why
         self.failed = failed

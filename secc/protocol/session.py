@@ -227,6 +227,6 @@ class Session:
         return Output(SAP_PAYLOAD_TYPE, payload)
 
     def _abort(self, now: float, why: str) -> Output:
-        out = self.conv.end(now, why, failed=True, step="SupportedAppProtocolReq")
+        out = self.conv.end(now, why, failed=True, step="SupportedAppProtocolReq", quiet=True)
         out.close = True
         return out

@@ -82,6 +82,7 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bench]:
 @pytest.mark.root
 @pytest.mark.peer
 @pytest.mark.slow
+@pytest.mark.soak
 @pytest.mark.parametrize("attacks", [*ATTACKS, ",".join(ATTACKS)])
 def test_josev_session_completes_under_hostile_input_and_the_daemon_returns_to_baseline(
         bench: Bench, attacks: str) -> None:

@@ -377,7 +377,8 @@ def test_hostile_garbage_after_a_valid_frame_is_logged_per_cause_not_per_connect
                 assert await asyncio.wait_for(reader.read(), 5) == b""
                 writer.close()
             await until(lambda: len(log.closed) == 100)
-            lines = [r.getMessage() for r in caplog.records if r.name == "secc.transport"]
+            lines = [r.getMessage() for r in caplog.records if r.name == "secc.transport"
+                     and "listening" not in r.getMessage() and "unencrypted" not in r.getMessage()]
             assert len(lines) <= 2, lines  # "malformed V2GTP header" once; the other 99 counted
             assert server.log_events.total["malformed V2GTP header"] == 100
             await server.close()  # reports the counts still open
