@@ -39,7 +39,7 @@ from secc.protocol.config import (
 )
 from secc.protocol.engine import Handled, InvalidContent, MessageSpec
 from secc.protocol.iso20 import session as s
-from secc.protocol.iso20.services import ServiceModule
+from secc.protocol.iso20.services import ServiceModule, energy_parameter_set
 from secc.protocol.iso20.session import View
 from secc.protocol.iso20.values import ZERO, magnitude, rational
 
@@ -407,25 +407,8 @@ def charge_loop(req: ac.AC_ChargeLoopReq, v: View, now: float) -> Handled:
 
 
 # ------------------------------------------------------------------------------------------ service detail
-def _int_param(name: str, value: int) -> cm.Parameter:
-    return cm.Parameter(name=name, int_value=int(value))
-
-
 def parameter_set_message(p: OfferedParameterSet, bpt: bool, settings: EvseAcSettings) -> cm.ParameterSet:
-    params = [
-        _int_param("Connector", settings.connector),
-        _int_param("ControlMode", p.control_mode),
-        _int_param("EVSENominalVoltage", round(settings.service_detail_voltage_v)),
-        _int_param("MobilityNeedsMode", p.mobility_needs_mode),
-        _int_param("Pricing", p.pricing),
-    ]
-    if bpt:
-        params += [
-            _int_param("BPTChannel", p.bpt_channel),
-            _int_param("GeneratorMode", p.generator_mode),
-            _int_param("GridCodeIslandingDetectionMethod", p.grid_code_detection),
-        ]
-    return cm.ParameterSet(parameter_set_id=p.parameter_set_id, parameter=params)
+    return energy_parameter_set(p, bpt, settings.connector, settings.service_detail_voltage_v)
 
 
 def parameter_sets(config: SessionConfig, service_id: int) -> list[cm.ParameterSet]:

@@ -86,3 +86,28 @@ class ServiceRegistry:
 
     def all_specs(self) -> list[MessageSpec]:
         return [spec for m in self._modules for spec in m.specs]
+
+
+def energy_parameter_set(
+    p: OfferedParameterSet, bpt: bool, connector: int, nominal_voltage_v: float
+) -> cm.ParameterSet:
+    """One ParameterSet of ServiceDetailRes as -20 defines it for the energy services (DC and AC alike: the
+    connector code and the nominal voltage are the service's own)."""
+
+    def param(name: str, value: int) -> cm.Parameter:
+        return cm.Parameter(name=name, int_value=int(value))
+
+    params = [
+        param("Connector", connector),
+        param("ControlMode", p.control_mode),
+        param("EVSENominalVoltage", round(nominal_voltage_v)),
+        param("MobilityNeedsMode", p.mobility_needs_mode),
+        param("Pricing", p.pricing),
+    ]
+    if bpt:
+        params += [
+            param("BPTChannel", p.bpt_channel),
+            param("GeneratorMode", p.generator_mode),
+            param("GridCodeIslandingDetectionMethod", p.grid_code_detection),
+        ]
+    return cm.ParameterSet(parameter_set_id=p.parameter_set_id, parameter=params)
