@@ -460,6 +460,11 @@ class Connector:
             self.supervisor.cp.allow_power(now, False)
             self.broker.cancel(self.evse_id)
             self.active = None
+            # What the car said holds for its session only: its own limits, and (AC_DER) its inverter's trip.
+            # A grid trip decided here (the DER runner on a DC power stage) is the grid's and stays.
+            self.arbiter.withdraw(LimitSource.EV, now)
+            if self.der is None:
+                self.arbiter.withdraw(LimitSource.GRID_TRIP, now)
             self._sample(now)
             self.publish(es.SessionStopped, session_id=record.session_id, reason=record.end_reason or "",
                          failed=record.failed, failed_step=record.summary.get("failed_step"),
