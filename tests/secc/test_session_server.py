@@ -298,7 +298,8 @@ def test_charger_stop_and_limits() -> None:
         await car.into_charge_loop(dynamic=True)
         assert port.connector.active is not None
         port.connector.active.feed(ev.StopCharging("operator"))
-        assert not port.sim.power_stage.enabled
+        # the stop ramps the current down (200 A/s, at most 1 s: hal.supervisor), then the stage is off
+        await eventually(lambda: not port.sim.power_stage.enabled, within_s=2.0)
         res = await car.request(car.charge_loop(car.loop_mode(False, True)))
         assert res.evse_status.evse_notification == ct.EvseNotification.Terminate
         await car.request(car.power_delivery(False))
