@@ -174,6 +174,15 @@ def check_config(config: cfg.Config) -> None:
     for i, connector in enumerate(config.connectors):
         if connector.board == "sim":
             SimOptions.from_hal(connector.hal, f"connector[{i}].hal", connector.kind)
+            continue
+        # Only the simulated board has a grid (and site) measurement in this build: refuse at the check, exit 2.
+        if connector.der is not None and connector.kind == "dc":
+            raise cfg.ConfigError(f"connector[{i}].der", "needs a grid measurement, which only the simulated board "
+                                  "has in this build (no grid meter backend is wired yet)")
+        mode = None if connector.local_mode is None else str(connector.local_mode.mode.value)
+        if mode in ("local-frequency", "v2h"):
+            raise cfg.ConfigError(f"connector[{i}].local_mode.mode", f"{mode} needs a grid/site meter, which only "
+                                  "the simulated board has in this build")
 
 
 # ---------------------------------------------------------------------------------------------------------
