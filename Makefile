@@ -46,7 +46,7 @@ typecheck: $(STAMP)
 
 # `soak` tests (the 8 x 200 fleet runs, the attacks on the wire) belong to `make soak`, not to `make test`.
 test: $(STAMP) peers lint typecheck
-	$(PY) -m pytest -q -m "not soak" --durations=15 $(PYTEST_ARGS)
+	SECC_SCHEMAS="$(SCHEMAS)" $(PY) -m pytest -q -m "not soak" --durations=15 $(PYTEST_ARGS)
 
 bench: $(STAMP) peers
 	$(PY) -m tests.bench $(SECTIONS)

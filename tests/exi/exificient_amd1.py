@@ -4,9 +4,10 @@ Josev's JSON layer has no Amendment 1 binding, but its EXICodec.jar carries all 
 Xerces), so `ExificientAmd1.java` (next to this file) builds the grammars from the XSDs themselves and encodes
 XML with the -20 profile's options. It is compiled into .peers/exificient-amd1/ on first use (javac).
 
-The XSDs are ISO's and are not in the repository (shared/schemas/PROVENANCE.md): they are read from
-$SECC_SCHEMAS, else ../shared/schemas (the Makefile's SCHEMAS default), and copied into one folder per run
-because the Amendment 1 files import V2G_CI_AC.xsd and V2G_CI_CommonTypes.xsd from their own folder.
+The XSDs are ISO's and are not in the repository: they are read from $SECC_SCHEMAS, which `make test` sets from
+its SCHEMAS= argument (as `make grammars` uses it); without it the test is skipped with that reason. They are
+copied into one folder per run because the Amendment 1 files import V2G_CI_AC.xsd and V2G_CI_CommonTypes.xsd
+from their own folder.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ JAR = josev.VENV / "lib" / "python3.11" / "site-packages" / "iso15118" / "shared
 XSD = {"ac-der-iec": "V2G_CI_AC_DER_IEC.xsd", "ac-der-sae": "V2G_CI_AC_DER_SAE.xsd"}
 
 
-def schemas_dir() -> Path:
-    return Path(os.environ.get("SECC_SCHEMAS", REPO.parent / "shared" / "schemas"))
+def schemas_dir() -> Path | None:
+    folder = os.environ.get("SECC_SCHEMAS")
+    return Path(folder).resolve() if folder else None
 
 
 def available() -> tuple[bool, str]:
@@ -36,6 +38,8 @@ def available() -> tuple[bool, str]:
     if not JAR.exists():
         return False, "Josev's EXICodec.jar (EXIficient) not installed: run `make peers`"
     folder = schemas_dir()
+    if folder is None:
+        return False, "no XSDs: run `make test SCHEMAS=DIR` (or set SECC_SCHEMAS)"
     if not (folder / "iso15118-20-amd1" / XSD["ac-der-iec"]).exists():
         return False, f"the Amendment 1 XSDs are not in {folder} (set SECC_SCHEMAS)"
     return True, "ok"
@@ -53,6 +57,7 @@ def _compiled() -> Path:
 def encode_all(items: list[tuple[str, str]], workdir: Path) -> list[str]:
     """(schema set, XML) -> EXIficient's bytes in hex, or "ERR <why>", in one JVM."""
     folder = schemas_dir()
+    assert folder is not None, "available() says why there are no XSDs"
     for sub in ("iso15118-20", "iso15118-20-amd1"):
         for xsd in (folder / sub).glob("*.xsd"):
             shutil.copy(xsd, workdir / xsd.name)
