@@ -21,12 +21,14 @@ Hostile input (issue 15): anyone on the link can connect. Every buffer is bounde
 and every wait has a timeout: the TLS handshake (`handshake_timeout`), connect -> first complete V2GTP frame
 (`first_frame_timeout`), first byte of a frame -> its last (`frame_timeout`, a truncated header followed by
 silence), and between requests (`message_timeout`, V2G_SECC_Sequence_Timeout). Each server holds at most
-`max_connections` connections (TLS handshakes included) and at most `max_per_host` from one address that
-have not completed session setup. A new connection beyond a cap is not refused: it evicts the oldest
-connection that has not completed session setup, preferring one that never sent a valid V2GTP frame and
-the address holding the most connections, so a flood from one host only displaces that host's own
-connections and never the plugged-in car's; only connections marked established
-(`Connection.mark_established()`, after SessionSetup) are never evicted. With `lazy_handler=True` the
+`max_connections` connections (TLS handshakes included) and `max_per_host` from one address that have not
+completed session setup. A new connection beyond a cap is not refused: it evicts a connection that has not
+completed session setup and has gone silent (no byte for `silent_s` before its first valid V2GTP frame,
+`framed_silent_s` after it; bytes waiting in the socket count as heard), the one silent longest first, so
+a flood that sends nothing displaces its own connections and never a car that is talking, even one that
+shares its address. Only when the server is full and nobody is silent does the newcomer evict the least
+recently heard connection of the address holding the most. Connections marked established
+(`Connection.mark_established()`, after SessionSetup) are never evicted; see `admission()`. With `lazy_handler=True` the
 handler factory is called at the first valid V2GTP frame instead of at accept time, so a connection that
 sends nothing or garbage never reaches the session layer. Log lines about refused, evicted, malformed or
 timed-out connections and failed handshakes are aggregated per cause (`LogAggregator`): the first at once,
@@ -54,12 +56,15 @@ import asyncio
 import contextlib
 import enum
 import errno
+import fcntl
 import ipaddress
 import logging
 import random
 import socket
 import ssl
 import struct
+import sys
+import termios
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,10 +81,16 @@ DEFAULT_HANDSHAKE_TIMEOUT: Final = 10.0
 DEFAULT_MESSAGE_TIMEOUT: Final = 60.0  # V2G_SECC_Sequence_Timeout (ISO 15118-20): the EV's next request
 DEFAULT_FIRST_FRAME_TIMEOUT: Final = 10.0  # accept / TLS handshake -> first complete, valid V2GTP frame
 DEFAULT_FRAME_TIMEOUT: Final = 5.0  # first byte of a frame -> its last (16 KiB take milliseconds on PLC)
-DEFAULT_MAX_CONNECTIONS: Final = 16  # per server, TLS handshakes in progress included
+DEFAULT_MAX_CONNECTIONS: Final = 64  # per server, TLS handshakes in progress included (8 connectors: 512 fds)
 DEFAULT_MAX_PER_HOST: Final = 8  # connections of one address that have not completed session setup
+# How long a connection may stay silent before a newcomer may take its slot: one that has not sent a valid
+# frame yet gets SILENT_S (a car sends its SupportedAppProtocolReq or ClientHello within milliseconds of the
+# connect), one that has gets FRAMED_SILENT_S (an EV answers a response within V2G_EVCC_Msg_Timeout, 2 s).
+DEFAULT_SILENT_S: Final = 0.5
+DEFAULT_FRAMED_SILENT_S: Final = 5.0
 LOG_INTERVAL_S: Final = 10.0  # aggregated hostile-input log lines: at most one per cause and interval
 LISTEN_BACKLOG: Final = 64
+SO_RCVBUFFORCE: Final = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux; the socket module may lack it
 CLOSE_TIMEOUT: Final = 5.0  # how long a closing connection may take to flush before it is aborted
 # -20 is strictly request/response; an EV that queues more than this many unanswered requests is broken.
 MAX_QUEUED_MESSAGES: Final = 8
@@ -185,34 +196,48 @@ class SlotView:
     host: str
     framed: bool  # has sent a valid V2GTP frame
     established: bool  # completed session setup (never evicted)
+    last_heard: float = 0.0  # accept time, then the time of the last byte received (or waiting in the socket)
 
 
-def admission(live: list[SlotView], host: str, max_connections: int,
-              max_per_host: int) -> tuple[bool, SlotView | None]:
+def admission(live: list[SlotView], host: str, max_connections: int, max_per_host: int, *, now: float = 0.0,
+              silent_s: float = 0.0, framed_silent_s: float = DEFAULT_FRAMED_SILENT_S,
+              ) -> tuple[bool, SlotView | None]:
     """For a new connection from `host`: (admit it?, the live connection to evict first, if any).
 
-    Victims are connections that have not completed session setup: one that never sent a valid frame
-    before one that did, the oldest first; from `host` itself when it holds `max_per_host` such
-    connections, otherwise (server full) from the address holding the most. A server full of established
-    sessions refuses the newcomer.
+    Only connections that have not completed session setup are ever evicted, and a connection that is
+    still talking keeps its slot: a victim must have been silent for `silent_s` (no valid frame yet) or
+    `framed_silent_s` (after one), the one silent longest first, never-framed before framed. When `host`
+    holds `max_per_host` such connections, the victim is one of its own; when none of them is silent yet,
+    the newcomer is admitted beyond the per-host cap, within `max_connections`. A full server evicts a
+    silent connection of any address, else, as a last resort, the least recently heard connection of the
+    address holding the most (a flood from one address displaces its own connections first); a server
+    full of established sessions refuses the newcomer.
     """
     evictable = [s for s in live if not s.established]
 
-    def oldest_first(candidates: list[SlotView]) -> SlotView:
-        return min(candidates, key=lambda s: (s.framed, s.order))
+    def silent(s: SlotView) -> bool:
+        return now - s.last_heard >= (framed_silent_s if s.framed else silent_s)
+
+    def first_to_go(candidates: list[SlotView]) -> SlotView:
+        return min(candidates, key=lambda s: (not silent(s), s.framed, s.last_heard, s.order))
 
     same_host = [s for s in evictable if s.host == host]
     if len(same_host) >= max_per_host:
-        return True, oldest_first(same_host)
+        quiet = [s for s in same_host if silent(s)]
+        if quiet:
+            return True, first_to_go(quiet)
     if len(live) < max_connections:
         return True, None
     if not evictable:
         return False, None
+    quiet = [s for s in evictable if silent(s)]
+    if quiet:
+        return True, first_to_go(quiet)
     counts: dict[str, int] = {}
     for s in evictable:
         counts[s.host] = counts.get(s.host, 0) + 1
     busiest = max(counts.values())
-    return True, oldest_first([s for s in evictable if counts[s.host] == busiest])
+    return True, first_to_go([s for s in evictable if counts[s.host] == busiest])
 
 
 class LogAggregator:
@@ -290,11 +315,30 @@ class _Slot:
     order: int
     host: str
     owner: _Evictable
+    last_heard: float  # accept time, then the time of the last byte received
+    fileno: int = -1  # the TCP socket, to see bytes the event loop has not read yet
     connection: Connection | None = None  # None during the TLS handshake
 
-    def view(self) -> SlotView:
+    def view(self, now: float, peek: bool) -> SlotView:
+        """The policy's view; with `peek`, bytes already waiting in the socket count as heard now (a car
+        accepted in the same burst as a flood has sent its first request before the loop got to read it)."""
         c = self.connection
-        return SlotView(self.order, self.host, c is not None and c.has_valid_frame, c is not None and c.established)
+        if peek and self.fileno >= 0 and now > self.last_heard and _bytes_waiting(self.fileno):
+            self.last_heard = now
+        return SlotView(self.order, self.host, c is not None and c.has_valid_frame, c is not None and c.established,
+                        self.last_heard)
+
+
+def _bytes_waiting(fileno: int) -> bool:
+    try:
+        return int.from_bytes(fcntl.ioctl(fileno, termios.FIONREAD, bytes(4)), sys.byteorder) > 0
+    except OSError:
+        return False
+
+
+def _fileno(transport: asyncio.BaseTransport) -> int:
+    sock = transport.get_extra_info("socket")
+    return sock.fileno() if sock is not None else -1
 
 
 class _V2GConnectionProtocol(asyncio.Protocol):
@@ -328,7 +372,7 @@ class _V2GConnectionProtocol(asyncio.Protocol):
         self.connection = Connection(str(peer[0]), int(peer[1]), tls, self._request_close,
                                      accepted_at=self._loop.time())
         if self._slot is None:
-            self._slot = self._server._admit(str(peer[0]), self)
+            self._slot = self._server._admit(str(peer[0]), self, transport)
             if self._slot is None:  # refused: the server is full of established sessions
                 cast(asyncio.Transport, transport).abort()
                 return
@@ -339,6 +383,8 @@ class _V2GConnectionProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._end_reason is not None:
             return
+        if self._slot is not None:
+            self._slot.last_heard = self._loop.time()
         try:
             messages = self._parser.feed(data)
         except v2gtp.V2GTPHeaderError as exc:
@@ -418,10 +464,11 @@ class _V2GConnectionProtocol(asyncio.Protocol):
         server.stats.closed[reason] = server.stats.closed.get(reason, 0) + 1
         if reason in _NOTED_WHEN_DETECTED:
             return  # counted where it was detected
-        if connection.established or reason is CloseReason.HANDLER_CLOSE:
+        if connection.established:
             log.info("V2G connection from [%s]:%s closed: %s", connection.peer_host, connection.peer_port,
                      reason.value)
-        else:  # before session setup: connect floods, scanners, garbage after a valid frame; counted
+        else:  # before session setup: floods, scanners, garbage after a valid frame (the session layer logs
+            # why it ended a real car's attempt); counted
             cause = "V2G connection closed before session setup" if connection.has_valid_frame else (
                 "V2G connection closed before any valid V2GTP frame")
             server._note(cause, f"[{connection.peer_host}]:{connection.peer_port}: {reason.value}")
@@ -509,7 +556,7 @@ class _TlsServerSession(asyncio.Protocol, asyncio.Transport):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._raw = cast(asyncio.Transport, transport)
         peer = cast(tuple[str, int], transport.get_extra_info("peername") or ("?", 0))
-        self._slot = self._server._admit(str(peer[0]), self)  # a handshake in progress holds a slot too
+        self._slot = self._server._admit(str(peer[0]), self, transport)  # a handshake holds a slot too
         if self._slot is None:
             self._failed = True
             self._raw.abort()
@@ -521,6 +568,8 @@ class _TlsServerSession(asyncio.Protocol, asyncio.Transport):
     def data_received(self, data: bytes) -> None:
         if self._failed:
             return
+        if self._slot is not None:
+            self._slot.last_heard = self._server._loop.time()
         self._incoming.write(data)
         if self._app is None:
             self._do_handshake()
@@ -668,6 +717,8 @@ class V2GConnectionServer:
         frame_timeout: float | None = DEFAULT_FRAME_TIMEOUT,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         max_per_host: int = DEFAULT_MAX_PER_HOST,
+        silent_s: float = DEFAULT_SILENT_S,
+        framed_silent_s: float = DEFAULT_FRAMED_SILENT_S,
         lazy_handler: bool = False,
         log_interval_s: float = LOG_INTERVAL_S,
     ) -> None:
@@ -684,6 +735,8 @@ class V2GConnectionServer:
         self.frame_timeout = frame_timeout
         self.max_connections = max_connections
         self.max_per_host = max_per_host
+        self.silent_s = silent_s  # see admission()
+        self.framed_silent_s = framed_silent_s
         self.lazy_handler = lazy_handler  # call handler_factory at the first valid frame, not at accept
         self.stats = ServerStats()
         self.log_events = LogAggregator(log_interval_s)
@@ -699,10 +752,16 @@ class V2GConnectionServer:
     def _kind(self) -> str:
         return "TLS" if self.tls_context is not None else "TCP"
 
-    def _admit(self, host: str, owner: _Evictable) -> _Slot | None:
+    def _admit(self, host: str, owner: _Evictable, transport: asyncio.BaseTransport) -> _Slot | None:
         """A slot for a new connection from `host`, evicting one if a cap says so; None: refused."""
-        admit, victim = admission([slot.view() for slot in self._slots.values()], host, self.max_connections,
-                                  self.max_per_host)
+        now = self._loop.time()
+        slots = self._slots.values()
+        crowded = len(slots) >= self.max_connections or sum(
+            1 for slot in slots if slot.host == host and not (slot.connection and slot.connection.established)
+        ) >= self.max_per_host  # an eviction is possible: see who has sent bytes (one ioctl per slot)
+        admit, victim = admission([slot.view(now, crowded) for slot in slots], host, self.max_connections,
+                                  self.max_per_host, now=now, silent_s=self.silent_s,
+                                  framed_silent_s=self.framed_silent_s)
         if victim is not None:
             evicted = self._slots.pop(victim.order)
             self.stats.evicted += 1
@@ -713,7 +772,7 @@ class V2GConnectionServer:
             self._note("V2G connection refused: every slot holds an established session", f"[{host}]")
             return None
         self._accepts += 1
-        slot = _Slot(self._accepts, host, owner)
+        slot = _Slot(self._accepts, host, owner, now, _fileno(transport))
         self._slots[slot.order] = slot
         return slot
 
@@ -835,38 +894,18 @@ def link_local_address(interface: str, if_inet6: Path = Path("/proc/net/if_inet6
     raise LookupError(f"interface {interface} has no usable IPv6 link-local address")
 
 
-class _SdpProtocol(asyncio.DatagramProtocol):
-    def __init__(self, server: SdpServer) -> None:
-        self._server = server
-        self.transport: asyncio.DatagramTransport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # asyncio's selector datagram transport does not subclass DatagramTransport; it implements it.
-        self.transport = cast(asyncio.DatagramTransport, transport)
-
-    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
-        server = self._server
-        # Without SO_BINDTODEVICE the socket hears every interface; a link-local source carries the index
-        # of the interface it arrived on.
-        if len(addr) >= 4 and addr[3] and addr[3] != server.ifindex:
-            log.debug("SDP: ignoring datagram from %s on another interface", addr)
-            return
-        now = asyncio.get_running_loop().time()
-        outcome = server.core.handle(data, addr, now)
-        if isinstance(outcome, bytes):
-            if self.transport is not None:
-                self.transport.sendto(outcome, addr)
-                server.answered += 1
-            return
-        if outcome is not sdp.Drop.UDP_TRANSPORT:
-            server.note(outcome.value, str(addr[0]) if addr else "?", now)
-
-    def error_received(self, exc: Exception) -> None:
-        log.debug("SDP socket error: %s", exc)
+SDP_READ_BATCH: Final = 1024  # datagrams read per wake-up: a flood is drained, not read one per loop turn
+SDP_RCVBUF: Final = 1 << 20  # room for a burst while the loop is busy elsewhere (root: SO_RCVBUFFORCE)
+SDP_MAX_DATAGRAM: Final = 512  # an SDP request is 10 bytes; anything longer is dropped as malformed
 
 
 class SdpServer:
-    """UDP [::]:15118 on one interface, member of ff02::1 there, answering with `core`."""
+    """UDP [::]:15118 on one interface, member of ff02::1 there, answering with `core`.
+
+    The socket is drained in batches on every wake-up (asyncio's datagram transport reads one datagram per
+    loop turn, so a flood overflows the receive buffer while the loop serves V2G sessions, and the car's own
+    request is lost with the flood); replies go out non-blocking, and one that does not fit is dropped.
+    """
 
     def __init__(self, core: sdp.SdpServerCore, interface: str, port: int = sdp.SDP_PORT) -> None:
         self.core = core
@@ -876,7 +915,45 @@ class SdpServer:
         self.answered = 0
         self.log_events = LogAggregator()
         self._log_timer: asyncio.TimerHandle | None = None
-        self._transport: asyncio.DatagramTransport | None = None
+        self._sock: socket.socket | None = None
+
+    def datagram_received(self, data: bytes, addr: tuple[object, ...], now: float) -> bytes | None:
+        """The reply to one datagram, or None (dropped, counted and logged aggregated)."""
+        # Without SO_BINDTODEVICE the socket hears every interface; a link-local source carries the index
+        # of the interface it arrived on.
+        if len(addr) >= 4 and addr[3] and addr[3] != self.ifindex:
+            log.debug("SDP: ignoring datagram from %s on another interface", addr)
+            return None
+        outcome = self.core.handle(data, addr, now)
+        if isinstance(outcome, bytes):
+            return outcome
+        if outcome is not sdp.Drop.UDP_TRANSPORT:
+            self.note(outcome.value, str(addr[0]) if addr else "?", now)
+        return None
+
+    def _drain(self) -> None:
+        sock = self._sock
+        if sock is None:
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for _ in range(SDP_READ_BATCH):
+            try:
+                data, addr = sock.recvfrom(SDP_MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # e.g. an ICMP error reported on the socket
+                log.debug("SDP socket error: %s", exc)
+                return
+            reply = self.datagram_received(data, addr, now)
+            if reply is None:
+                continue
+            try:
+                sock.sendto(reply, addr)
+            except OSError as exc:  # the send buffer is full under a flood: UDP, the EV asks again
+                self.note(f"reply not sent ({exc.strerror or exc})", str(addr[0]), now)
+                continue
+            self.answered += 1
 
     def note(self, cause: str, source: str, now: float) -> None:
         """A dropped datagram: logged aggregated per cause, never one line per datagram."""
@@ -901,7 +978,12 @@ class SdpServer:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, self.interface.encode())
             except PermissionError:
                 log.debug("SDP: no CAP_NET_RAW for SO_BINDTODEVICE; filtering by interface index instead")
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, SDP_RCVBUF)
+            except PermissionError:  # without CAP_NET_ADMIN: as much as net.core.rmem_max allows
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SDP_RCVBUF)
             sock.bind(("::", self.port, 0, 0))
+            self.port = sock.getsockname()[1]
             membership = socket.inet_pton(socket.AF_INET6, sdp.ALL_NODES) + struct.pack("@I", self.ifindex)
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, membership)
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 0)
@@ -909,18 +991,18 @@ class SdpServer:
         except OSError:
             sock.close()
             raise
-        loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(lambda: _SdpProtocol(self), sock=sock)
-        self._transport = transport
+        self._sock = sock
+        asyncio.get_running_loop().add_reader(sock.fileno(), self._drain)
         log.info("SDP server on [::]:%d%%%s announcing %s", self.port, self.interface, self.core.config)
 
     async def close(self) -> None:
         if self._log_timer is not None:
             self._log_timer.cancel()
             self._log_timer = None
-        if self._transport is not None:
-            self._transport.close()
-            self._transport = None
+        if self._sock is not None:
+            asyncio.get_running_loop().remove_reader(self._sock.fileno())
+            self._sock.close()
+            self._sock = None
             await asyncio.sleep(0)
 
 

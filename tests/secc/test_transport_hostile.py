@@ -12,6 +12,9 @@ import logging
 import socket
 import ssl
 import struct
+import subprocess
+import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -27,7 +30,6 @@ from secc.transport import (
     SdpServer,
     SlotView,
     V2GConnectionServer,
-    _SdpProtocol,
     admission,
 )
 from tests.secc.echo import EchoHandler, EchoLog
@@ -100,6 +102,31 @@ def test_admission_never_evicts_an_established_session_and_never_refuses_while_o
     assert admission([*established, pending], CAR, max_connections=4, max_per_host=4) == (True, pending)
 
 
+def test_admission_a_talking_car_that_shares_the_floods_address_keeps_its_slot() -> None:
+    """Eviction goes by silence, not by age: the car heard 10 ms ago outlives idle connections accepted after it."""
+    car = SlotView(1, ATTACKER, framed=False, established=False, last_heard=9.99)
+    flood = [SlotView(i, ATTACKER, False, False, last_heard=9.0 + i * 0.01) for i in range(2, 10)]
+    assert admission([car, *flood], ATTACKER, 64, 8, now=10.0, silent_s=0.5) == (True, flood[0])
+    # server full, nobody silent yet: the address holding the most loses its least recently heard connection
+    fresh = [SlotView(i, ATTACKER, False, False, last_heard=9.9 + i * 0.001) for i in range(2, 10)]
+    assert admission([car, *fresh], ATTACKER, 9, 8, now=10.0, silent_s=0.5) == (True, fresh[0])
+
+
+def test_admission_beyond_the_per_host_cap_while_nobody_of_that_host_is_silent_yet() -> None:
+    """A burst of fresh connections (the car among them, before it had a chance to speak) is admitted within
+    the server's cap; the per-host cap takes effect as soon as one of them has been silent for silent_s."""
+    burst = [SlotView(i, ATTACKER, False, False, last_heard=10.0) for i in range(1, 9)]
+    assert admission(burst, ATTACKER, 64, 8, now=10.2, silent_s=0.5) == (True, None)
+    assert admission(burst, ATTACKER, 64, 8, now=10.6, silent_s=0.5) == (True, burst[0])
+
+
+def test_admission_a_framed_connection_waiting_for_its_next_request_is_not_silent_at_once() -> None:
+    framed = SlotView(1, CAR, framed=True, established=False, last_heard=9.0)  # sent SAP 1 s ago
+    idle = SlotView(2, ATTACKER, framed=False, established=False, last_heard=9.4)  # connected 0.6 s ago
+    assert admission([framed, idle], "192.0.2.1", 2, 8, now=10.0, silent_s=0.5) == (True, idle)
+    assert admission([framed], "192.0.2.1", 1, 8, now=14.0, silent_s=0.5) == (True, framed)  # 5 s: gone silent
+
+
 def test_log_aggregator_one_line_per_cause_and_interval_with_counts() -> None:
     agg = LogAggregator(interval_s=10.0)
     assert agg.note("malformed", "[a]", now=0.0) == "malformed: [a]"  # the first one at once
@@ -125,31 +152,76 @@ def test_sdp_reply_rate_limit_per_source_and_overall() -> None:
 
 
 def test_sdp_flood_gets_rate_limited_replies_and_aggregated_log_lines(caplog: pytest.LogCaptureFixture) -> None:
-    class FakeDatagramTransport:
-        def __init__(self) -> None:
-            self.sent: list[tuple[bytes, object]] = []
-
-        def sendto(self, data: bytes, addr: object) -> None:
-            self.sent.append((data, addr))
-
     async def scenario() -> None:
         config = sdp.SdpConfig(__import__("ipaddress").IPv6Address("fe80::1"), tls_port=61234,
                                policy=sdp.SecurityPolicy.ENFORCE_TLS)
         server = SdpServer(sdp.SdpServerCore(config), "lo", port=15118)
-        protocol = _SdpProtocol(server)
-        fake = FakeDatagramTransport()
-        protocol.connection_made(fake)  # type: ignore[arg-type]
         source = ("fe80::bad", 5000, 0, server.ifindex)
         request = sdp.build_request(sdp.Security.TLS)
+        replies = []
         with caplog.at_level(logging.DEBUG, logger="secc.transport"):
-            for _ in range(2000):
-                protocol.datagram_received(request, source)
-                protocol.datagram_received(b"\x01\xfe\x90\x00junk", source)
-        assert len(fake.sent) == 8 and server.answered == 8
+            for i in range(2000):
+                replies.append(server.datagram_received(request, source, now=i * 1e-4))
+                assert server.datagram_received(b"\x01\xfe\x90\x00junk", source, now=i * 1e-4) is None
+        assert len([r for r in replies if r is not None]) == 8
         assert server.core.dropped == {sdp.Drop.RATE_LIMITED: 1992, sdp.Drop.MALFORMED: 2000}
         lines = [r for r in caplog.records if r.name == "secc.transport"]
         assert len(lines) == 2  # one per cause, not one per datagram
         await server.close()
+
+    run(scenario())
+
+
+FLOODER = """
+import socket, sys, time
+sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+end = time.monotonic() + float(sys.argv[2])
+while time.monotonic() < end:
+    for _ in range(200):
+        sock.sendto(b"\\x01\\xfe\\x90\\x00junk", ("::1", int(sys.argv[1])))
+    time.sleep(0.01)
+"""
+
+
+def test_sdp_request_is_answered_while_a_flood_fills_the_socket_and_the_loop_is_busy() -> None:
+    """Regression (issue 15): under an SDP flood the Josev EVCC's 50 requests went unanswered while the daemon
+    served V2G floods, because asyncio's datagram transport reads one datagram per loop turn and the kernel
+    dropped the car's request with the flood. The server drains the socket in batches."""
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        config = sdp.SdpConfig(__import__("ipaddress").IPv6Address("fe80::1"), tls_port=61234,
+                               policy=sdp.SecurityPolicy.ENFORCE_TLS)
+        server = SdpServer(sdp.SdpServerCore(config), "lo", port=0)
+        await server.start()
+        flooder = subprocess.Popen([sys.executable, "-c", FLOODER, str(server.port), "8"])
+        busy = True
+
+        def hog() -> None:  # the loop's other work: 20 ms per turn, as under a V2G flood
+            time.sleep(0.02)
+            if busy:
+                loop.call_soon(hog)
+
+        car = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        car.setblocking(False)
+        try:
+            await asyncio.sleep(1.0)  # the flood fills the receive buffer
+            loop.call_soon(hog)
+            replies = []
+            for _ in range(8):  # Josev asks up to 50 times, 250 ms apart
+                car.sendto(sdp.build_request(sdp.Security.TLS), ("::1", server.port))
+                try:
+                    replies.append(await asyncio.wait_for(loop.sock_recv(car, 64), 0.25))
+                    break
+                except TimeoutError:
+                    continue
+            assert replies, f"no SDP reply under the flood; malformed datagrams read: {server.core.dropped}"
+            assert server.core.dropped.get(sdp.Drop.MALFORMED, 0) > 1000  # the flood was real, and read
+        finally:
+            busy = False
+            flooder.kill()
+            flooder.wait()
+            car.close()
+            await server.close()
 
     run(scenario())
 
@@ -224,7 +296,7 @@ def test_hostile_truncated_frame_after_a_valid_one_times_out() -> None:
 def test_hostile_connect_flood_that_sends_nothing_never_locks_out_the_car() -> None:
     async def scenario() -> None:
         log = EchoLog()
-        server = await start(log, max_connections=8, max_per_host=4)
+        server = await start(log, max_connections=8, max_per_host=4, silent_s=0.0)
         car_reader, car_writer = await connect(server.port, CAR)
         car_writer.write(v2gtp.frame(0x8001, b"sap"))
         assert await read_frame(car_reader) == (0x8001, b"ack:sap")
@@ -245,6 +317,47 @@ def test_hostile_connect_flood_that_sends_nothing_never_locks_out_the_car() -> N
             w.close()
         await server.close()
         assert server.open_connections == 0
+
+    run(scenario())
+
+
+def test_hostile_idle_flood_from_the_cars_own_address_never_evicts_the_car_accepted_in_the_same_burst() -> None:
+    """Regression (issue 15): 300 idle connections from the car's own address evicted the Josev EVCC before
+    its SupportedAppProtocolReq was read: the car was accepted in the same burst as the flood and, unread,
+    looked as idle as the rest. Its bytes waiting in the socket count, and fresh connections are not evicted
+    within silent_s unless the server's cap forces it."""
+    async def scenario() -> None:
+        log = EchoLog()
+        server = await start(log, max_connections=24, max_per_host=4)
+        port = server.port
+        before = [raw_connect(port, CAR) for _ in range(12)]  # the loop does not run: all land in one burst
+        car = raw_connect(port, CAR)
+        car.sendall(v2gtp.frame(0x8001, b"sap"))
+        after = [raw_connect(port, CAR) for _ in range(20)]  # 33 > 24: the server's cap must evict 9
+        car.setblocking(False)
+        loop = asyncio.get_running_loop()
+
+        async def car_frame() -> tuple[int, bytes]:
+            data = b""
+            while len(data) < 8 or len(data) < 8 + struct.unpack("!BBHI", data[:8])[3]:
+                chunk = await asyncio.wait_for(loop.sock_recv(car, 64), 5)
+                assert chunk, f"the car's connection was closed after {data!r}"
+                data += chunk
+            return struct.unpack("!BBHI", data[:8])[2], data[8:]
+
+        assert await car_frame() == (0x8001, b"ack:sap")
+        await until(lambda: server.stats.evicted >= 9)
+        assert server.open_connections <= 24
+        await asyncio.sleep(0.6)  # the flood has gone silent: each newcomer now takes an idle one's slot
+        more = [raw_connect(port, CAR) for _ in range(10)]
+        await until(lambda: server.stats.evicted >= 19)
+        await loop.sock_sendall(car, v2gtp.frame(0x8002, b"charging"))
+        assert await car_frame() == (0x8002, b"ack:charging")
+        assert server.stats.refused == 0
+        for sock in (*before, *after, *more, car):
+            sock.close()
+        await until(lambda: server.open_connections == 0)
+        await server.close()
 
     run(scenario())
 
@@ -290,7 +403,8 @@ def test_hostile_tls_handshake_flood_is_capped_and_timed_out(pki_dir: Path) -> N
 
     async def scenario() -> None:
         log = EchoLog()
-        server = await start(log, tls_context=context, handshake_timeout=0.5, max_connections=6, max_per_host=3)
+        server = await start(log, tls_context=context, handshake_timeout=0.5, max_connections=6, max_per_host=3,
+                             silent_s=0.0)
         flood = [raw_connect(server.port, ATTACKER) for _ in range(40)]
         for sock in flood[::2]:
             sock.sendall(b"\x16\x03\x01\x02\x00\x01")  # a ClientHello that never completes
