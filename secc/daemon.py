@@ -51,6 +51,7 @@ from secc.evse.auth import AuthBroker
 from secc.evse.build import attach_sim_car, build_connector
 from secc.evse.connector import Connector, ConnectorSession, ConnectorSetup, SessionRecord
 from secc.logs import V2GLog, get_logger
+from secc.memory import freeze_startup
 from secc.transport import (
     Close,
     CloseReason,
@@ -984,6 +985,7 @@ async def _serve(config: cfg.Config) -> int:
         log.error("cannot start", error=str(exc))
         print(f"secc: cannot start: {exc}", file=sys.stderr)
         return 1
+    freeze_startup()  # everything loaded: the collector never scans it again (secc.memory)
     await daemon.run_until(stop)
     reason = daemon.restart_requested or "signal"
     log.warning("stopping", reason=reason)

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from hal.types import CpState
 from secc.evse.connector import Connector, SessionRecord
+from secc.memory import freeze_startup
 from secc.protocol.config import ScheduleEntry, SessionConfig
 
 HELP = "run the SECC daemon from its config (--config, default /etc/secc/secc.toml), or one simulated port (--sim)"
@@ -199,6 +200,7 @@ async def _serve(args: argparse.Namespace, config: SessionConfig) -> int:
         args.iface, station.handler_factory, tls_context=tls_context, offer_tcp=plain_tcp, lazy_handler=True)
     ports = {"tcp": listeners.tcp.port if listeners.tcp else None, "tls": listeners.tls.port if listeners.tls else None}
     print(f"LISTENING {json.dumps({'iface': args.iface, 'address': str(listeners.address), **ports})}", flush=True)
+    freeze_startup()  # everything loaded: the collector never scans it again (secc.memory)
     # Every finished session prints at once (a poll of the bounded history could miss some under load).
     station.on_session_finished.append(_print_record)
     try:

@@ -72,6 +72,7 @@ from typing import Final, Protocol, cast
 
 from secc import sdp, v2gtp
 from secc import tls as tls_profile
+from secc.memory import heap_trimmer
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,7 @@ LOG_INTERVAL_S: Final = 10.0  # aggregated hostile-input log lines: at most one 
 LISTEN_BACKLOG: Final = 64
 SO_RCVBUFFORCE: Final = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux; the socket module may lack it
 CLOSE_TIMEOUT: Final = 5.0  # how long a closing connection may take to flush before it is aborted
+BURST_CONNECTIONS: Final = 16  # open at once, then none: the heap is trimmed after such a burst (secc.memory)
 # -20 is strictly request/response; an EV that queues more than this many unanswered requests is broken.
 MAX_QUEUED_MESSAGES: Final = 8
 
@@ -742,6 +744,7 @@ class V2GConnectionServer:
         self.log_events = LogAggregator(log_interval_s)
         self._log_timer: asyncio.TimerHandle | None = None
         self._slots: dict[int, _Slot] = {}
+        self._burst = 0  # most slots held at once since the last trim
         self._accepts = 0
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -774,10 +777,14 @@ class V2GConnectionServer:
         self._accepts += 1
         slot = _Slot(self._accepts, host, owner, now, _fileno(transport))
         self._slots[slot.order] = slot
+        self._burst = max(self._burst, len(self._slots))
         return slot
 
     def _release(self, slot: _Slot) -> None:
         self._slots.pop(slot.order, None)
+        if not self._slots and self._burst >= BURST_CONNECTIONS:
+            self._burst = 0
+            heap_trimmer.soon()  # a flood has ended: give its memory back
 
     @property
     def open_connections(self) -> int:

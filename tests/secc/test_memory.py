@@ -1,0 +1,61 @@
+"""secc.memory: the start-up freeze and the debounced heap trim after a burst of connections (issue 15)."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import socket
+
+import pytest
+
+from secc import memory
+from secc.transport import BURST_CONNECTIONS, V2GConnectionServer
+from tests.secc.echo import EchoHandler, EchoLog
+
+
+def test_heap_trim_runs_once_after_the_last_request_of_a_burst() -> None:
+    async def scenario() -> None:
+        trimmer = memory.HeapTrimmer(delay_s=0.05)
+        for _ in range(100):
+            trimmer.soon()
+        assert trimmer.trims == 0
+        await asyncio.sleep(0.15)
+        assert trimmer.trims == 1
+        trimmer.soon()
+        trimmer.cancel()
+        await asyncio.sleep(0.1)
+        assert trimmer.trims == 1
+
+    asyncio.run(scenario())
+
+
+def test_freeze_startup_takes_the_objects_alive_now_out_of_the_collector() -> None:
+    try:
+        memory.freeze_startup()
+        assert gc.get_freeze_count() > 1000
+    finally:
+        gc.unfreeze()
+
+
+def test_a_connection_burst_that_ends_asks_for_one_trim(monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[int] = []
+
+    async def scenario() -> None:
+        server = V2GConnectionServer(lambda c: EchoHandler(EchoLog(), c), lazy_handler=True)
+        await server.start("127.0.0.1")
+        monkeypatch.setattr(memory.heap_trimmer, "soon", lambda: asked.append(server.open_connections))
+        try:
+            flood = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(BURST_CONNECTIONS)]
+            while server.open_connections < BURST_CONNECTIONS:
+                await asyncio.sleep(0.01)
+            assert asked == []
+            for sock in flood:
+                sock.close()
+            while server.open_connections:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.05)
+            assert asked == [0]  # once, when the last one of the burst had gone
+        finally:
+            await server.close()
+
+    asyncio.run(scenario())
