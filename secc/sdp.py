@@ -57,7 +57,8 @@ class Drop(Enum):
 
 
 class ReplyLimiter:
-    """Token buckets per source address and overall (sans-IO: `now` in). The source table is bounded."""
+    """Token buckets per source (an address and port, as the caller names it) and overall (sans-IO: `now` in).
+    The source table is bounded."""
 
     def __init__(self, per_source_rate: float = 4.0, per_source_burst: float = 8.0, total_rate: float = 50.0,
                  total_burst: float = 100.0, max_sources: int = 256) -> None:
@@ -216,8 +217,9 @@ class SdpServerCore:
     def handle(self, datagram: bytes, source: object = None, now: float | None = None) -> bytes | Drop:
         """The response datagram for `datagram`, or why there is none (also logged at debug level).
 
-        With `now`, replies are rate-limited per source address (the first element of a socket address
-        tuple) and overall; without, every valid request is answered.
+        With `now`, replies are rate-limited per source (address and port of a socket address tuple: an
+        EV asks again from the socket it asked from, and a flood from the car's own address must not use up
+        the car's replies) and overall; without, every valid request is answered.
         """
         try:
             request = parse_request(datagram)
@@ -228,8 +230,8 @@ class SdpServerCore:
         if response is None:
             log.debug("SDP: not answering %s from %s (UDP transport)", request, source)
             return self._drop(Drop.UDP_TRANSPORT)
-        host = str(source[0]) if isinstance(source, tuple) and source else str(source)
-        if now is not None and not self.limiter.allow(host, now):
+        sender = f"[{source[0]}]:{source[1]}" if isinstance(source, tuple) and len(source) >= 2 else str(source)
+        if now is not None and not self.limiter.allow(sender, now):
             log.debug("SDP: reply to %s rate-limited", source)
             return self._drop(Drop.RATE_LIMITED)
         log.debug("SDP: %s from %s -> %s", request, source, response)

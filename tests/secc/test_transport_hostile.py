@@ -2,7 +2,7 @@
 
 The policies are sans-IO and tested with explicit time (admission, LogAggregator, sdp.ReplyLimiter); the wire
 tests run real sockets on loopback, with the "car" and the "attacker" on different IPv4 loopback addresses
-(127.0.0.2 and 127.0.0.3), because the per-host cap is what keeps a flood from one host off the car.
+(127.0.0.2 and 127.0.0.3), and in the worst case on the same one (a flood from the car's own address).
 """
 
 from __future__ import annotations
@@ -125,6 +125,17 @@ def test_admission_a_framed_connection_waiting_for_its_next_request_is_not_silen
     idle = SlotView(2, ATTACKER, framed=False, established=False, last_heard=9.4)  # connected 0.6 s ago
     assert admission([framed, idle], "192.0.2.1", 2, 8, now=10.0, silent_s=0.5) == (True, idle)
     assert admission([framed], "192.0.2.1", 1, 8, now=14.0, silent_s=0.5) == (True, framed)  # 5 s: gone silent
+
+
+def test_sdp_flood_from_the_cars_own_address_does_not_use_up_the_cars_replies() -> None:
+    """Regression (issue 15): the Josev EVCC's SDP requests left from an address the attacker flooded from, and
+    the per-address bucket was empty. Buckets are per address and port: the car asks from its own socket."""
+    core = sdp.SdpServerCore(sdp.SdpConfig(__import__("ipaddress").IPv6Address("fe80::1"), tls_port=61234,
+                                           policy=sdp.SecurityPolicy.ENFORCE_TLS))
+    request = sdp.build_request(sdp.Security.TLS)
+    flood = [core.handle(request, ("fe80::a4", 40000, 0, 2), now=i * 1e-4) for i in range(5000)]
+    assert sum(isinstance(reply, bytes) for reply in flood) < 10
+    assert isinstance(core.handle(request, ("fe80::a4", 51234, 0, 2), now=0.5), bytes)
 
 
 def test_log_aggregator_one_line_per_cause_and_interval_with_counts() -> None:
