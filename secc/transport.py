@@ -201,8 +201,8 @@ class SlotView:
     last_heard: float = 0.0  # accept time, then the time of the last byte received (or waiting in the socket)
 
 
-def admission(live: list[SlotView], host: str, max_connections: int, max_per_host: int, *, now: float = 0.0,
-              silent_s: float = 0.0, framed_silent_s: float = DEFAULT_FRAMED_SILENT_S,
+def admission(live: list[SlotView], host: str, max_connections: int, max_per_host: int, *, now: float,
+              silent_s: float = DEFAULT_SILENT_S, framed_silent_s: float = DEFAULT_FRAMED_SILENT_S,
               ) -> tuple[bool, SlotView | None]:
     """For a new connection from `host`: (admit it?, the live connection to evict first, if any).
 
@@ -321,14 +321,18 @@ class _Slot:
     fileno: int = -1  # the TCP socket, to see bytes the event loop has not read yet
     connection: Connection | None = None  # None during the TLS handshake
 
-    def view(self, now: float, peek: bool) -> SlotView:
-        """The policy's view; with `peek`, bytes already waiting in the socket count as heard now (a car
-        accepted in the same burst as a flood has sent its first request before the loop got to read it)."""
+    def view(self) -> SlotView:
         c = self.connection
-        if peek and self.fileno >= 0 and now > self.last_heard and _bytes_waiting(self.fileno):
-            self.last_heard = now
         return SlotView(self.order, self.host, c is not None and c.has_valid_frame, c is not None and c.established,
                         self.last_heard)
+
+    def heard_unread(self, now: float) -> bool:
+        """Bytes wait in the socket that the loop has not read yet (a car accepted in the same burst as a flood
+        has sent its first request before the loop got to it): heard now. One ioctl."""
+        if self.fileno < 0 or now <= self.last_heard or not _bytes_waiting(self.fileno):
+            return False
+        self.last_heard = now
+        return True
 
 
 def _bytes_waiting(fileno: int) -> bool:
@@ -758,13 +762,15 @@ class V2GConnectionServer:
     def _admit(self, host: str, owner: _Evictable, transport: asyncio.BaseTransport) -> _Slot | None:
         """A slot for a new connection from `host`, evicting one if a cap says so; None: refused."""
         now = self._loop.time()
-        slots = self._slots.values()
-        crowded = len(slots) >= self.max_connections or sum(
-            1 for slot in slots if slot.host == host and not (slot.connection and slot.connection.established)
-        ) >= self.max_per_host  # an eviction is possible: see who has sent bytes (one ioctl per slot)
-        admit, victim = admission([slot.view(now, crowded) for slot in slots], host, self.max_connections,
-                                  self.max_per_host, now=now, silent_s=self.silent_s,
-                                  framed_silent_s=self.framed_silent_s)
+        views = {order: slot.view() for order, slot in self._slots.items()}
+        while True:
+            admit, victim = admission(list(views.values()), host, self.max_connections, self.max_per_host,
+                                      now=now, silent_s=self.silent_s, framed_silent_s=self.framed_silent_s)
+            # Only the chosen victim is asked whether it has spoken meanwhile; if so, choose again (each
+            # round marks one connection heard now, so this ends within len(views) rounds).
+            if victim is None or not self._slots[victim.order].heard_unread(now):
+                break
+            views[victim.order] = self._slots[victim.order].view()
         if victim is not None:
             evicted = self._slots.pop(victim.order)
             self.stats.evicted += 1

@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Final
 
 import pytest
 
@@ -77,29 +78,33 @@ async def start(log: EchoLog, **kw: object) -> V2GConnectionServer:
 # --------------------------------------------------------------------------------------------- sans-IO policy
 
 
+# Every connection without a valid frame counts as silent at once: the policy by order and kind alone.
+BY_ORDER: Final = {"now": 0.0, "silent_s": 0.0}
+
+
 def slot(order: int, host: str, framed: bool = False, established: bool = False) -> SlotView:
     return SlotView(order, host, framed, established)
 
 
 def test_admission_evicts_a_connection_without_a_valid_frame_before_one_with() -> None:
     live = [slot(1, "a", framed=True), slot(2, "b"), slot(3, "b", framed=True)]
-    assert admission(live, "c", max_connections=3, max_per_host=8) == (True, live[1])
+    assert admission(live, "c", max_connections=3, max_per_host=8, **BY_ORDER) == (True, live[1])
 
 
 def test_admission_a_flooding_host_only_evicts_its_own_connections() -> None:
     car = slot(1, CAR, framed=True)
     flood = [slot(i, ATTACKER) for i in range(2, 6)]
     # the attacker's 5th connection evicts the attacker's oldest, not the car's
-    assert admission([car, *flood], ATTACKER, max_connections=16, max_per_host=4) == (True, flood[0])
+    assert admission([car, *flood], ATTACKER, max_connections=16, max_per_host=4, **BY_ORDER) == (True, flood[0])
     # server full: the victim comes from the address holding the most, never the car with its one
-    assert admission([car, *flood], "203.0.113.9", max_connections=5, max_per_host=4) == (True, flood[0])
+    assert admission([car, *flood], "203.0.113.9", max_connections=5, max_per_host=4, **BY_ORDER) == (True, flood[0])
 
 
 def test_admission_never_evicts_an_established_session_and_never_refuses_while_one_is_evictable() -> None:
     established = [slot(i, CAR, framed=True, established=True) for i in range(1, 4)]
-    assert admission(established, ATTACKER, max_connections=3, max_per_host=4) == (False, None)
+    assert admission(established, ATTACKER, max_connections=3, max_per_host=4, **BY_ORDER) == (False, None)
     pending = slot(9, ATTACKER, framed=True)
-    assert admission([*established, pending], CAR, max_connections=4, max_per_host=4) == (True, pending)
+    assert admission([*established, pending], CAR, max_connections=4, max_per_host=4, **BY_ORDER) == (True, pending)
 
 
 def test_admission_a_talking_car_that_shares_the_floods_address_keeps_its_slot() -> None:
