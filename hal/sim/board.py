@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,6 +50,7 @@ R3_C_OHM = 1300.0
 R3_D_OHM = 270.0
 DIODE_DROP_V = 0.7
 GENERATOR_V = 12.0
+APPLIED_KEPT = 1024  # CP outputs the simulated pilot remembers (SimControlPilot.applied)
 
 
 @dataclass
@@ -113,7 +115,7 @@ class SimControlPilot:
         self._board = board
         self._output = CP_X1
         self._rng = random.Random(61851)
-        self.applied: list[tuple[float, CpOutput]] = []
+        self.applied: deque[tuple[float, CpOutput]] = deque(maxlen=APPLIED_KEPT)  # for tests; bounded for soaks
 
     @property
     def supports_state_e(self) -> bool:

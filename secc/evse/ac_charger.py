@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import enum
 import logging
+from collections import deque
 from dataclasses import dataclass
+from typing import Final
 
 from hal.ac import AcBoard, AcMeterReading, GridMeasurement, RcdReading, RcdTripCause
 from hal.contactors import ContactorMonitor
@@ -35,6 +37,8 @@ from hal.types import CpState, SelfTestResult
 from secc.protocol import events as ev
 
 log = logging.getLogger(__name__)
+
+SAFETY_EVENTS_KEPT: Final = 256  # RCD and contactor events not yet fetched with events()
 
 
 class EnergyPhase(enum.Enum):
@@ -99,7 +103,9 @@ class HalAcCharger:
         self._phase_since = now
         self._energy_wanted = False
         self._rcd_tripped = False
-        self._events: list[AcSafetyEvent] = []
+        # Kept for a caller that asks (tests, a future status view); nothing in the daemon drains them, so the
+        # oldest go first: a board whose RCD read fails every tick must not grow the heap.
+        self._events: deque[AcSafetyEvent] = deque(maxlen=SAFETY_EVENTS_KEPT)
         self._session_events: list[ev.ControlEvent] = []
 
     # ------------------------------------------------------------------------------------------------ API
@@ -183,8 +189,8 @@ class HalAcCharger:
 
     def events(self) -> list[AcSafetyEvent]:
         """RCD and AC contactor events since the last call, oldest first."""
-        out = self._events
-        self._events = []
+        out = list(self._events)
+        self._events.clear()
         return out
 
     def begin_session(self, now: float) -> None:

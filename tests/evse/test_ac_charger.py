@@ -10,7 +10,15 @@ from hal.contactors import ContactorFault
 from hal.sim.ac import ObcConfig, SimAcBoard, inject_ac
 from hal.supervisor import ChargePortSupervisor, Event
 from hal.types import ContactorFaultKind, CpMode, CpState
-from secc.evse.ac_charger import AcSafetyEvent, EnergyPhase, HalAcCharger, RcdSelfTestFailed, RcdTripped
+from secc.evse.ac_charger import (
+    SAFETY_EVENTS_KEPT,
+    AcSafetyEvent,
+    DeviceReadFailed,
+    EnergyPhase,
+    HalAcCharger,
+    RcdSelfTestFailed,
+    RcdTripped,
+)
 from secc.protocol import events as ev
 
 SUPERVISOR_TICK = 0.01  # the connector's run_supervisor cadence
@@ -260,3 +268,21 @@ def test_cp_fault_opens_the_contactor(rig: Rig) -> None:
     t0 = rig.now
     rig.run(0.3, until=lambda: not rig.sim.contactor.main_closed)
     assert not rig.sim.contactor.main_closed and rig.now - t0 <= 0.100
+
+
+def test_an_rcd_that_cannot_be_read_every_tick_does_not_grow_the_heap(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The daemon never drains events(): a DeviceReadFailed per charger tick (50 a second) must stay bounded."""
+    def unreadable() -> None:
+        raise OSError("SPI: no answer")
+
+    monkeypatch.setattr(rig.board.rcd, "read", unreadable)
+    now = rig.now
+    for _ in range(SAFETY_EVENTS_KEPT * 4):
+        now += CHARGER_TICK
+        rig.charger.tick(now)
+    kept = rig.charger.events()
+    assert len(kept) == SAFETY_EVENTS_KEPT
+    assert all(isinstance(e, DeviceReadFailed) for e in kept)
+    assert kept[-1].now == pytest.approx(now)  # the newest are kept, the oldest dropped
+    assert rig.charger.events() == []
