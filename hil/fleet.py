@@ -20,9 +20,14 @@ What it measures (the `--json` object, printed alone on stdout; everything else 
     chargeloop_ms_p50/p99/max   the daemon's time to answer a ChargeLoopReq (receive to reply), all sessions
     charge_loops, deadline_misses   ChargeLoop answers, and how many were later than the 0.5 s budget
     traces               the run's trace directory: files, total_kb and the cap (oldest captures are deleted)
+    ocpp                 with --csms only: {"station_id", "online", "queued_at_end", "dropped"}: the daemon's OCPP
+                         queue after waiting up to 30 s for it to reach the CSMS (0 queued: every transaction event
+                         of every connector was delivered), and the periodic values the bounded queue dropped
     duration_s
 
-Exit status 0 only when no session failed. `--fault` (as in the single demo) applies to connector 1 only: its
+`--csms URL` (as in the single demo) connects the daemon to an OCPP 2.1 CSMS: connector k is EVSE k there, and
+each session is a transaction with its own TransactionEvents. Exit status 0 only when no session failed.
+`--fault` (as in the single demo) applies to connector 1 only: its
 sessions may fail, the other connectors' must not (one connector's fault never disturbs another's).
 """
 
@@ -58,6 +63,7 @@ EVSE_ID_FORMAT: Final = "DE*SEC*E0001*{}"
 CAR_ROTATION: Final = (("bpt-discharge", 20), ("charge", 10), ("ac-bpt", 20))
 FLEET_CHARGE_S: Final = 1  # the setpoint schedule: 1 s of charging, then discharge (BPT cars feed back)
 REPLUG_PAUSE_S: Final = 0.2
+OCPP_DRAIN_S: Final = 30.0  # --csms: how long the end waits for the queue to reach the CSMS
 WARMUP_PER_CAR: Final = 2
 SESSION_TIMEOUT_S: Final = 120.0  # a session that takes longer is a failure, not a hang of the run
 MAX_EXAMPLES: Final = 20
@@ -163,6 +169,8 @@ def fleet_config(args: argparse.Namespace, scenarios: list[Any], status_socket: 
         "schedule": [{"duration_s": FLEET_CHARGE_S, "power_w": 11_000}, {"duration_s": 3600, "power_w": -7_000}],
         "connector": connectors,
     }
+    if args.csms is not None:
+        data["ocpp"] = demo.ocpp_table(args)  # every connector's transactions go to this CSMS (EVSE 1..N)
     config = cfg.parse_config(data, source="secc demo --connectors")
     from secc.daemon import check_config
 
@@ -185,6 +193,11 @@ def run(args: argparse.Namespace) -> int:
     if args.tls and not (args.pki / "certs" / "secc_chain.pem").exists():
         print(f"secc demo: --tls needs the test PKI in {args.pki} (make certs)", file=sys.stderr)
         return 2
+    if args.csms is not None and not args.no_namespace and demo._loopback_host(args.csms):
+        # a private network namespace has a loopback of its own: a CSMS on the host's cannot be reached from it
+        print("secc demo: the CSMS is on this host's loopback: running without a private network namespace",
+              file=sys.stderr)
+        args.no_namespace = True
     if not args.no_namespace and os.environ.get(demo.IN_NAMESPACE_ENV) != "1":
         code = _rerun_in_namespace(args)
         if code is not None:
@@ -233,6 +246,12 @@ def _rerun_in_namespace(args: argparse.Namespace) -> int | None:
     argv += [flag for flag, on in (("--tls", args.tls), ("--verbose", args.verbose), ("--json", args.json)) if on]
     for fault in args.fault:
         argv += ["--fault", fault]
+    for flag, value in (("--csms", args.csms), ("--station-id", args.station_id),
+                        ("--csms-ca", args.csms_ca and str(args.csms_ca.resolve()))):
+        if value is not None:
+            argv += [flag, value]
+    if args.csms_password != demo.DEMO_CSMS_PASSWORD:
+        argv += ["--csms-password", args.csms_password]
     try:
         return subprocess.run([*unshare, *argv], env={**os.environ, demo.IN_NAMESPACE_ENV: "1"}).returncode
     except KeyboardInterrupt:
@@ -292,6 +311,7 @@ class Fleet:
         cars = [asyncio.create_task(self._car(runtime, scenario, context, stop, first=index == 0))
                 for index, (runtime, scenario) in enumerate(zip(daemon.connectors, self.scenarios, strict=True))]
         progress = asyncio.create_task(self._progress())
+        ocpp: dict[str, Any] | None = None
         try:
             await asyncio.gather(*cars)
         finally:
@@ -306,13 +326,29 @@ class Fleet:
                     break
                 await asyncio.sleep(0.01)
             end_figures = self._figures()
+            ocpp = await self._ocpp_figures(daemon)
             await daemon.stop("demo over")
         summary = self.summary(end_figures, misses, time.monotonic() - started)
+        if ocpp is not None:
+            summary["ocpp"] = ocpp
         if self.args.json:
             print(json.dumps(summary), flush=True)
         else:
             print(json.dumps(summary, indent=2), file=self.out, flush=True)
         return 0 if self.result.failed == 0 and self.finished == self.total else 1
+
+    async def _ocpp_figures(self, daemon: Any) -> dict[str, Any] | None:
+        """With --csms: up to OCPP_DRAIN_S for the queue to reach the CSMS, then what is still queued (0: every
+        session's transaction events were delivered) and how many periodic values the bounded queue dropped."""
+        client = daemon.ocpp
+        if client is None:
+            return None
+        await client.flush_events()
+        deadline = time.monotonic() + OCPP_DRAIN_S
+        while client.store.queue_length() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        return {"station_id": client.config.station_id, "online": client.online,
+                "queued_at_end": client.store.queue_length(), "dropped": client.store.dropped}
 
     def _figures(self) -> tuple[int, int]:
         gc.collect()
