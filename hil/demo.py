@@ -54,6 +54,7 @@ HELP = ("the daemon on the simulated board with the EV emulator: a full session,
         "--fault and --json for checking the charger's reactions")
 
 EVSE_ID = "DE*SEC*E0001*1"
+DEFAULT_SCENARIO = "bpt-discharge"
 DEMO_CSMS_PASSWORD = "secc-demo-password-0001"  # OCPP basic auth: 16..40 characters
 STATUS_INTERVAL_S = 0.2
 REPLUG_PAUSE_S = 3.0
@@ -64,8 +65,9 @@ UNSHARE_ROOT = ("unshare", "--net")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--once", action="store_true", help="exit after the first session (0 only if it completed)")
-    parser.add_argument("--scenario", "-s", default="bpt-discharge",
-                        help="hil scenario name or TOML file (default: bpt-discharge; `secc ev --list`)")
+    parser.add_argument("--scenario", "-s", default=None,
+                        help="hil scenario name or TOML file (default: bpt-discharge; `secc ev --list`); with "
+                             "--connectors every car runs it (default: DC_BPT, DC and AC_BPT cars in turn)")
     parser.add_argument("--trace-dir", type=Path, default=Path("build/traces"), help="where session traces go")
     parser.add_argument("--tls", action="store_true",
                         help="TLS 1.3 with the test PKI (--pki, `make certs`); the key log goes next to the traces")
@@ -229,7 +231,7 @@ def run(args: argparse.Namespace) -> int:
     from hil.ev import scenario as scenarios
 
     try:
-        scenario = scenarios.load(args.scenario)
+        scenario = scenarios.load(args.scenario or DEFAULT_SCENARIO)
     except scenarios.ScenarioError as exc:
         print(f"secc demo: {exc}", file=sys.stderr)
         return 2
@@ -306,7 +308,7 @@ def _rerun_in_namespace(args: argparse.Namespace) -> int | None:
     probe = subprocess.run([*unshare, "true"], capture_output=True, timeout=10)
     if probe.returncode != 0:
         return None
-    argv = [sys.executable, "-m", "secc.cli", "demo", "--scenario", args.scenario,
+    argv = [sys.executable, "-m", "secc.cli", "demo", "--scenario", args.scenario or DEFAULT_SCENARIO,
             "--trace-dir", str(args.trace_dir.resolve()), "--pki", str(args.pki.resolve()),
             "--charge-s", str(args.charge_s), "--imd-self-test-s", str(args.imd_self_test_s)]
     argv += [flag for flag, on in (("--once", args.once), ("--tls", args.tls), ("--verbose", args.verbose),
