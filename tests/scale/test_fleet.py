@@ -107,3 +107,22 @@ def test_bad_fleet_arguments_exit_2_with_one_line(tmp_path: Path, args: tuple[st
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2, out.stderr
     assert message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_scenario_puts_that_car_on_every_connector_and_every_answer_is_counted(tmp_path: Path) -> None:
+    """--scenario with --connectors was silently ignored; charge_loops counted only the sampled latencies."""
+    scenario = tmp_path / "short.toml"
+    scenario.write_text('service = "DC"\ncontrol_mode = "dynamic"\ncharge_loops = 7\nloop_interval_s = 0.01\n')
+    code, summary, stderr = fleet(tmp_path, "--connectors", "2", "--sessions", "2", "--scenario", str(scenario))
+    assert code == 0, stderr[-3000:]
+    assert {c["scenario"] for c in summary["connectors"].values()} == {"short"}
+    assert {c["kind"] for c in summary["connectors"].values()} == {"dc"}
+    assert summary["sessions_completed"] == 2 and summary["charge_loops"] == 14
+    assert summary["deadline_misses"] == 0
+
+
+def test_an_unknown_scenario_is_refused_with_exit_2(tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, "-m", "secc.cli", "demo", "--connectors", "2", "--sessions", "2",
+                          "--scenario", "no-such-car", "--trace-dir", str(tmp_path)],
+                         cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "no-such-car" in out.stderr, out.stderr
