@@ -7,7 +7,7 @@
 
 Why it cannot slow the V2G path:
 * the kernel runs the filter (filter.bpf_program), so frames we do not keep never reach Python;
-* the event loop only does `recvmsg()` and `put_nowait()` per kept frame, at most `BATCH` per wake-up;
+* the event loop only does `recvmsg_into()`, a copy and `put_nowait()` per kept frame, at most `BATCH` per wake-up;
 * the queue is bounded: when the writer falls behind, frames are dropped and counted (`dropped`), never
   waited for; the file system is touched only by the writer thread.
 
@@ -44,6 +44,7 @@ SO_TIMESTAMPNS: Final = 35
 PACKET_OUTGOING: Final = 4
 ARPHRD_LOOPBACK: Final = 772
 BATCH: Final = 64  # frames read per event-loop wake-up before yielding to the V2G tasks
+MAX_FRAME: Final = 65536  # longer frames are cut to this (an Ethernet frame on PLC is at most 1,518 bytes)
 _TIMESPEC: Final = struct.Struct("@ll")
 
 
@@ -121,6 +122,9 @@ class SessionCapture:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._loopback = False
+        # frames are read into this and copied out at their size: recvmsg(65536) would allocate 64 KiB per frame
+        # and shrink it, on the event loop, fragmenting the heap of a daemon that runs for years
+        self._buffer = memoryview(bytearray(MAX_FRAME))
         self._monotonic = time.monotonic  # the writer's flush clock (a test drives its own)
 
     @property
@@ -143,9 +147,10 @@ class SessionCapture:
         if sock is None:
             return
         put = self._queue.put_nowait
+        buffer = self._buffer
         for _ in range(BATCH):
             try:
-                frame, ancillary, _flags, address = sock.recvmsg(65536, 64)
+                size, ancillary, _flags, address = sock.recvmsg_into((buffer,), 64)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:  # interface went down: stop reading, keep what we have
@@ -154,6 +159,7 @@ class SessionCapture:
                 return
             if self._loopback and address[2] == PACKET_OUTGOING:
                 continue
+            frame = bytes(buffer[:size])
             if not self.kernel_filter and not trace_filter.matches(frame, self.config.disclosure_port,
                                                                    self.config.server_ports):
                 continue

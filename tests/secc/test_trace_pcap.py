@@ -195,7 +195,7 @@ def test_bpf_program_is_well_formed() -> None:
 
 
 class _FakePacketSocket:
-    """recvmsg() hands out queued frames, then EAGAIN, like a non-blocking AF_PACKET socket."""
+    """recvmsg_into() hands out queued frames, then EAGAIN, like a non-blocking AF_PACKET socket."""
 
     def __init__(self, frames: list[bytes]) -> None:
         self.frames = frames
@@ -204,11 +204,14 @@ class _FakePacketSocket:
     def close(self) -> None:
         self.closed = True
 
-    def recvmsg(self, _size: int, _ancillary: int) -> tuple[bytes, list[tuple[int, int, bytes]], int, tuple[Any, ...]]:
+    def recvmsg_into(self, buffers: tuple[memoryview, ...], _ancillary: int
+                     ) -> tuple[int, list[tuple[int, int, bytes]], int, tuple[Any, ...]]:
         if not self.frames:
             raise BlockingIOError
         ancillary = [(socket.SOL_SOCKET, 35, struct.pack("@ll", 1_700_000_000, 5))]
-        return self.frames.pop(0), ancillary, 0, ("eth0", 0x86DD, 0, 1, b"")
+        frame = self.frames.pop(0)
+        buffers[0][:len(frame)] = frame
+        return len(frame), ancillary, 0, ("eth0", 0x86DD, 0, 1, b"")
 
 
 def test_capture_drops_and_counts_when_the_writer_falls_behind(tmp_path: Path) -> None:
