@@ -42,6 +42,7 @@ from secc import v2gtp
 from secc.evse import stream as es
 from secc.evse.arbiter import DecisiveChange, LimitArbiter, Limits, LimitSource
 from secc.evse.auth import AuthBroker, AuthDecision
+from secc.memory import heap_trimmer
 from secc.protocol import events as ev
 from secc.protocol.config import SERVICE_NAMES, ControlMode, SessionConfig
 from secc.protocol.engine import TraceEntry
@@ -474,6 +475,7 @@ class Connector:
             return  # a connection refused while another session owned the port: counted, not recorded
         self.history.append(record)
         self.finished_sessions += 1
+        heap_trimmer.soon()  # the session's buffers and its capture's are freed: give the pages back (secc.memory)
         for hook in self.on_session_finished:
             try:
                 hook(record)

@@ -1,4 +1,4 @@
-"""secc.memory: the start-up freeze and the debounced heap trim after a burst of connections (issue 15)."""
+"""secc.memory: the start-up freeze and the heap trim after a burst of connections or a session (issue 15)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from secc.transport import BURST_CONNECTIONS, V2GConnectionServer
 from tests.secc.echo import EchoHandler, EchoLog
 
 
-def test_heap_trim_runs_once_after_the_last_request_of_a_burst() -> None:
+def test_heap_trim_runs_once_for_a_burst_of_requests() -> None:
     async def scenario() -> None:
         trimmer = memory.HeapTrimmer(delay_s=0.05)
         for _ in range(100):
@@ -25,6 +25,19 @@ def test_heap_trim_runs_once_after_the_last_request_of_a_burst() -> None:
         trimmer.cancel()
         await asyncio.sleep(0.1)
         assert trimmer.trims == 1
+
+    asyncio.run(scenario())
+
+
+def test_steady_requests_do_not_postpone_the_trim_forever() -> None:
+    """Eight connectors end a session every second or so: a debounce would never trim."""
+    async def scenario() -> None:
+        trimmer = memory.HeapTrimmer(delay_s=0.05)
+        for _ in range(20):
+            trimmer.soon()
+            await asyncio.sleep(0.02)
+        trimmer.cancel()
+        assert trimmer.trims >= 2  # a debounce would have given none before the cancel
 
     asyncio.run(scenario())
 
