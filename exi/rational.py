@@ -10,7 +10,7 @@ SHORT_MIN, SHORT_MAX = -32768, 32767
 BYTE_MIN, BYTE_MAX = -128, 127
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=512)  # the repeated limits of 8 connectors, with room for the one-off present values between
 def rational_parts(number: Decimal | float | int | str) -> tuple[int, int]:
     """(exponent, value) for a number: exact when the mantissa fits an xs:short, else rounded half even.
 

@@ -13,7 +13,7 @@ def rational(value: float) -> ct.RationalNumber:
     return _rational(float(value))
 
 
-@lru_cache(maxsize=2048)
+@lru_cache(maxsize=256)  # as exi.rational: repeated limits stay, one-off readings pass through
 def _rational(value: float) -> ct.RationalNumber:
     return ct.RationalNumber.from_float(value)
 
