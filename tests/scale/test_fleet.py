@@ -56,10 +56,6 @@ def test_eight_connectors_200_sessions_no_failure_no_fd_growth_fast_charge_loop(
 
 @pytest.mark.slow
 @pytest.mark.soak
-@pytest.mark.xfail(strict=True, reason=(
-    "measured 2026-12-03 at 830a970: 8 x 200 sessions, 0 failed, RSS +10.8 % after the warm-up (59.0 -> 65.3 MB), "
-    "rising about 30 kB per session without flattening by session 200 (history is 8 records per connector); "
-    "the source is not found yet (tracemalloc over the fleet is the next step)"))
 def test_eight_connectors_200_sessions_rss_growth_after_warmup_at_most_5_percent(
         eight_by_200: dict[str, Any]) -> None:
     summary = eight_by_200
