@@ -49,6 +49,7 @@ class HeapTrimmer:
         self.delay_s = delay_s
         self.trims = 0
         self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._trim = _malloc_trim()
 
     def soon(self) -> None:
@@ -56,8 +57,9 @@ class HeapTrimmer:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # no loop (a synchronous test): nothing runs later, nothing to trim for
             return
-        if self._timer is not None:
+        if self._timer is not None and self._loop is loop:
             return  # one is due: it covers this request too (never postponed, so steady traffic still trims)
+        self._loop = loop  # a timer of an earlier loop (closed before it fired) never runs: replaced
         self._timer = loop.call_later(self.delay_s, self.trim_now)
 
     def trim_now(self) -> None:

@@ -42,6 +42,22 @@ def test_steady_requests_do_not_postpone_the_trim_forever() -> None:
     asyncio.run(scenario())
 
 
+def test_a_timer_left_by_a_closed_loop_does_not_stop_later_trims() -> None:
+    trimmer = memory.HeapTrimmer(delay_s=0.05)
+
+    async def ask() -> None:
+        trimmer.soon()
+
+    asyncio.run(ask())  # the loop closes before the timer fires
+
+    async def ask_and_wait() -> None:
+        trimmer.soon()
+        await asyncio.sleep(0.15)
+
+    asyncio.run(ask_and_wait())
+    assert trimmer.trims == 1
+
+
 def test_freeze_startup_takes_the_objects_alive_now_out_of_the_collector() -> None:
     try:
         memory.freeze_startup()
