@@ -69,7 +69,7 @@ soak: $(STAMP)
 	$(PY) -m tests.scale.crash_loop --kills $(SOAK_KILLS) --seed 15
 	$(PY) -m pytest -q -m soak tests/scale
 
-# CI only: cross-build exi/_speedups.c for aarch64 and armhf (Debian cross gcc, qemu-user-static); see the script
+# Not run by .ci/run (make it part of CI is open work): cross-build exi/_speedups.c for aarch64 and armhf (Debian cross gcc, qemu-user-static); see the script
 # for what it checks and what not (no ARM libpython here: the codec's vector tests do not run on ARM).
 .PHONY: arm
 arm: $(STAMP)
