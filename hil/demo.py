@@ -244,11 +244,7 @@ def run(args: argparse.Namespace) -> int:
     if args.tls and not (args.pki / "certs" / "secc_chain.pem").exists():
         print(f"secc demo: --tls needs the test PKI in {args.pki} (make certs)", file=sys.stderr)
         return 2
-    if args.csms is not None and not args.no_namespace and _loopback_host(args.csms):
-        # a private network namespace has a loopback of its own: a CSMS on the host's cannot be reached from it
-        print("secc demo: the CSMS is on this host's loopback: running without a private network namespace",
-              file=sys.stderr)
-        args.no_namespace = True
+    keep_host_network_for_csms(args)
     if not args.no_namespace and os.environ.get(IN_NAMESPACE_ENV) != "1":
         code = _rerun_in_namespace(args)
         if code is not None:
@@ -300,6 +296,26 @@ def _loopback_host(url: str) -> bool:
         return False
 
 
+def keep_host_network_for_csms(args: argparse.Namespace) -> None:
+    """A private network namespace has a loopback of its own: a CSMS on the host's cannot be reached from it."""
+    if args.csms is not None and not args.no_namespace and _loopback_host(args.csms):
+        print("secc demo: the CSMS is on this host's loopback: running without a private network namespace",
+              file=sys.stderr)
+        args.no_namespace = True
+
+
+def csms_arguments(args: argparse.Namespace) -> list[str]:
+    """The --csms options again, for the run in the namespace (paths made absolute)."""
+    argv: list[str] = []
+    for flag, value in (("--csms", args.csms), ("--station-id", args.station_id),
+                        ("--csms-ca", args.csms_ca and str(args.csms_ca.resolve()))):
+        if value is not None:
+            argv += [flag, value]
+    if args.csms_password != DEMO_CSMS_PASSWORD:
+        argv += ["--csms-password", args.csms_password]
+    return argv
+
+
 def _rerun_in_namespace(args: argparse.Namespace) -> int | None:
     """This demo again in a private network namespace; None when that is not possible here."""
     if shutil.which("unshare") is None:
@@ -313,14 +329,10 @@ def _rerun_in_namespace(args: argparse.Namespace) -> int | None:
             "--charge-s", str(args.charge_s), "--imd-self-test-s", str(args.imd_self_test_s)]
     argv += [flag for flag, on in (("--once", args.once), ("--tls", args.tls), ("--verbose", args.verbose),
                                    ("--json", args.json)) if on]
-    for flag, path in (("--grid", args.grid), ("--der-controls", args.der_controls), ("--csms-ca", args.csms_ca)):
+    for flag, path in (("--grid", args.grid), ("--der-controls", args.der_controls)):
         if path is not None:
             argv += [flag, str(path.resolve())]
-    for flag, value in (("--csms", args.csms), ("--station-id", args.station_id)):
-        if value is not None:
-            argv += [flag, value]
-    if args.csms_password != DEMO_CSMS_PASSWORD:
-        argv += ["--csms-password", args.csms_password]
+    argv += csms_arguments(args)
     for fault in args.fault:
         argv += ["--fault", fault]
     try:

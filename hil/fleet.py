@@ -195,11 +195,7 @@ def run(args: argparse.Namespace) -> int:
     if args.tls and not (args.pki / "certs" / "secc_chain.pem").exists():
         print(f"secc demo: --tls needs the test PKI in {args.pki} (make certs)", file=sys.stderr)
         return 2
-    if args.csms is not None and not args.no_namespace and demo._loopback_host(args.csms):
-        # a private network namespace has a loopback of its own: a CSMS on the host's cannot be reached from it
-        print("secc demo: the CSMS is on this host's loopback: running without a private network namespace",
-              file=sys.stderr)
-        args.no_namespace = True
+    demo.keep_host_network_for_csms(args)
     if not args.no_namespace and os.environ.get(demo.IN_NAMESPACE_ENV) != "1":
         code = _rerun_in_namespace(args)
         if code is not None:
@@ -257,12 +253,7 @@ def _rerun_in_namespace(args: argparse.Namespace) -> int | None:
         argv += ["--scenario", str(Path(args.scenario).resolve()) if Path(args.scenario).suffix else args.scenario]
     for fault in args.fault:
         argv += ["--fault", fault]
-    for flag, value in (("--csms", args.csms), ("--station-id", args.station_id),
-                        ("--csms-ca", args.csms_ca and str(args.csms_ca.resolve()))):
-        if value is not None:
-            argv += [flag, value]
-    if args.csms_password != demo.DEMO_CSMS_PASSWORD:
-        argv += ["--csms-password", args.csms_password]
+    argv += demo.csms_arguments(args)
     try:
         return subprocess.run([*unshare, *argv], env={**os.environ, demo.IN_NAMESPACE_ENV: "1"}).returncode
     except KeyboardInterrupt:
