@@ -1,25 +1,44 @@
 #!/bin/sh
-# CI-only: cross-build the EXI C accelerator (exi/_speedups.c) for aarch64 and armhf with Debian's cross compilers.
+# The EXI C accelerator (exi/_speedups.c) on ARM: aarch64 and armhf, Debian's cross compilers, qemu-user. `make arm`.
 #
 #   apt-get install gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf libc6-dev-arm64-cross libc6-dev-armhf-cross \
 #                   qemu-user-static
-#   sh tests/arm/cross_build.sh [OUT_DIR]        # `make arm`
+#   dpkg --add-architecture arm64 && dpkg --add-architecture armhf && apt-get update   # .ci/run does all this
+#   sh tests/arm/cross_build.sh [OUT_DIR]        # default build/arm (gitignored)
 #
-# What it proves, and what not: the real source compiles (-O2 -Wall -Wextra -Werror) to ARM object code for both
-# targets against the host's CPython 3.11 headers, with pyconfig.h's size macros replaced by each target's own
-# (aarch64 is LP64 like the host; armhf is ILP32: long, pointers, size_t 4 bytes); the objects are checked to
-# be ELF for the right machine; a static probe built by the same toolchain runs under qemu-user and prints the
-# type sizes the shim declared, so a mismatch between shim and target fails the build. It does NOT run the
-# codec's vector tests on ARM: that needs an ARM libpython (python3-dev:arm64 via multiarch), not installed here.
+# For each target (aarch64-linux-gnu on qemu-aarch64-static, arm-linux-gnueabihf on qemu-arm-static):
+# 1. The shim build (the older check, kept): exi/_speedups.c compiles (-O2 -Wall -Wextra -Werror) against the
+#    HOST's CPython headers with pyconfig.h's size macros replaced by the target's; the object is ELF for the
+#    right machine; a static probe run under qemu prints the target's type sizes, which must equal the shim's.
+# 2. A real ARM CPython: Debian bookworm's python3.11 for the target (python3.11-minimal, libpython3.11-minimal,
+#    -stdlib, -dev and the few libraries it loads), fetched with `apt-get download` into OUT/debs/ARCH (kept as a
+#    cache; nothing is installed on the host) and unpacked with `dpkg -x` into OUT/TRIPLET/sysroot. It runs as
+#    `qemu-ARCH-static -L SYSROOT SYSROOT/usr/bin/python3.11`, no binfmt needed.
+# 3. exi/_speedups built the way setuptools would build it on the target: the target python's own sysconfig
+#    (CC, CFLAGS, CCSHARED, LDSHARED, EXT_SUFFIX), its own headers (libpython3.11-dev:ARCH) and setup.py's
+#    flags with SECC_STRICT_C=1 (warnings are errors), into OUT/TRIPLET/pkg/exi/_speedups.cpython-311-TRIPLET.so
+#    next to a copy of exi/ (the host's x86 .so left out).
+# 4. Under qemu, on that python: tests/arm/run_vectors.py (stdlib only) puts all 415 rows of tests/vectors/*.jsonl
+#    through the C and the pure-Python backends (decode validate on/off, the same objects or errors, re-encode
+#    to the same bytes, each backend's expected outcome) and fails unless exi.backend is "c" with this .so
+#    loaded; then pytest (pure-Python wheels copied from the host venv: pytest, pluggy, iniconfig, packaging,
+#    pygments, pytest-timeout) runs tests/exi/test_vectors.py and test_everest_ac_der.py from a copy of tests/
+#    with CI=1, so a C backend that did not load fails instead of skipping.
+# What it does not prove: speed on ARM hardware (qemu-user emulates the CPU, not its timing), tests that need
+# hypothesis (test_c_backend.py's random and mutated inputs) or the rest of secc on ARM.
 set -eu
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 OUT=${1:-$REPO/build/arm}
 PY=${PYTHON:-$REPO/.venv/bin/python}
 PYINC=$("$PY" -c "import sysconfig; print(sysconfig.get_paths()['include'])")
 mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
 
+# --------------------------------------------------------------------------------------------------------------
+# 1: the shim build
+# --------------------------------------------------------------------------------------------------------------
 # target triplet, qemu, long/pointer/size_t bytes, time_t bytes, long double bytes, fpos_t bytes, pthread_t bytes
-build() {
+shim_build() {
     triplet=$1 qemu=$2 word=$3 time_t=$4 long_double=$5 fpos=$6 pthread=$7
     shim="$OUT/$triplet/include"
     mkdir -p "$shim"
@@ -80,5 +99,98 @@ PROBE
     echo "$triplet: exi/_speedups.c compiled ($(stat -c %s "$OUT/$triplet/_speedups.o") bytes of ARM code), type sizes checked under $qemu"
 }
 
-build aarch64-linux-gnu qemu-aarch64-static 8 8 16 16 8
-build arm-linux-gnueabihf qemu-arm-static 4 4 8 12 4
+shim_build aarch64-linux-gnu qemu-aarch64-static 8 8 16 16 8
+shim_build arm-linux-gnueabihf qemu-arm-static 4 4 8 12 4
+
+# --------------------------------------------------------------------------------------------------------------
+# 2-4: a Debian ARM CPython under qemu-user, the real extension, the codec's vectors
+# --------------------------------------------------------------------------------------------------------------
+DEBS="$OUT/debs"
+PKGS="python3.11-minimal libpython3.11-minimal libpython3.11-stdlib libpython3.11-dev libc6 libgcc-s1 zlib1g libexpat1"
+# exi/_speedups' extra_compile_args in setup.py when SECC_STRICT_C=1 (as CI builds it)
+SETUP_FLAGS="-O2 -Wall -Wextra -std=c11 -fno-strict-aliasing -Werror"
+
+# pytest and its pure-Python dependencies, copied file by file (their RECORD) from the host venv; no native code
+PYLIB="$OUT/pylib"
+rm -rf "$PYLIB"
+"$PY" - "$PYLIB" pytest pluggy iniconfig packaging pygments pytest-timeout <<'STAGE'
+import importlib.metadata as md
+import shutil
+import sys
+from pathlib import Path
+
+out = Path(sys.argv[1])
+for name in sys.argv[2:]:
+    dist = md.distribution(name)
+    for f in dist.files or ():
+        if f.parts[0] == ".." or "__pycache__" in f.parts:
+            continue
+        if f.suffix in (".so", ".pyd"):
+            sys.exit(f"{name} has native code ({f}): it cannot run on the emulated ARM python")
+        (out / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(dist.locate_file(f), out / f)
+STAGE
+
+# target triplet, Debian architecture, qemu
+target() {
+    triplet=$1 arch=$2 qemu=$3
+    debs="$DEBS/$arch" sysroot="$OUT/$triplet/sysroot" pkg="$OUT/$triplet/pkg"
+    mkdir -p "$debs"
+    missing=""
+    for p in $PKGS; do
+        ls "$debs/${p}_"*"_$arch.deb" >/dev/null 2>&1 || missing="$missing $p:$arch"
+    done
+    if [ -n "$missing" ]; then
+        if ! dpkg --print-foreign-architectures | grep -qx "$arch"; then
+            echo "$triplet: apt knows no $arch packages; run: dpkg --add-architecture $arch && apt-get update" >&2
+            exit 1
+        fi
+        # as root, apt would hand the download to user _apt, which cannot write here
+        sandbox=""
+        [ "$(id -u)" = 0 ] && sandbox="-o APT::Sandbox::User=root"
+        # shellcheck disable=SC2086
+        (cd "$debs" && apt-get download -q $sandbox $missing >/dev/null)
+    fi
+    rm -rf "$sysroot" "$pkg"
+    mkdir -p "$sysroot" "$pkg"
+    for p in $PKGS; do
+        dpkg -x "$(ls "$debs/${p}_"*"_$arch.deb" | sort -V | tail -n 1)" "$sysroot"
+    done
+    tpy="$qemu -L $sysroot $sysroot/usr/bin/python3.11 -s -B"
+
+    # the target python's build settings, as setuptools reads them
+    eval "$($tpy -c '
+import shlex, sysconfig
+for k in ("CC", "CFLAGS", "CCSHARED", "LDSHARED", "EXT_SUFFIX"):
+    print(f"T_{k}={shlex.quote(sysconfig.get_config_var(k))}")
+print(f"T_VERSION={shlex.quote(sysconfig.get_python_version())}")')"
+    [ "$T_CC" = "$triplet-gcc" ] || { echo "$triplet: the target python was built with $T_CC" >&2; exit 1; }
+    cp -r "$REPO/exi" "$pkg/exi"
+    find "$pkg/exi" \( -name '*.so' -o -name __pycache__ \) -prune -exec rm -rf {} +
+    so="$pkg/exi/_speedups$T_EXT_SUFFIX"
+    # shellcheck disable=SC2086
+    $T_CC $T_CFLAGS $T_CCSHARED -I"$sysroot/usr/include/python$T_VERSION" -idirafter "$sysroot/usr/include" \
+        -c "$REPO/exi/_speedups.c" -o "$OUT/$triplet/_speedups-target.o" $SETUP_FLAGS
+    # shellcheck disable=SC2086
+    $T_LDSHARED "$OUT/$triplet/_speedups-target.o" -o "$so"
+    readelf -h "$so" | grep -q "Machine:.*$(case $triplet in aarch64*) echo AArch64;; *) echo ARM;; esac)"
+    echo "$triplet: built $(basename "$so") with Debian python$T_VERSION:$arch's headers and sysconfig"
+
+    # the stdlib runner: every vector, C against Python, the cross-built .so really loaded
+    PYTHONPATH="$pkg" $tpy "$REPO/tests/arm/run_vectors.py" "$REPO/tests/vectors" --expect-suffix "$T_EXT_SUFFIX"
+
+    # the repo's own vector tests under pytest, from a copy of tests/ next to the copy of exi/ (pytest puts
+    # that directory first on sys.path); CI=1: a C accelerator that does not load fails instead of skipping
+    mkdir -p "$pkg/tests/exi"
+    cp "$REPO/pyproject.toml" "$pkg/"
+    cp "$REPO/tests/__init__.py" "$REPO/tests/conftest.py" "$pkg/tests/"
+    cp "$REPO/tests/exi/__init__.py" "$REPO/tests/exi/test_vectors.py" "$REPO/tests/exi/test_everest_ac_der.py" \
+        "$pkg/tests/exi/"
+    cp -r "$REPO/tests/vectors" "$pkg/tests/vectors"
+    result=$(cd "$pkg" && CI=1 PYTHONPATH="$PYLIB" $tpy -m pytest -q -p no:cacheprovider \
+        tests/exi/test_vectors.py tests/exi/test_everest_ac_der.py 2>&1) || { echo "$result" >&2; exit 1; }
+    echo "$triplet: pytest tests/exi/test_vectors.py tests/exi/test_everest_ac_der.py: $(echo "$result" | tail -n 1)"
+}
+
+target aarch64-linux-gnu arm64 qemu-aarch64-static
+target arm-linux-gnueabihf armhf qemu-arm-static
