@@ -1,5 +1,5 @@
 #!/bin/sh
-# The EXI C accelerator (exi/_speedups.c) on ARM: aarch64 and armhf, Debian's cross compilers, qemu-user. `make arm`.
+# The EXI C accelerator (exi/_speedups.c) on aarch64 and armhf: Debian cross gcc, qemu-user. `make arm`.
 #
 #   apt-get install gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf libc6-dev-arm64-cross libc6-dev-armhf-cross \
 #                   qemu-user-static
@@ -21,11 +21,12 @@
 # 4. Under qemu, on that python: tests/arm/run_vectors.py (stdlib only) puts all 415 rows of tests/vectors/*.jsonl
 #    through the C and the pure-Python backends (decode validate on/off, the same objects or errors, re-encode
 #    to the same bytes, each backend's expected outcome) and fails unless exi.backend is "c" with this .so
-#    loaded; then pytest (pure-Python wheels copied from the host venv: pytest, pluggy, iniconfig, packaging,
+#    loaded; then pytest (pure-Python packages copied from the host venv: pytest, pluggy, iniconfig, packaging,
 #    pygments, pytest-timeout) runs tests/exi/test_vectors.py and test_everest_ac_der.py from a copy of tests/
 #    with CI=1, so a C backend that did not load fails instead of skipping.
 # What it does not prove: speed on ARM hardware (qemu-user emulates the CPU, not its timing), tests that need
-# hypothesis (test_c_backend.py's random and mutated inputs) or the rest of secc on ARM.
+# hypothesis (test_c_backend.py's random and mutated inputs: hypothesis ships native code, no ARM build here),
+# the fuzzers, or the rest of secc on ARM.
 set -eu
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 OUT=${1:-$REPO/build/arm}
