@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from secc import config as cfg
+from secc.memory import limit_malloc_arenas
 
 HELP = ("the daemon on the simulated board with the EV emulator: a full session, live status and trace; "
         "--fault and --json for checking the charger's reactions")
@@ -277,6 +278,7 @@ def run(args: argparse.Namespace) -> int:
     from secc.logs import configure_logging
 
     configure_logging(config.logging)
+    limit_malloc_arenas()  # as the daemon does (secc.memory)
     try:
         return asyncio.run(Demo(config, scenario, args).main())
     except KeyboardInterrupt:

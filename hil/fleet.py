@@ -57,6 +57,7 @@ from typing import Any, Final, TextIO
 
 from hil import demo
 from secc import config as cfg
+from secc.memory import limit_malloc_arenas
 
 MAX_CONNECTORS: Final = 64
 MAX_SESSIONS: Final = 1_000_000
@@ -230,6 +231,7 @@ def run(args: argparse.Namespace) -> int:
     from secc.logs import configure_logging
 
     configure_logging(config.logging)
+    limit_malloc_arenas()  # as the daemon does: its memory figures are the daemon's (secc.memory)
     try:
         return asyncio.run(Fleet(config, scenarios, faults, args).main())
     except KeyboardInterrupt:

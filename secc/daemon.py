@@ -51,7 +51,7 @@ from secc.evse.auth import AuthBroker
 from secc.evse.build import attach_sim_car, build_connector
 from secc.evse.connector import Connector, ConnectorSession, ConnectorSetup, SessionRecord
 from secc.logs import V2GLog, get_logger
-from secc.memory import freeze_startup
+from secc.memory import freeze_startup, limit_malloc_arenas
 from secc.transport import (
     Close,
     CloseReason,
@@ -957,6 +957,7 @@ def main(config_path: Path | str | None) -> int:
     """`secc run --config FILE`."""
     from secc.logs import configure_logging
 
+    limit_malloc_arenas()  # before any thread (secc.memory)
     config = load(config_path)
     configure_logging(config.logging)
     try:

