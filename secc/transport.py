@@ -23,11 +23,14 @@ and every wait has a timeout: the TLS handshake (`handshake_timeout`), connect -
 silence), and between requests (`message_timeout`, V2G_SECC_Sequence_Timeout). Each server holds at most
 `max_connections` connections (TLS handshakes included) and `max_per_host` from one address that have not
 completed session setup. A new connection beyond a cap is not refused: it evicts a connection that has not
-completed session setup and has gone silent (no byte for `silent_s` before its first valid V2GTP frame,
-`framed_silent_s` after it; bytes waiting in the socket count as heard), the one silent longest first, so
-a flood that sends nothing displaces its own connections and never a car that is talking, even one that
-shares its address. Only when the server is full and nobody is silent does the newcomer evict the least
-recently heard connection of the address holding the most. Connections marked established
+completed session setup. Beyond the per-address cap the victim is one of that address's connections that
+has gone silent (no byte for `silent_s` before its first valid V2GTP frame, `framed_silent_s` after it;
+bytes waiting in the socket count as heard), the one silent longest first, so a flood that sends nothing
+displaces its own connections and never a car that is talking, even one that shares its address. On a full
+server the victim comes from the address holding the most such connections: its silent ones first, else
+its newest connection, so neither a car alone on its address nor one that shares the flood's address and
+is about to send its first request is displaced by connections accepted after it. Connections marked
+established
 (`Connection.mark_established()`, after SessionSetup) are never evicted; see `admission()`. With `lazy_handler=True` the
 handler factory is called at the first valid V2GTP frame instead of at accept time, so a connection that
 sends nothing or garbage never reaches the session layer. Log lines about refused, evicted, malformed or
@@ -210,10 +213,11 @@ def admission(live: list[SlotView], host: str, max_connections: int, max_per_hos
     still talking keeps its slot: a victim must have been silent for `silent_s` (no valid frame yet) or
     `framed_silent_s` (after one), the one silent longest first, never-framed before framed. When `host`
     holds `max_per_host` such connections, the victim is one of its own; when none of them is silent yet,
-    the newcomer is admitted beyond the per-host cap, within `max_connections`. A full server evicts a
-    silent connection of any address, else, as a last resort, the least recently heard connection of the
-    address holding the most (a flood from one address displaces its own connections first); a server
-    full of established sessions refuses the newcomer.
+    the newcomer is admitted beyond the per-host cap, within `max_connections`. A full server evicts from
+    the address holding the most such connections: its silent ones first, else its newest (the last
+    accepted). Evicting its least recently heard instead took the Josev EVCC, which shared the flood's
+    address and needed 94 ms on a loaded CPU from connect to its first request: among a flood of younger
+    connections it was the least recently heard. A server full of established sessions refuses the newcomer.
     """
     evictable = [s for s in live if not s.established]
 
@@ -232,14 +236,15 @@ def admission(live: list[SlotView], host: str, max_connections: int, max_per_hos
         return True, None
     if not evictable:
         return False, None
-    quiet = [s for s in evictable if silent(s)]
-    if quiet:
-        return True, first_to_go(quiet)
     counts: dict[str, int] = {}
     for s in evictable:
         counts[s.host] = counts.get(s.host, 0) + 1
     busiest = max(counts.values())
-    return True, first_to_go([s for s in evictable if counts[s.host] == busiest])
+    candidates = [s for s in evictable if counts[s.host] == busiest]
+    quiet = [s for s in candidates if silent(s)]
+    if quiet:
+        return True, first_to_go(quiet)
+    return True, max(candidates, key=lambda s: s.order)  # accepted before the others: may be about to speak
 
 
 class LogAggregator:
