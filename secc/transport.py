@@ -28,9 +28,9 @@ has gone silent (no byte for `silent_s` before its first valid V2GTP frame, `fra
 bytes waiting in the socket count as heard), the one silent longest first, so a flood that sends nothing
 displaces its own connections and never a car that is talking, even one that shares its address. On a full
 server the victim comes from the address holding the most such connections: its silent ones first, else
-its newest connection, so neither a car alone on its address nor one that shares the flood's address and
-is about to send its first request is displaced by connections accepted after it. Connections marked
-established
+its least recently heard, so a car alone on its address keeps its slot even while it is slow to send its
+first request. A car that shares the flood's address is exposed until its first request arrives: on a full
+server it goes when it is its address's least recently heard. Connections marked established
 (`Connection.mark_established()`, after SessionSetup) are never evicted; see `admission()`. With `lazy_handler=True` the
 handler factory is called at the first valid V2GTP frame instead of at accept time, so a connection that
 sends nothing or garbage never reaches the session layer. Log lines about refused, evicted, malformed or
@@ -214,10 +214,9 @@ def admission(live: list[SlotView], host: str, max_connections: int, max_per_hos
     `framed_silent_s` (after one), the one silent longest first, never-framed before framed. When `host`
     holds `max_per_host` such connections, the victim is one of its own; when none of them is silent yet,
     the newcomer is admitted beyond the per-host cap, within `max_connections`. A full server evicts from
-    the address holding the most such connections: its silent ones first, else its newest (the last
-    accepted). Evicting its least recently heard instead took the Josev EVCC, which shared the flood's
-    address and needed 94 ms on a loaded CPU from connect to its first request: among a flood of younger
-    connections it was the least recently heard. A server full of established sessions refuses the newcomer.
+    the address holding the most such connections, its silent ones first, else its least recently heard;
+    a silent connection of another address stays (a car alone on its address that is slow to send its
+    first request). A server full of established sessions refuses the newcomer.
     """
     evictable = [s for s in live if not s.established]
 
@@ -241,10 +240,7 @@ def admission(live: list[SlotView], host: str, max_connections: int, max_per_hos
         counts[s.host] = counts.get(s.host, 0) + 1
     busiest = max(counts.values())
     candidates = [s for s in evictable if counts[s.host] == busiest]
-    quiet = [s for s in candidates if silent(s)]
-    if quiet:
-        return True, first_to_go(quiet)
-    return True, max(candidates, key=lambda s: s.order)  # accepted before the others: may be about to speak
+    return True, first_to_go(candidates)
 
 
 class LogAggregator:
