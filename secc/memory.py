@@ -5,7 +5,7 @@ Three habits of long-running CPython services:
 - `limit_malloc_arenas()` first thing in the process: glibc gives every new thread its own malloc arena (up to
   8 per core), and each session's trace writer is a new thread, so over a thousand sessions the C heap was
   spread over many arenas whose half-used pages no trim returns (8 connectors x 1,000 sessions: RSS +9.4 %
-  after warm-up with the default, +4.1 % with one arena). The GIL serialises nearly all allocation anyway,
+  after warm-up with the default, +3.5 % and +4.1 % in two runs with one). The GIL serialises nearly all allocation,
   so one arena costs no parallelism. An operator's MALLOC_ARENA_MAX in the environment wins.
 - `freeze_startup()` once everything is loaded (EXI grammar tables, modules, configuration): the cyclic
   garbage collector then never scans those tens of thousands of objects again, so a full collection costs
