@@ -260,6 +260,13 @@ def run(args: argparse.Namespace) -> int:
     import tempfile
 
     args.state_dir = Path(tempfile.mkdtemp(prefix="secc-demo-state-"))  # a demo starts with no stored controls
+    try:
+        return _run_in_state_dir(args, scenario, status_socket)
+    finally:  # its OCPP queue and DER controls belong to this run only; kill -9 leaves it to the tmp cleaner
+        shutil.rmtree(args.state_dir, ignore_errors=True)
+
+
+def _run_in_state_dir(args: argparse.Namespace, scenario: Any, status_socket: Path) -> int:
     if args.der_controls is None and str(scenario.service).startswith("AC_DER_"):
         # the site's grid code the car's inverter gets (HVMustTrip 110 %/2 s, 120 %/0.16 s; VoltVar Cat B)
         from hil.ev.scenario import SCENARIO_DIR

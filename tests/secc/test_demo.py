@@ -68,6 +68,18 @@ def test_unplugged_session_is_not_a_completed_session(tmp_path: Path) -> None:
     assert "unplugged after 10 charge loops" in out.stdout and "FAILED (SECC): connection lost" in out.stdout
 
 
+def test_a_demo_removes_its_state_directory(tmp_path: Path) -> None:
+    """Regression (issue 15, bounded disk): every `secc demo` left an empty secc-demo-state-* in /tmp (with
+    --csms its OCPP queue database)."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    out = demo("--scenario", "isolation-fault", "--trace-dir", str(tmp_path / "traces"), "--no-namespace",
+               env={**os.environ, "TMPDIR": str(tmp)})
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "FAILED (SECC): FAILED: CableCheck failed" in out.stdout
+    assert list(tmp.iterdir()) == []
+
+
 def test_unknown_scenario_exits_2(tmp_path: Path) -> None:
     out = demo("--scenario", "nope", "--trace-dir", str(tmp_path))
     assert out.returncode == 2 and "no scenario 'nope'" in out.stderr and "Traceback" not in out.stderr
