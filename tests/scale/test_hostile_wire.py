@@ -5,9 +5,9 @@
 connections, malformed V2GTP of every kind, SDP floods, TCP connect floods, TLS handshake floods). The
 attacker's addresses are added deprecated (preferred_lft 0): hostile.py binds to them, the kernel never picks
 them as Josev's source (it did pick fe80::a4 before, and a car sharing the flood's address is exposed until its
-first request, see secc.transport.admission). The Josev
-session must complete, the daemon must stay up without a traceback, its fds and memory must come back to
-the baseline taken before the attack, and the log must stay aggregated (counted lines).
+first request, see secc.transport.admission). The Josev session must complete, the daemon must stay up without
+a traceback, its fds and memory must come back to the baseline taken before the attack, and the log must stay
+aggregated (counted lines).
 
 Before the first attack the daemon sees a quiet Josev session and one short flood of everything: the first flood
 raises CPython's memory high-water mark once (pymalloc keeps a 1 MiB arena while any object in it lives;
