@@ -177,17 +177,18 @@ print(f"T_VERSION={shlex.quote(sysconfig.get_python_version())}")')"
     readelf -h "$so" | grep -q "Machine:.*$(case $triplet in aarch64*) echo AArch64;; *) echo ARM;; esac)"
     echo "$triplet: built $(basename "$so") with Debian python$T_VERSION:$arch's headers and sysconfig"
 
-    # the stdlib runner: every vector, C against Python, the cross-built .so really loaded
-    PYTHONPATH="$pkg" $tpy "$REPO/tests/arm/run_vectors.py" "$REPO/tests/vectors" --expect-suffix "$T_EXT_SUFFIX"
-
-    # the repo's own vector tests under pytest, from a copy of tests/ next to the copy of exi/ (pytest puts
-    # that directory first on sys.path); CI=1: a C accelerator that does not load fails instead of skipping
+    # a copy of the tests it needs next to the copy of exi/ (pytest puts that directory first on sys.path)
     mkdir -p "$pkg/tests/exi"
     cp "$REPO/pyproject.toml" "$pkg/"
     cp "$REPO/tests/__init__.py" "$REPO/tests/conftest.py" "$pkg/tests/"
-    cp "$REPO/tests/exi/__init__.py" "$REPO/tests/exi/test_vectors.py" "$REPO/tests/exi/test_everest_ac_der.py" \
-        "$pkg/tests/exi/"
+    cp "$REPO/tests/exi/__init__.py" "$REPO/tests/exi/vector_checks.py" "$REPO/tests/exi/test_vectors.py" \
+        "$REPO/tests/exi/test_everest_ac_der.py" "$pkg/tests/exi/"
     cp -r "$REPO/tests/vectors" "$pkg/tests/vectors"
+
+    # the stdlib runner: every vector, C against Python, the cross-built .so really loaded
+    PYTHONPATH="$pkg" $tpy "$REPO/tests/arm/run_vectors.py" "$REPO/tests/vectors" --expect-suffix "$T_EXT_SUFFIX"
+
+    # the repo's own vector tests under pytest; CI=1: a C accelerator that does not load fails instead of skipping
     result=$(cd "$pkg" && CI=1 PYTHONPATH="$PYLIB" $tpy -m pytest -q -p no:cacheprovider \
         tests/exi/test_vectors.py tests/exi/test_everest_ac_der.py 2>&1) || { echo "$result" >&2; exit 1; }
     echo "$triplet: pytest tests/exi/test_vectors.py tests/exi/test_everest_ac_der.py: $(echo "$result" | tail -n 1)"

@@ -1,9 +1,10 @@
 """Every EXI test vector (tests/vectors/*.jsonl) through the C accelerator and the pure-Python codec: stdlib only.
 
-Written for an emulated ARM CPython (tests/arm/cross_build.sh runs it under qemu-user with a copy of exi/ and
-the cross-built exi/_speedups on PYTHONPATH; no pytest, no hypothesis there). It runs on any CPython 3.11:
+Written for an emulated ARM CPython (tests/arm/cross_build.sh runs it under qemu-user with a copy of exi/, the
+cross-built exi/_speedups and tests/exi/vector_checks.py on PYTHONPATH; no pytest, no hypothesis there). It runs
+on any CPython 3.11:
 
-    PYTHONPATH=DIR_WITH_EXI python3.11 tests/arm/run_vectors.py [VECTORS_DIR] [--expect-suffix SUFFIX]
+    PYTHONPATH=DIR_WITH_EXI_AND_TESTS python3.11 tests/arm/run_vectors.py [VECTORS_DIR] [--expect-suffix SUFFIX]
 
 It fails (exit 1) unless exi._speedups really is loaded (exi.backend == "c", every schema set on C tables,
 the extension file ends in SUFFIX when given), and on any difference. Per row of every vector file:
@@ -20,14 +21,15 @@ the extension file ends in SUFFIX when given), and on any difference. Per row of
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import platform
 import sys
 import time
-import xml.etree.ElementTree as ET
+from functools import partial
 from pathlib import Path
 from typing import Any
+
+from tests.exi.vector_checks import outcome, schema_of, tree, values_equal
 
 # row count of each file, as tests/exi/test_vectors.py and test_everest_ac_der.py pin them
 FILES = {"valid.jsonl": 329, "amd1_ac_der.jsonl": 24, "everest_ac_der.jsonl": 25, "bad.jsonl": 14,
@@ -37,47 +39,6 @@ HEX_KEYS = ("exi_hex", "exi_hex_exificient", "exi_hex_cbv2g")
 # valid rows whose bytes are right although they break a facet the encoding does not carry (test_vectors.py)
 FACET_VIOLATIONS = {"CertificateInstallationRes#WWCP_ISO15118-1": "dhPublicKeyType"}
 SCHEMAS = ("app", "cm", "dc", "ac", "wpt", "acdp", "ac-der-iec", "ac-der-sae", "xmldsig")
-
-
-def schema_of(v: dict[str, Any]) -> str:
-    grammar = v.get("grammar", "")
-    if "DER_IEC" in grammar:
-        return "ac-der-iec"
-    if "DER_SAE" in grammar:
-        return "ac-der-sae"
-    if v.get("fragment") and "xmldsig-core-schema.xsd alone" in grammar:
-        return "xmldsig"
-    return str(v["schema"])
-
-
-def tree(text: str) -> Any:
-    def norm(n: ET.Element) -> Any:
-        return n.tag, tuple(sorted(n.attrib.items())), (n.text or "").strip(), tuple(norm(c) for c in n)
-
-    return norm(ET.fromstring(text))
-
-
-def outcome(call: Any, *args: Any) -> tuple[Any, ...]:
-    try:
-        return ("ok", call(*args))
-    except Exception as e:  # noqa: BLE001 - every error class is part of what is compared
-        return ("error", type(e), str(e), getattr(e, "path", None), getattr(e, "bit_offset", None))
-
-
-def _types(o: Any) -> Any:
-    if dataclasses.is_dataclass(o) and not isinstance(o, type):
-        return (type(o), tuple(_types(getattr(o, f.name)) for f in dataclasses.fields(o)))
-    if isinstance(o, (list, tuple)):
-        return (type(o), tuple(_types(x) for x in o))
-    return type(o)
-
-
-def same(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
-    if a[0] != b[0]:
-        return False
-    if a[0] == "error":
-        return a[1:] == b[1:]
-    return bool(a[1] == b[1]) and _types(a[1]) == _types(b[1])
 
 
 class Run:
@@ -118,14 +79,14 @@ class Run:
                 continue
             data = bytes.fromhex(v[key])
             for validate in (True, False):
-                a = outcome(self.decode, self.codec, v, data, validate)
-                b = outcome(self.decode, self.c, v, data, validate)
-                self.check(same(a, b), f"{what} {key} validate={validate}: decode differs\n"
+                a = outcome(partial(self.decode, self.codec, v, data, validate))
+                b = outcome(partial(self.decode, self.c, v, data, validate))
+                self.check(values_equal(a, b), f"{what} {key} validate={validate}: decode differs\n"
                                        f"  python: {a!r:.400}\n  c:      {b!r:.400}")
                 if a[0] == "ok":
-                    ea = outcome(self.encode, self.codec, v, a[1], validate)
-                    eb = outcome(self.encode, self.c, v, a[1], validate)
-                    self.check(same(ea, eb), f"{what} {key} validate={validate}: encode differs\n"
+                    ea = outcome(partial(self.encode, self.codec, v, a[1], validate))
+                    eb = outcome(partial(self.encode, self.c, v, a[1], validate))
+                    self.check(values_equal(ea, eb), f"{what} {key} validate={validate}: encode differs\n"
                                              f"  python: {ea!r:.400}\n  c:      {eb!r:.400}")
 
     def expectation(self, m: Any, file: str, v: dict[str, Any], what: str) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import random
-from collections.abc import Callable
 from typing import Any
 
 from exi import codec
@@ -25,15 +24,7 @@ from exi.types import Choice
 
 from . import strategies
 from .strategies import MAX_BINARY, MAX_DEPTH, MAX_STRING, UNBOUNDED_INT, roots
-
-Outcome = tuple[Any, ...]
-
-
-def outcome(call: Callable[[], Any]) -> Outcome:
-    try:
-        return ("ok", call())
-    except Exception as e:  # noqa: BLE001 - every error class is part of what is compared
-        return ("error", type(e), str(e), getattr(e, "path", None), getattr(e, "bit_offset", None))
+from .vector_checks import Outcome, outcome, values_equal
 
 
 def _text(rng: random.Random, lo: int, hi: int) -> str:
@@ -227,23 +218,6 @@ def _copy(o: Any) -> Any:
     if isinstance(o, Choice):
         return Choice(o.element, _copy(o.value))
     return o
-
-
-def values_equal(a: Outcome, b: Outcome) -> bool:
-    """Outcomes match: same result (and the same classes all the way down), or the same error."""
-    if a[0] != b[0]:
-        return False
-    if a[0] == "error":
-        return a[1:] == b[1:]
-    return bool(a[1] == b[1]) and _types(a[1]) == _types(b[1])
-
-
-def _types(o: Any) -> Any:
-    if dataclasses.is_dataclass(o) and not isinstance(o, type):
-        return (type(o), tuple(_types(getattr(o, f.name)) for f in dataclasses.fields(o)))
-    if isinstance(o, (list, tuple)):
-        return (type(o), tuple(_types(x) for x in o))
-    return type(o)
 
 
 # ---------------------------------------------------------------------------------------------------------

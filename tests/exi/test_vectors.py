@@ -8,7 +8,6 @@ EXIficient (schema-following) bytes and content.
 from __future__ import annotations
 
 import json
-import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import pytest
 import exi
 from exi import codec
 from tests.conftest import need
+from tests.exi.vector_checks import schema_of, tree
 
 try:
     from exi import _c
@@ -45,24 +45,6 @@ FACET_VIOLATIONS = {
 def load(name: str) -> list[dict[str, Any]]:
     with open(VECTORS / name, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
-
-
-def schema_of(v: dict[str, Any]) -> str:
-    grammar = v.get("grammar", "")
-    if "DER_IEC" in grammar:
-        return "ac-der-iec"
-    if "DER_SAE" in grammar:
-        return "ac-der-sae"
-    if v.get("fragment") and "xmldsig-core-schema.xsd alone" in grammar:
-        return "xmldsig"
-    return str(v["schema"])
-
-
-def tree(text: str) -> Any:
-    def norm(n: ET.Element) -> Any:
-        return n.tag, tuple(sorted(n.attrib.items())), (n.text or "").strip(), tuple(norm(c) for c in n)
-
-    return norm(ET.fromstring(text))
 
 
 CODEC: Any = codec  # the backend under test, set by the autouse fixture below

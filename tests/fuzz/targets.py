@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from tests.exi.vector_checks import schema_of
+
 VECTORS = Path(__file__).resolve().parents[1] / "vectors"
 VECTOR_FILES = ("valid.jsonl", "amd1_ac_der.jsonl", "bad.jsonl", "lenient.jsonl", "cbv2g_deviations.jsonl")
 EXI_HEX_KEYS = ("exi_hex", "exi_hex_exificient", "exi_hex_cbv2g")
@@ -45,14 +47,8 @@ def vector_rows() -> Iterator[dict[str, Any]]:
 
 
 def _schema_set(row: dict[str, Any]) -> str | None:
-    grammar = row.get("grammar", "")
-    if "DER_IEC" in grammar:
-        return "ac-der-iec"
-    if "DER_SAE" in grammar:
-        return "ac-der-sae"
-    if row.get("fragment") and "xmldsig-core-schema.xsd alone" in grammar:
-        return "xmldsig"
-    return NAMESPACE_TO_SET.get(str(row.get("schema")))
+    schema = schema_of(row)
+    return schema if schema in ("ac-der-iec", "ac-der-sae", "xmldsig") else NAMESPACE_TO_SET.get(schema)
 
 
 def exi_seeds() -> list[bytes]:
